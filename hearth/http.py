@@ -1,0 +1,141 @@
+"""Starlette pieces every service uses: XRPC errors, did.json, health, metrics, access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import hearth
+from hearth.auth import AuthError, ServiceAuthVerifier, VerifiedToken, bearer_token
+
+access_log = logging.getLogger("hearth.access")
+
+
+class XrpcError(Exception):
+    """Raise inside a handler to answer with an atproto error body."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+
+
+def xrpc_error(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status_code=status)
+
+
+async def xrpc_error_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, XrpcError)
+    return xrpc_error(exc.status, exc.error, exc.message)
+
+
+async def not_found_handler(_request: Request, _exc: Exception) -> Response:
+    return xrpc_error(404, "NotFound", "no such endpoint")
+
+
+async def method_not_allowed_handler(_request: Request, _exc: Exception) -> Response:
+    return xrpc_error(405, "MethodNotAllowed", "method not allowed")
+
+
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    XrpcError: xrpc_error_handler,
+    404: not_found_handler,
+    405: method_not_allowed_handler,
+}
+
+
+async def require_auth(
+    request: Request, verifier: ServiceAuthVerifier, lxm: str | None
+) -> VerifiedToken:
+    """Verify the request's service-auth JWT, or raise XrpcError 401 with the reason."""
+    try:
+        token = bearer_token(request.headers.get("authorization"))
+        return await verifier.verify(token, lxm=lxm)
+    except AuthError as e:
+        error = {"missing": "AuthenticationRequired", "expired": "ExpiredToken"}.get(
+            e.reason, "InvalidToken"
+        )
+        raise XrpcError(401, error, f"{e.reason}: {e.message}") from e
+
+
+def did_document(did: str, url: str, services: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """A did:web document naming this service's endpoint(s): (fragment, type) pairs."""
+    return {
+        "@context": ["https://www.w3.org/ns/did/v1"],
+        "id": did,
+        "service": [
+            {"id": f"#{fragment}", "type": kind, "serviceEndpoint": url}
+            for fragment, kind in services
+        ],
+    }
+
+
+def common_routes(
+    did: str,
+    url: str,
+    services: Sequence[tuple[str, str]],
+    registry: CollectorRegistry,
+    health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+) -> list[Route]:
+    """`/.well-known/did.json`, `/xrpc/_health` and `/metrics`."""
+    doc = did_document(did, url, services)
+
+    async def did_json(_request: Request) -> Response:
+        return JSONResponse(doc)
+
+    async def health_route(_request: Request) -> Response:
+        body: dict[str, Any] = {"version": hearth.__version__}
+        if health is not None:
+            body.update(await health())
+        return JSONResponse(body)
+
+    async def metrics(_request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/.well-known/did.json", did_json),
+        Route("/xrpc/_health", health_route),
+        Route("/metrics", metrics),
+    ]
+
+
+class AccessLogMiddleware:
+    """Logs method, path (never the query string: it may carry tokens), status, time."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 0
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            access_log.info(
+                "%s %s %s %d %.1fms",
+                self.service,
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                (time.perf_counter() - start) * 1000,
+            )

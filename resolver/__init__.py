@@ -1,0 +1,1 @@
+"""Hearth resolver: atproto handle and DID resolution (library and service)."""

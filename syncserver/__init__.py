@@ -1,0 +1,1 @@
+"""Hearth syncserver service."""
