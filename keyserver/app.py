@@ -1,32 +1,179 @@
-"""The keyserver service: not implemented yet (see the issue tracker).
+"""The keyserver service: wiring of settings, master key, storage, resolver and routes.
 
-It answers every request with 501 so nothing pretends to work.
+See docs/keyserver.md for the API, the storage and the threat model.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from hearth.config import ServiceConfig
+from hearth.auth import ServiceAuthVerifier
+from hearth.config import ConfigError, Option, ServiceConfig
+from hearth.http import EXCEPTION_HANDLERS, AccessLogMiddleware, common_routes
+from hearth.identity import web_did_for_url
 from hearth.service import Service
+from keyserver import handlers as h
+from keyserver.directory import ResolverDirectory
+from keyserver.keyring import Keyring
+from keyserver.ratelimit import RateLimiter
+from keyserver.sealing import (
+    MasterKeyError,
+    Sealer,
+    load_or_create_master_key,
+    parse_master_key,
+)
+from keyserver.storage.sqlite import SqliteKeyStore
+from resolver import Resolver
+
+log = logging.getLogger("hearth.keyserver")
+
+DID_SERVICES = (
+    ("hearth_keyserver", "HearthKeyserver"),
+    ("roomy_keyserver", "RoomyKeyserver"),
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+OPTIONS = (
+    Option(
+        "master_key",
+        str,
+        "",
+        "master key as 64 hex characters; overrides --master-key-file",
+        secret=True,
+    ),
+    Option(
+        "master_key_file",
+        str,
+        "",
+        "master key file, created with mode 0600 if absent (default <data-dir>/keyserver/"
+        "master.key)",
+    ),
+    Option("database", str, "", "SQLite file (default <data-dir>/keyserver/keys.sqlite3)"),
+    Option("create_burst", _positive_int, 30, "new identities per client address, burst"),
+    Option(
+        "create_per_minute", _positive_float, 30.0, "new identities per client address a minute"
+    ),
+    Option("owner_burst", _positive_int, 10, "rotations/registrations per DID, burst"),
+    Option("owner_per_minute", _positive_float, 2.0, "rotations/registrations per DID a minute"),
+    Option("max_generations", _positive_int, 64, "key generations kept per DID"),
+    Option(
+        "client_ip_header",
+        str,
+        "",
+        "header a trusted reverse proxy sets to the client address (e.g. x-forwarded-for)",
+    ),
+)
+
+
+def _master_key(config: ServiceConfig) -> bytes:
+    try:
+        text = config.get_str("master_key")
+        if text:
+            return parse_master_key(text)
+        path_text = config.get_str("master_key_file")
+        path = Path(path_text) if path_text else config.service_dir / "master.key"
+        return load_or_create_master_key(path)
+    except MasterKeyError as e:
+        raise ConfigError(f"keyserver master key: {e}") from e
 
 
 def create_app(config: ServiceConfig) -> Starlette:
-    async def not_implemented(_request: Request) -> Response:
-        return JSONResponse(
-            {"error": "NotImplemented", "message": "keyserver: not implemented yet"},
-            status_code=501,
-        )
+    """The keyserver ASGI app. Reads (or creates) the master key now; opens the
+    database and the resolver when the server starts, closes them when it stops."""
+    settings = config.settings
+    sealer = Sealer(_master_key(config))
+    db_text = config.get_str("database")
+    db_path = Path(db_text) if db_text else config.service_dir / "keys.sqlite3"
+    did = web_did_for_url(settings.url)
+    registry = CollectorRegistry()
+    metrics = h.Metrics(registry)
+    handlers = h.Handlers(metrics, config.get_str("client_ip_header"))
 
-    return Starlette(routes=[Route("/{path:path}", not_implemented)])
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        store = await SqliteKeyStore.open(db_path)
+        resolver: Resolver | None = None
+        try:
+            try:
+                await store.bind_master_key(sealer.fingerprint)
+            except Exception:
+                log.error("%s was sealed under another master key; refusing to start", db_path)
+                raise
+            resolver = Resolver.from_settings(settings)
+            handlers.verifier = ServiceAuthVerifier(did, resolver.signing_key)
+            handlers.keyring = Keyring(
+                store,
+                sealer,
+                ResolverDirectory(resolver),
+                create_limiter=RateLimiter(
+                    config.get_int("create_burst"), config.get_float("create_per_minute")
+                ),
+                owner_limiter=RateLimiter(
+                    config.get_int("owner_burst"), config.get_float("owner_per_minute")
+                ),
+                max_generations=config.get_int("max_generations"),
+                on_created=lambda how: metrics.created.labels(how).inc(),
+            )
+            yield
+        finally:
+            handlers.keyring = None
+            handlers.verifier = None
+            if resolver is not None:
+                await resolver.aclose()
+            await store.close()
+
+    async def health() -> dict[str, Any]:
+        keyring = handlers.keyring
+        return {"ready": keyring is not None}
+
+    routes = [
+        Route(f"/xrpc/{h.PUBLIC}", handlers.route(h.PUBLIC, handlers.public)),
+        Route(f"/xrpc/{h.PRIVATE}", handlers.route(h.PRIVATE, handlers.private)),
+        Route(
+            f"/xrpc/{h.REGISTER}",
+            handlers.route(h.REGISTER, handlers.register),
+            methods=["POST"],
+        ),
+        Route(f"/xrpc/{h.ROTATE}", handlers.route(h.ROTATE, handlers.rotate), methods=["POST"]),
+        Route(f"/xrpc/{h.ROOMY_PUBLIC}", handlers.route(h.ROOMY_PUBLIC, handlers.roomy_public)),
+        Route(f"/xrpc/{h.ROOMY_PRIVATE}", handlers.route(h.ROOMY_PRIVATE, handlers.roomy_private)),
+        *common_routes(did, settings.url, DID_SERVICES, registry, health),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(AccessLogMiddleware, service="keyserver")],
+    )
 
 
 SERVICE = Service(
     name="keyserver",
     default_port=8702,
-    summary="keyserver (not implemented yet)",
+    summary="per-DID signing and encryption keys: public lookup, owner-only private keys",
     create_app=create_app,
+    options=OPTIONS,
 )
