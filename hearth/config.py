@@ -39,16 +39,25 @@ def parse_hostports(text: str) -> tuple[tuple[str, int], ...]:
     for item in (s.strip() for s in text.split(",")):
         if not item:
             continue
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else 53
-        elif item.count(":") == 1:
-            host, _, p = item.partition(":")
-            port = int(p)
-        else:
-            host, port = item, 53
-        out.append((host, port))
+        try:
+            out.append(_hostport(item))
+        except ValueError as e:
+            raise ConfigError(f"nameserver must be host[:port], got {item!r}") from e
     return tuple(out)
+
+
+def _hostport(item: str) -> tuple[str, int]:
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else 53
+    elif item.count(":") == 1:
+        host, _, p = item.partition(":")
+        port = int(p)
+    else:
+        host, port = item, 53
+    if not host or not 0 < port < 65536:
+        raise ValueError("bad host or port")
+    return host, port
 
 
 def parse_http_hosts(text: str) -> dict[str, tuple[str, int]]:

@@ -79,7 +79,7 @@ class Upstream:
         `host` may carry a port (`example.com:8443`). Mapped hosts and loopback
         hosts are fetched over plain http.
         """
-        mapped = self.http_hosts.get(host) or self.http_hosts.get(host.rsplit(":", 1)[0])
+        mapped = self._mapped(host)
         if mapped is not None:
             addr, port = mapped
             addr = f"[{addr}]" if ":" in addr else addr
@@ -87,6 +87,19 @@ class Upstream:
         hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
         scheme = "http" if _is_loopback(hostname) else "https"
         return f"{scheme}://{host}{path}", {}
+
+    def _mapped(self, host: str) -> tuple[str, int] | None:
+        """Exact `host[:port]`, then the bare hostname, then `*.suffix` wildcards."""
+        hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        for key in (host, hostname):
+            if key in self.http_hosts:
+                return self.http_hosts[key]
+        labels = hostname.split(".")
+        for i in range(1, len(labels)):
+            wildcard = "*." + ".".join(labels[i:])
+            if wildcard in self.http_hosts:
+                return self.http_hosts[wildcard]
+        return None
 
     async def fetch(self, host: str, path: str, limit: int) -> tuple[int, bytes]:
         """GET `https://<host><path>` -> (status, body of at most `limit` bytes)."""

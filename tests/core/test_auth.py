@@ -1,0 +1,142 @@
+"""Service-auth JWT verification: every accepted and refused case, with distinct reasons."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from hearth.auth import AuthError, ServiceAuthVerifier
+from hearth.jwt import Signer, b64url_decode, b64url_encode, encode_jwt, mint_service_jwt
+from hearth.keys import KeyType
+from resolver import Resolver
+from tests.world import Identity, World
+
+AUD = "did:web:svc.test"
+LXM = "chat.hearth.v1.test.method"
+
+
+@pytest.fixture
+async def verifier(world: World) -> AsyncIterator[ServiceAuthVerifier]:
+    r = Resolver.from_settings(world.settings())
+    yield ServiceAuthVerifier(AUD, r.signing_key)
+    await r.aclose()
+
+
+def payload(ident_did: str, **over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    p: dict[str, Any] = {
+        "iss": ident_did,
+        "aud": AUD,
+        "exp": now + 60,
+        "iat": now,
+        "jti": f"j{time.monotonic_ns()}",
+        "lxm": LXM,
+    }
+    p.update(over)
+    return {k: v for k, v in p.items() if v is not None}
+
+
+async def reason(verifier: ServiceAuthVerifier, token: str, lxm: str | None = LXM) -> str:
+    with pytest.raises(AuthError) as info:
+        await verifier.verify(token, lxm=lxm)
+    return info.value.reason
+
+
+@pytest.mark.parametrize("key_type", [KeyType.P256, KeyType.SECP256K1])
+async def test_atproto_tokens_pass(
+    world: World, verifier: ServiceAuthVerifier, key_type: KeyType
+) -> None:
+    ident = world.new_plc_identity(key_type)
+    token = ident.jwt(AUD, LXM)
+    claims = await verifier.verify(token, lxm=LXM)
+    assert claims.iss == ident.did and claims.lxm == LXM
+
+
+async def test_did_web_token_passes(world: World, verifier: ServiceAuthVerifier) -> None:
+    ident = world.new_web_identity(KeyType.SECP256K1)
+    assert (await verifier.verify(ident.jwt(AUD, LXM), lxm=LXM)).iss == ident.did
+
+
+async def test_did_key_eddsa_token_passes(verifier: ServiceAuthVerifier) -> None:
+    signer = Signer.generate()
+    token = mint_service_jwt(signer, iss=signer.did_key, aud=AUD, lxm=LXM)
+    assert (await verifier.verify(token, lxm=LXM)).iss == signer.did_key
+
+
+async def test_lxm_not_required_when_service_does_not_ask(verifier: ServiceAuthVerifier) -> None:
+    signer = Signer.generate()
+    token = mint_service_jwt(signer, iss=signer.did_key, aud=AUD, lxm=None)
+    assert (await verifier.verify(token, lxm=None)).lxm is None
+
+
+def signed(ident: Identity, header: dict[str, Any], body: dict[str, Any]) -> str:
+    return encode_jwt(header, body, ident.signer)
+
+
+async def test_refusals_have_distinct_reasons(world: World, verifier: ServiceAuthVerifier) -> None:
+    ident = world.new_plc_identity(KeyType.P256)
+    k256 = world.new_plc_identity(KeyType.SECP256K1)
+    es = {"alg": "ES256", "typ": "JWT"}
+    now = int(time.time())
+    cases = {
+        "expired": signed(ident, es, payload(ident.did, exp=now - 120)),
+        "no_exp": signed(ident, es, payload(ident.did, exp=None)),
+        "exp_too_far": signed(ident, es, payload(ident.did, exp=now + 3600)),
+        "bad_audience": signed(ident, es, payload(ident.did, aud="did:web:other.test")),
+        "bad_lxm": signed(ident, es, payload(ident.did, lxm="chat.hearth.v1.other")),
+        "no_jti": signed(ident, es, payload(ident.did, jti=None)),
+    }
+    for expected, token in cases.items():
+        assert await reason(verifier, token) == expected, expected
+
+    # alg none, and an alg that does not match the key type (swapped).
+    good = signed(ident, es, payload(ident.did))
+    h, p, s = good.split(".")
+    none_header = b64url_encode(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    assert await reason(verifier, f"{none_header}.{p}.") == "bad_alg"
+    assert await reason(verifier, f"{none_header}.{p}.{s}") == "bad_alg"
+    swapped = signed(k256, es, payload(k256.did))  # ES256 header, secp256k1 key
+    assert await reason(verifier, swapped) == "bad_alg"
+
+    # Tampered payload: same signature, different claims.
+    claims = json.loads(b64url_decode(p))
+    claims["iss"] = k256.did
+    tampered_p = b64url_encode(json.dumps(claims).encode())
+    assert await reason(verifier, f"{h}.{tampered_p}.{s}") in ("bad_signature", "bad_alg")
+    claims = json.loads(b64url_decode(p))
+    claims["exp"] -= 1
+    tampered_p = b64url_encode(json.dumps(claims).encode())
+    assert await reason(verifier, f"{h}.{tampered_p}.{s}") == "bad_signature"
+
+    # High-S: the same signature with s replaced by n - s verifies mathematically
+    # but atproto requires low-S.
+    sig = b64url_decode(s)
+    n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    high = sig[:32] + (n - int.from_bytes(sig[32:], "big")).to_bytes(32, "big")
+    assert await reason(verifier, f"{h}.{p}.{b64url_encode(high)}") == "bad_signature"
+
+    # The good token works once, then is a replay.
+    assert (await verifier.verify(good, lxm=LXM)).iss == ident.did
+    assert await reason(verifier, good) == "replayed"
+
+    for garbage in ("", "a.b", "a.b.c", "x" * 10000, "e30.e30.", "W10.W10.AA"):
+        assert await reason(verifier, garbage) in ("malformed", "bad_alg")
+
+
+async def test_key_rotation_re_resolves_once(world: World, verifier: ServiceAuthVerifier) -> None:
+    ident = world.new_plc_identity(KeyType.P256)
+    assert await verifier.verify(ident.jwt(AUD, LXM), lxm=LXM)  # caches the document
+    world.rotate_key(ident)
+    fetches = world.http_requests[f"127.0.0.1:{world.http_port}/plc/{ident.did}"]
+    assert await verifier.verify(ident.jwt(AUD, LXM), lxm=LXM)
+    assert world.http_requests[f"127.0.0.1:{world.http_port}/plc/{ident.did}"] == fetches + 1
+
+
+async def test_unknown_issuer(verifier: ServiceAuthVerifier) -> None:
+    signer = Signer.generate(KeyType.P256)
+    token = mint_service_jwt(signer, iss="did:plc:" + "c" * 24, aud=AUD, lxm=LXM)
+    assert await reason(verifier, token) == "bad_issuer"

@@ -1,0 +1,280 @@
+"""The resolver library against real DNS and HTTP fixtures on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from hearth.keys import KeyType
+from resolver import InvalidInput, NotFound, Resolver, UpstreamError
+from resolver.cache import Lifetimes
+from tests.world import World
+
+
+@pytest.fixture
+async def resolver(world: World) -> AsyncIterator[Resolver]:
+    r = Resolver.from_settings(world.settings(resolver_timeout=1.0))
+    yield r
+    await r.aclose()
+
+
+async def test_dns_only(world: World, resolver: Resolver) -> None:
+    ident = world.new_plc_identity()
+    assert ident.handle is not None
+    assert await resolver.resolve_handle(ident.handle) == ident.did
+    assert world.dns_queries[f"_atproto.{ident.handle}"] == 1
+
+
+async def test_https_only(world: World, resolver: Resolver) -> None:
+    ident = world.new_plc_identity(publish=False)
+    assert ident.handle is not None
+    world.publish_https(ident.handle, ident.did)
+    assert await resolver.resolve_handle(ident.handle) == ident.did
+    assert world.http_requests[f"{ident.handle}/.well-known/atproto-did"] == 1
+
+
+async def test_both_agree(world: World, resolver: Resolver) -> None:
+    ident = world.new_plc_identity()
+    assert ident.handle is not None
+    world.publish_https(ident.handle, ident.did)
+    assert await resolver.resolve_handle(ident.handle) == ident.did
+
+
+async def test_both_disagree(world: World, resolver: Resolver) -> None:
+    a = world.new_plc_identity()
+    b = world.new_plc_identity()
+    assert a.handle is not None
+    world.publish_https(a.handle, b.did)
+    with pytest.raises(NotFound, match="DNS and HTTPS name different DIDs"):
+        await resolver.resolve_handle(a.handle)
+
+
+async def test_several_dids_in_txt(world: World, resolver: Resolver) -> None:
+    a = world.new_plc_identity()
+    b = world.new_plc_identity()
+    assert a.handle is not None
+    world.publish_dns(a.handle, b.did)
+    with pytest.raises(NotFound, match="several different DIDs"):
+        await resolver.resolve_handle(a.handle)
+
+
+async def test_same_did_twice_in_txt_is_fine(world: World, resolver: Resolver) -> None:
+    a = world.new_plc_identity()
+    assert a.handle is not None
+    world.publish_dns(a.handle, a.did)
+    assert await resolver.resolve_handle(a.handle) == a.did
+
+
+@pytest.mark.parametrize("bad", ["", "nodot", "-bad.test", "a..b", "x" * 300 + ".test", "1.2"])
+async def test_invalid_handle_syntax(resolver: Resolver, bad: str) -> None:
+    with pytest.raises(InvalidInput):
+        await resolver.resolve_handle(bad)
+
+
+async def test_unknown_handle(world: World, resolver: Resolver) -> None:
+    with pytest.raises(NotFound):
+        await resolver.resolve_handle("nobody-here.test")
+
+
+async def test_disallowed_tld_never_queried(world: World, resolver: Resolver) -> None:
+    with pytest.raises(NotFound):
+        await resolver.resolve_handle("alice.local")
+    assert not world.dns_queries
+
+
+async def test_upstream_timeout_is_502_within_timeout(world: World) -> None:
+    r = Resolver.from_settings(world.settings(resolver_timeout=0.3))
+    try:
+        handle = world.new_handle()
+        world.slow_dns.add(f"_atproto.{handle}")
+        world.slow_http.add(handle)
+        start = time.monotonic()
+        with pytest.raises(UpstreamError):
+            await r.resolve_handle(handle)
+        # Bounded by the configured timeout (generous margin for a loaded machine).
+        assert time.monotonic() - start < 0.3 + 2.0
+    finally:
+        await r.aclose()
+
+
+async def test_dns_answer_wins_when_https_hangs(world: World) -> None:
+    r = Resolver.from_settings(world.settings(resolver_timeout=0.3))
+    try:
+        ident = world.new_plc_identity()
+        assert ident.handle is not None
+        world.slow_http.add(ident.handle)
+        assert await r.resolve_handle(ident.handle) == ident.did
+    finally:
+        await r.aclose()
+
+
+async def test_did_plc_document(world: World, resolver: Resolver) -> None:
+    ident = world.new_plc_identity(KeyType.SECP256K1)
+    doc = await resolver.resolve_did(ident.did)
+    assert doc["id"] == ident.did
+    key = await resolver.signing_key(ident.did, False)
+    assert key == ident.signer.public_key
+
+
+async def test_did_web_document(world: World, resolver: Resolver) -> None:
+    ident = world.new_web_identity()
+    doc = await resolver.resolve_did(ident.did)
+    assert doc == ident.doc
+
+
+async def test_did_web_with_port(world: World, resolver: Resolver) -> None:
+    ident = world.new_port_web_identity()
+    assert "%3A" in ident.did
+    doc = await resolver.resolve_did(ident.did)
+    assert doc["id"] == ident.did
+
+
+async def test_did_web_path_based(world: World, resolver: Resolver) -> None:
+    host = "paths.test"
+    did = "did:web:paths.test:users:alice"
+    world.web_docs[f"{host}/users/alice"] = {"id": did}
+    assert (await resolver.resolve_did(did))["id"] == did
+
+
+async def test_did_key_document_needs_no_upstream(world: World, resolver: Resolver) -> None:
+    from hearth.jwt import Signer
+
+    signer = Signer.generate()
+    doc = await resolver.resolve_did(signer.did_key)
+    assert doc["verificationMethod"][0]["publicKeyMultibase"] == signer.public_key.multibase
+    assert not world.http_requests
+
+
+async def test_unknown_did(world: World, resolver: Resolver) -> None:
+    with pytest.raises(NotFound):
+        await resolver.resolve_did("did:plc:" + "a" * 24)
+    with pytest.raises(NotFound):
+        await resolver.resolve_did("did:web:nothing-here.test")
+
+
+async def test_document_with_wrong_id_rejected(world: World, resolver: Resolver) -> None:
+    world.web_docs["liar.test"] = {"id": "did:web:someone-else.test"}
+    with pytest.raises(UpstreamError, match="does not match"):
+        await resolver.resolve_did("did:web:liar.test")
+
+
+@pytest.mark.parametrize("bad", ["did:plc:short", "did:web:", "not-a-did", "did:foo:bar%zz"])
+async def test_invalid_did(resolver: Resolver, bad: str) -> None:
+    with pytest.raises(InvalidInput):
+        await resolver.resolve_did(bad)
+
+
+async def test_identity_two_way_ok(world: World, resolver: Resolver) -> None:
+    ident = world.new_plc_identity()
+    by_handle = await resolver.resolve_identity(ident.handle or "")
+    by_did = await resolver.resolve_identity(ident.did)
+    assert by_handle.handle == by_did.handle == ident.handle
+    assert by_handle.did == by_did.did == ident.did
+
+
+async def test_identity_also_known_as_mismatch(world: World, resolver: Resolver) -> None:
+    ident = world.new_plc_identity()
+    ident.doc["alsoKnownAs"] = ["at://someone-else.test"]
+    by_handle = await resolver.resolve_identity(ident.handle or "")
+    assert by_handle.handle == "handle.invalid"
+    by_did = await resolver.resolve_identity(ident.did)
+    assert by_did.handle == "handle.invalid"
+
+
+async def test_cache_hit_makes_no_upstream_query(world: World, resolver: Resolver) -> None:
+    ident = world.new_plc_identity()
+    assert ident.handle is not None
+    await resolver.resolve_handle(ident.handle)
+    await resolver.resolve_did(ident.did)
+    dns_before = sum(world.dns_queries.values())
+    http_before = sum(world.http_requests.values())
+    for _ in range(5):
+        await resolver.resolve_handle(ident.handle.upper())
+        await resolver.resolve_did(ident.did)
+    assert sum(world.dns_queries.values()) == dns_before
+    assert sum(world.http_requests.values()) == http_before
+
+
+async def test_concurrent_lookups_share_one_query(world: World, resolver: Resolver) -> None:
+    ident = world.new_plc_identity()
+    assert ident.handle is not None
+    results = await asyncio.gather(*(resolver.resolve_handle(ident.handle) for _ in range(100)))
+    assert set(results) == {ident.did}
+    assert world.dns_queries[f"_atproto.{ident.handle}"] == 1
+
+
+async def test_negative_entries_expire(world: World) -> None:
+    clock = [1000.0]
+    r = Resolver.from_settings(world.settings(), lifetimes=Lifetimes(negative=300.0))
+    r.handles._clock = lambda: clock[0]
+    try:
+        handle = world.new_handle()
+        with pytest.raises(NotFound):
+            await r.resolve_handle(handle)
+        ident = world.new_plc_identity(handle=handle)
+        clock[0] += 299
+        with pytest.raises(NotFound):  # still cached as absent
+            await r.resolve_handle(handle)
+        clock[0] += 2
+        assert await r.resolve_handle(handle) == ident.did
+        assert world.dns_queries[f"_atproto.{handle}"] == 2
+    finally:
+        await r.aclose()
+
+
+async def test_failures_cached_for_two_minutes(world: World) -> None:
+    clock = [0.0]
+    r = Resolver.from_settings(world.settings(resolver_timeout=0.2))
+    r.handles._clock = lambda: clock[0]
+    try:
+        handle = world.new_handle()
+        world.slow_dns.add(f"_atproto.{handle}")
+        world.slow_http.add(handle)
+        with pytest.raises(UpstreamError):
+            await r.resolve_handle(handle)
+        with pytest.raises(UpstreamError):
+            await r.resolve_handle(handle)
+        assert world.dns_queries[f"_atproto.{handle}"] >= 1
+        queries = world.dns_queries[f"_atproto.{handle}"]
+        clock[0] += 121
+        world.slow_dns.clear()
+        world.slow_http.clear()
+        ident = world.new_plc_identity(handle=handle)
+        assert await r.resolve_handle(handle) == ident.did
+        assert world.dns_queries[f"_atproto.{handle}"] > queries
+    finally:
+        await r.aclose()
+
+
+async def test_stale_while_revalidate(world: World) -> None:
+    clock = [0.0]
+    r = Resolver.from_settings(world.settings())
+    r.handles._clock = lambda: clock[0]
+    try:
+        ident = world.new_plc_identity()
+        assert ident.handle is not None
+        await r.resolve_handle(ident.handle)
+        other = world.new_plc_identity(publish=False)
+        world.txt[f"_atproto.{ident.handle}"] = [f"did={other.did}"]
+        clock[0] += 3601  # stale, not expired
+        # Served from cache at once, refreshed in the background.
+        assert await r.resolve_handle(ident.handle) == ident.did
+        for _ in range(200):
+            if r.handles._inflight or r.handles._refreshing:
+                await asyncio.sleep(0.01)
+        assert await r.resolve_handle(ident.handle) == other.did
+        clock[0] += 86400 + 1
+        assert await r.resolve_handle(ident.handle) == other.did
+    finally:
+        await r.aclose()
+
+
+async def test_rotated_key_seen_with_fresh_lookup(world: World, resolver: Resolver) -> None:
+    ident = world.new_plc_identity()
+    old = await resolver.signing_key(ident.did, False)
+    new = world.rotate_key(ident)
+    assert await resolver.signing_key(ident.did, False) == old  # cached
+    assert await resolver.signing_key(ident.did, True) == new.public_key
