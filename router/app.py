@@ -1,31 +1,233 @@
-"""The router service: not implemented yet (see the issue tracker).
+"""The router service: token endpoints, metrics and the WebSocket endpoint.
 
-It answers every request with 501 so nothing pretends to work.
+HTTP routes are a Starlette app; WebSocket upgrades never reach it, uvicorn
+hands them to `router.server.RouterProtocol` (see `uvicorn_options`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from hearth.config import ServiceConfig
+import hearth
+from hearth.auth import KeyLookup, ServiceAuthVerifier
+from hearth.config import Option, ServiceConfig
+from hearth.http import (
+    EXCEPTION_HANDLERS,
+    AccessLogMiddleware,
+    XrpcError,
+    common_routes,
+    require_auth,
+)
+from hearth.identity import web_did_for_url
+from hearth.keys import PublicKey
 from hearth.service import Service
+from hearth.types import Did
+from router.limits import Limits
+from router.server import STATE_KEY, RouterProtocol, RouterServer
+from router.tokens import TokenStoreFull
+
+log = logging.getLogger("hearth.router")
+
+TOKEN_NSIDS = ("chat.roomy.v0.router.token", "chat.hearth.v1.router.token")
+
+_DEFAULTS = Limits()
+OPTIONS = (
+    Option("max_frame_bytes", int, _DEFAULTS.max_frame_bytes, "largest WebSocket message (bytes)"),
+    Option("max_interests", int, _DEFAULTS.max_interests, "docs one connection may listen to"),
+    Option(
+        "max_connections_per_did",
+        int,
+        _DEFAULTS.max_connections_per_did,
+        "simultaneous connections of one DID",
+    ),
+    Option("rate_frames", float, _DEFAULTS.rate_frames, "frames/s per connection, sustained"),
+    Option("burst_frames", float, _DEFAULTS.burst_frames, "frame burst per connection"),
+    Option("rate_bytes", float, _DEFAULTS.rate_bytes, "bytes/s per connection, sustained"),
+    Option("burst_bytes", float, _DEFAULTS.burst_bytes, "byte burst per connection"),
+    Option(
+        "max_outgoing_bytes",
+        int,
+        _DEFAULTS.max_outgoing_bytes,
+        "unsent bytes queued for one connection before it is closed as a slow consumer",
+    ),
+    Option("max_errors", float, _DEFAULTS.max_errors, "bad frames tolerated in a burst"),
+    Option("error_rate", float, _DEFAULTS.error_rate, "bad frames/s forgiven"),
+    Option("ping_interval", float, _DEFAULTS.ping_interval, "seconds between pings (0: off)"),
+    Option("idle_timeout", float, _DEFAULTS.idle_timeout, "close after this many silent seconds"),
+    Option("token_ttl", float, 30.0, "seconds a router token stays valid"),
+)
+
+
+def limits_from_config(config: ServiceConfig) -> Limits:
+    values: dict[str, Any] = {}
+    for name, default in Limits().as_info().items():
+        if name in config.options:
+            raw = config.options[name]
+            values[name] = type(default)(raw)
+    return Limits(**values)
+
+
+def _key_lookup(config: ServiceConfig) -> tuple[KeyLookup, Any]:
+    """The resolver's `signing_key` when the resolver library is available."""
+    try:
+        module = importlib.import_module("resolver")
+        resolver_cls = getattr(module, "Resolver", None)
+        if resolver_cls is not None:
+            resolver = resolver_cls.from_settings(config.settings)
+            return resolver.signing_key, resolver
+    except Exception:  # pragma: no cover - depends on the resolver's state
+        log.exception("resolver unavailable; only did:key callers can get router tokens")
+
+    async def none(_did: Did, _fresh: bool) -> PublicKey | None:
+        return None
+
+    return none, None
+
+
+class _Metrics(Collector):
+    def __init__(self) -> None:
+        self.server: RouterServer | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        server = self.server
+        if server is None:
+            return
+        router = server.router
+        stats = router.stats
+        yield GaugeMetricFamily(
+            "hearth_router_connections", "open connections", value=len(router.connections)
+        )
+        yield GaugeMetricFamily("hearth_router_dids", "DIDs connected", value=len(router.by_did))
+        yield GaugeMetricFamily(
+            "hearth_router_documents", "documents with listeners", value=len(router.docs)
+        )
+        yield CounterMetricFamily(
+            "hearth_router_connections_opened",
+            "connections accepted",
+            value=stats.connections_total,
+        )
+        yield CounterMetricFamily("hearth_router_frames_in", "frames received", stats.frames_in)
+        yield CounterMetricFamily("hearth_router_bytes_in", "bytes received", stats.bytes_in)
+        yield CounterMetricFamily("hearth_router_frames_out", "frames sent", stats.frames_out)
+        yield CounterMetricFamily(
+            "hearth_router_relayed_frames", "send frames relayed", stats.relayed_frames
+        )
+        yield CounterMetricFamily(
+            "hearth_router_relayed_bytes", "send body bytes relayed", stats.relayed_bytes
+        )
+        yield CounterMetricFamily(
+            "hearth_router_slow_consumers",
+            "connections closed as slow consumers",
+            server.slow_consumers,
+        )
+        errors = CounterMetricFamily(
+            "hearth_router_errors", "error frames sent, by code", labels=["code"]
+        )
+        for code, n in sorted(stats.errors.items()):
+            errors.add_metric([code], n)
+        yield errors
+        closed = CounterMetricFamily(
+            "hearth_router_connections_closed", "connections ended, by cause", labels=["cause"]
+        )
+        for cause, n in sorted(stats.closed.items()):
+            closed.add_metric([cause], n)
+        yield closed
+        refused = CounterMetricFamily(
+            "hearth_router_handshakes_refused", "upgrades refused, by reason", labels=["reason"]
+        )
+        for reason, n in sorted(server.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
 
 
 def create_app(config: ServiceConfig) -> Starlette:
-    async def not_implemented(_request: Request) -> Response:
-        return JSONResponse(
-            {"error": "NotImplemented", "message": "router: not implemented yet"}, status_code=501
-        )
+    settings = config.settings
+    did = web_did_for_url(settings.url)
+    limits = limits_from_config(config)
+    token_ttl = config.get_float("token_ttl") if "token_ttl" in config.options else 30.0
+    registry = CollectorRegistry()
+    metrics = _Metrics()
+    registry.register(metrics)
+    holder: dict[str, Any] = {}
 
-    return Starlette(routes=[Route("/{path:path}", not_implemented)])
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        key_lookup, resolver = _key_lookup(config)
+        server = RouterServer(
+            did,
+            limits,
+            info={"server": "hearth-router", "version": hearth.__version__},
+            token_ttl=token_ttl,
+        )
+        server.start()
+        holder["server"] = server
+        holder["verifier"] = ServiceAuthVerifier(did, key_lookup)
+        metrics.server = server
+        try:
+            yield {STATE_KEY: server}
+        finally:
+            await server.aclose()
+            if resolver is not None:
+                await resolver.aclose()
+
+    async def token(request: Request) -> Response:
+        nsid = request.url.path.rsplit("/", 1)[-1]
+        verified = await require_auth(request, holder["verifier"], nsid)
+        server: RouterServer = holder["server"]
+        try:
+            value = server.tokens.issue(verified.iss, time.monotonic())
+        except TokenStoreFull as e:
+            raise XrpcError(503, "Busy", "too many live router tokens; retry shortly") from e
+        return JSONResponse({"token": value}, headers={"Cache-Control": "no-store"})
+
+    async def connect_without_upgrade(_request: Request) -> Response:
+        return PlainTextResponse("Upgrade: websocket required\n", status_code=400)
+
+    async def health() -> dict[str, Any]:
+        server: RouterServer | None = holder.get("server")
+        if server is None:
+            return {"connections": 0}
+        return {"connections": len(server.router.connections)}
+
+    routes = [
+        *(Route(f"/xrpc/{nsid}", token) for nsid in TOKEN_NSIDS),
+        Route("/connect/as/{did:path}", connect_without_upgrade),
+        *common_routes(
+            did,
+            settings.url,
+            [("hearth_router", "HearthRouter"), ("roomy_router", "RoomyRouter")],
+            registry,
+            health,
+        ),
+    ]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.add_middleware(AccessLogMiddleware, service="router")
+    return app
+
+
+def uvicorn_options(_config: ServiceConfig) -> dict[str, Any]:
+    # WebSocket upgrades go to the router's own protocol (no ASGI per message).
+    return {"ws": RouterProtocol}
 
 
 SERVICE = Service(
     name="router",
     default_port=8703,
-    summary="router (not implemented yet)",
+    summary="router: authenticated WebSocket routing and matchmaking (Roomy v0 compatible)",
     create_app=create_app,
+    options=OPTIONS,
+    uvicorn_options=uvicorn_options,
 )

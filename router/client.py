@@ -1,0 +1,338 @@
+"""Async Python client for the router: tests, bench, the Python peer and bots use it.
+
+    signer = Signer.generate()
+    async with RouterClient(url, did_key_auth(signer, router_did)) as client:
+        await client.listen("doc1")
+        async for event in client:
+            match event:
+                case Join(did, conn_id, doc): await client.send(did, conn_id, doc, b"hi")
+                case Deliver(): print(event.body)
+
+`RouterClient` reconnects by itself with jittered exponential backoff, asks
+`auth` for a fresh token each time (tokens are single-use) and restores the
+interest set. After each (re)connect the iterator yields `Welcome` (with the
+new connId); after a loss it yields `Disconnected`, and the peers it knew must
+be forgotten: the router sends fresh `join`s after the `listen` is restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from hearth.jwt import Signer, mint_service_jwt
+from hearth.types import ConnId, Did, DocumentId
+from router.frames import FrameError, decode_frame, encode_frame
+from router.messages import (
+    Deliver,
+    ErrorMessage,
+    Join,
+    Leave,
+    MessageError,
+    ServerMessage,
+    Unknown,
+    Welcome,
+    parse_server_message,
+)
+
+log = logging.getLogger("hearth.router.client")
+
+CONNECT_LXM = "chat.hearth.v1.router.connect"
+
+__all__ = [
+    "Auth",
+    "Deliver",
+    "Disconnected",
+    "ErrorMessage",
+    "Join",
+    "Leave",
+    "NotConnected",
+    "RouterClient",
+    "Unknown",
+    "Welcome",
+    "did_key_auth",
+    "router_token_auth",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Who connects and how to get a token for each connection attempt."""
+
+    did: Did
+    token: Callable[[], Awaitable[str]]  # called once per attempt: tokens are single-use
+
+
+def did_key_auth(signer: Signer, router_did: str, *, ttl: int = 30) -> Auth:
+    """Connect as `signer`'s did:key with a self-signed JWT (no server round trip)."""
+    did = Did(signer.did_key)
+
+    async def token() -> str:
+        return mint_service_jwt(signer, iss=did, aud=router_did, lxm=CONNECT_LXM, ttl=ttl)
+
+    return Auth(did, token)
+
+
+def router_token_auth(
+    did: str, url: str, service_jwt: Callable[[], Awaitable[str]], *, nsid: str | None = None
+) -> Auth:
+    """Connect with a router token from `GET /xrpc/<nsid>`, fetched with a service-auth JWT.
+
+    `service_jwt()` must return a fresh JWT (`aud` = router DID, `lxm` = `nsid`),
+    e.g. one minted by the user's PDS.
+    """
+    import httpx  # only this helper needs an HTTP client
+
+    method = nsid or "chat.hearth.v1.router.token"
+
+    async def token() -> str:
+        jwt = await service_jwt()
+        async with httpx.AsyncClient() as http:
+            response = await http.get(
+                f"{url.rstrip('/')}/xrpc/{method}", headers={"Authorization": f"Bearer {jwt}"}
+            )
+        response.raise_for_status()
+        value = response.json()["token"]
+        assert isinstance(value, str)
+        return value
+
+    return Auth(Did(did), token)
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The connection was lost (or refused); the client will reconnect unless closed."""
+
+    code: int | None
+    reason: str
+
+
+class NotConnected(Exception):
+    """`send` was called while no connection is open."""
+
+
+Event = ServerMessage | Disconnected
+
+
+def ws_url(url: str, did: str) -> str:
+    base = url.rstrip("/")
+    if base.startswith("http"):
+        base = "ws" + base[4:]
+    return f"{base}/connect/as/{did}"
+
+
+class RouterClient:
+    """A reconnecting router connection. Use as an async context manager.
+
+    `url` is the router's base URL (http(s):// or ws(s)://). Set `reconnect=False`
+    to get one connection only: the iterator ends when it closes, and a refused
+    handshake raises from `start()`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        auth: Auth,
+        *,
+        reconnect: bool = True,
+        backoff_min: float = 0.05,
+        backoff_max: float = 10.0,
+        max_size: int = 1 << 20,
+        queue_size: int = 10_000,
+    ) -> None:
+        self.url = url
+        self.auth = auth
+        self.reconnect = reconnect
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.max_size = max_size
+        self.interests: tuple[DocumentId, ...] = ()
+        self.welcome: Welcome | None = None
+        self._ws: ClientConnection | None = None
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue(queue_size)
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def did(self) -> Did:
+        return self.auth.did
+
+    @property
+    def conn_id(self) -> ConnId | None:
+        """This connection's id, known after `welcome` (None while disconnected)."""
+        return self.welcome.conn_id if self.welcome is not None and self._ws else None
+
+    async def __aenter__(self) -> RouterClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Connect, wait for `welcome`, and start the background reader/reconnector."""
+        if not self.reconnect:
+            await self._connect_once()
+        else:
+            while True:
+                try:
+                    await self._connect_once()
+                    break
+                except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as e:
+                    log.info("router connect failed: %s", e)
+                    await asyncio.sleep(self._backoff(0))
+        self._task = asyncio.create_task(self._run())
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def close(self) -> None:
+        """Close the connection and stop reconnecting; the event iterator ends."""
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._put_nowait(None)
+
+    # ------------------------------------------------------------ commands
+
+    async def listen(self, *docs: str) -> None:
+        """Replace the interest set (restored automatically after a reconnect)."""
+        self.interests = tuple(DocumentId(d) for d in docs)
+        if self._ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.send(encode_frame(["listen", *self.interests]))
+
+    async def send(self, to_did: str, to_conn: str, doc: str, body: bytes) -> None:
+        """Relay `body` to one connection; raises NotConnected while disconnected."""
+        await self.send_frame(encode_frame(["send", to_did, to_conn, doc], body))
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Send one pre-encoded frame (for verbs this client has no helper for)."""
+        ws = self._ws
+        if ws is None:
+            raise NotConnected("not connected to the router")
+        try:
+            await ws.send(frame)
+        except ConnectionClosed as e:
+            raise NotConnected("the router connection closed") from e
+
+    # ------------------------------------------------------------ events
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self._events.get()
+            if event is None:
+                return
+            yield event
+
+    async def next_event(self) -> Event:
+        """The next event; raises EOFError once the client is closed.
+
+        Bound the wait with `asyncio.timeout()` if needed.
+        """
+        event = await self._events.get()
+        if event is None:
+            self._put_nowait(None)
+            raise EOFError("router client closed")
+        return event
+
+    # ------------------------------------------------------------ internals
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter: uniformly random up to the exponential bound.
+        return random.uniform(0, min(self.backoff_max, self.backoff_min * 2**attempt))
+
+    def _put_nowait(self, event: Event | None) -> None:
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            log.warning("router client event queue full; dropping an event")
+
+    async def _connect_once(self) -> None:
+        token = await self.auth.token()
+        ws = await connect(
+            ws_url(self.url, self.auth.did),
+            subprotocols=[websockets.Subprotocol("authorization"), websockets.Subprotocol(token)],
+            compression=None,
+            max_size=self.max_size,
+            open_timeout=10,
+        )
+        try:
+            first = await asyncio.wait_for(ws.recv(decode=False), 10)
+            welcome = self._parse(first)
+            if not isinstance(welcome, Welcome):
+                raise InvalidHandshake("router did not send welcome first")
+            if self.interests:
+                await ws.send(encode_frame(["listen", *self.interests]))
+        except BaseException:
+            await ws.close()
+            raise
+        self._ws = ws
+        self.welcome = welcome
+        self._connected.set()
+        await self._events.put(welcome)
+
+    def _parse(self, data: bytes | str) -> ServerMessage:
+        raw = data.encode() if isinstance(data, str) else data
+        header, body = decode_frame(raw)
+        return parse_server_message(header, bytes(body))
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            ws = self._ws
+            assert ws is not None
+            code: int | None = None
+            reason = ""
+            try:
+                async for data in ws:
+                    try:
+                        event = self._parse(data)
+                    except (FrameError, MessageError) as e:
+                        log.warning("dropping malformed frame from the router: %s", e)
+                        continue
+                    await self._events.put(event)
+            except ConnectionClosed:
+                pass
+            if ws.close_code is not None:
+                code = ws.close_code
+                reason = ws.close_reason or ""
+            self._ws = None
+            self._connected.clear()
+            if self._closing:
+                return
+            await self._events.put(Disconnected(code, reason))
+            if not self.reconnect:
+                await self._events.put(None)
+                return
+            while not self._closing:
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+                try:
+                    await self._connect_once()
+                    attempt = 0
+                    break
+                except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as e:
+                    if isinstance(e, InvalidStatus):
+                        log.info("router refused reconnect: %s", e.response.status_code)
+                    else:
+                        log.info("router reconnect failed: %s", e)

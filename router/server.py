@@ -1,0 +1,390 @@
+"""asyncio glue: the router's WebSocket endpoint as a uvicorn `ws` protocol class.
+
+uvicorn parses HTTP and hands every `Upgrade: websocket` request to
+`RouterProtocol` (configured through `Service.uvicorn_options`), which does the
+opening handshake, authentication and framing itself and feeds whole messages
+to `router.core.Router`. No ASGI task runs per connection: one connection is
+one protocol object, a parser and the core's `Connection`.
+
+`RouterServer` is the process-wide state (core, token store, verifiers,
+keepalive sweeper); the app's lifespan creates it and passes it to the protocol
+through the lifespan state under `STATE_KEY`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from hearth.auth import AuthError, JtiCache, ServiceAuthVerifier
+from hearth.identity import IdentitySyntaxError, parse_did
+from hearth.keys import PublicKey
+from hearth.types import Did
+from router.core import Connection, Router
+from router.limits import Limits
+from router.tokens import TokenStore
+from router.websocket import (
+    CLOSE_GOING_AWAY,
+    EV_BINARY,
+    EV_CLOSE,
+    EV_OVERSIZE,
+    EV_PING,
+    EV_TEXT,
+    OP_BINARY,
+    OP_PING,
+    OP_PONG,
+    FrameParser,
+    HandshakeError,
+    ProtocolError,
+    accept_response,
+    check_upgrade,
+    encode_close,
+    encode_frame_header,
+    offered_subprotocols,
+    parse_close,
+    parse_request_head,
+    reject_response,
+)
+
+log = logging.getLogger("hearth.router")
+
+STATE_KEY = "hearth_router"
+CONNECT_LXM = "chat.hearth.v1.router.connect"
+CONNECT_PREFIX = "/connect/as/"
+
+_HANDSHAKE, _AUTHENTICATING, _OPEN, _CLOSED = range(4)
+
+
+async def _no_resolution(_did: Did, _fresh: bool) -> PublicKey | None:
+    return None  # self-signed connect tokens are for did:key, which needs no lookup
+
+
+class RouterServer:
+    """Process-wide router state shared by every `RouterProtocol`."""
+
+    def __init__(
+        self,
+        did: str,
+        limits: Limits,
+        *,
+        info: dict[str, Any] | None = None,
+        token_ttl: float = 30.0,
+    ) -> None:
+        self.did = did
+        self.limits = limits
+        self.router = Router(limits, info=info)
+        self.tokens = TokenStore(ttl=token_ttl)
+        self.connect_verifier = ServiceAuthVerifier(did, _no_resolution, jti_cache=JtiCache())
+        self.protocols: set[RouterProtocol] = set()
+        self.refused: dict[str, int] = {}  # handshake refusals by reason
+        self.slow_consumers = 0
+        self._dirty: list[RouterProtocol] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the keepalive sweeper; call from the running loop."""
+        self._loop = asyncio.get_running_loop()
+        if self.limits.ping_interval > 0 or self.limits.idle_timeout > 0:
+            self._sweeper = asyncio.create_task(self._sweep())
+
+    async def aclose(self) -> None:
+        """Stop the sweeper and close every connection with 1001."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        for proto in list(self.protocols):
+            proto.shutdown()
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def schedule_flush(self, proto: RouterProtocol) -> None:
+        # One flush per event-loop iteration for all connections written to,
+        # so k frames to one destination cost one write() system call.
+        self._dirty.append(proto)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_all)
+
+    def _flush_all(self) -> None:
+        self._flush_scheduled = False
+        dirty = self._dirty
+        self._dirty = []
+        for proto in dirty:
+            proto.flush()
+
+    async def _sweep(self) -> None:
+        limits = self.limits
+        periods = [p for p in (limits.ping_interval, limits.idle_timeout / 2) if p > 0]
+        period = min(periods)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for proto in list(self.protocols):
+                proto.keepalive(now)
+
+
+class RouterProtocol(asyncio.Protocol):
+    """One WebSocket connection, from the upgrade request to the close."""
+
+    __slots__ = (
+        "server",
+        "server_state",
+        "transport",
+        "state",
+        "parser",
+        "conn",
+        "out",
+        "last_seen",
+        "did",
+    )
+
+    def __init__(
+        self,
+        config: Any = None,
+        server_state: Any = None,
+        app_state: dict[str, Any] | None = None,
+        _loop: Any = None,
+    ) -> None:
+        server = (app_state or {}).get(STATE_KEY)
+        self.server: RouterServer | None = server if isinstance(server, RouterServer) else None
+        self.server_state = server_state
+        self.transport: asyncio.Transport | None = None
+        self.state = _HANDSHAKE
+        self.parser: FrameParser | None = None
+        self.conn: Connection | None = None
+        self.out: list[bytes] | None = None
+        self.last_seen = 0.0
+        self.did: Did | None = None
+
+    # ------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.server_state is not None:
+            self.server_state.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == _OPEN:
+            self._frames(data)
+        elif self.state == _HANDSHAKE:
+            self._handshake(data)
+        # While authenticating, a conforming client sends nothing; ignore otherwise.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = _CLOSED
+        server = self.server
+        if server is not None:
+            server.protocols.discard(self)
+            if self.conn is not None:
+                server.router.disconnect(self.conn, "lost" if exc else "closed")
+        if self.server_state is not None:
+            self.server_state.connections.discard(self)
+        self.conn = None
+        self.parser = None
+        self.out = None
+
+    # uvicorn calls this on graceful shutdown.
+    def shutdown(self) -> None:
+        if self.state == _OPEN:
+            self.close(CLOSE_GOING_AWAY, "server shutting down")
+        elif self.transport is not None and self.state != _CLOSED:
+            self.state = _CLOSED
+            self.transport.close()
+
+    # ------------------------------------------------------------ handshake
+
+    def _reject(self, status: int, message: str, reason: str) -> None:
+        assert self.transport is not None
+        if self.server is not None:
+            self.server.refuse(reason)
+        log.info("refused connection (%s): %d %s", reason, status, message)
+        self.state = _CLOSED
+        self.transport.write(reject_response(status, message))
+        self.transport.close()
+
+    def _handshake(self, head: bytes) -> None:
+        server = self.server
+        if server is None:
+            self._reject(503, "router not started", "not_started")
+            return
+        try:
+            request = parse_request_head(head)
+            path = request.target.split("?", 1)[0]
+            if not path.startswith(CONNECT_PREFIX):
+                raise HandshakeError(404, "no WebSocket endpoint here; use /connect/as/{did}")
+            accept = check_upgrade(request)
+        except HandshakeError as e:
+            self._reject(e.status, e.message, "bad_request")
+            return
+        raw_did = path[len(CONNECT_PREFIX) :]
+        if raw_did.endswith("/"):
+            raw_did = raw_did[:-1]
+        try:
+            did = parse_did(raw_did)  # as written: Roomy never percent-decodes it
+        except IdentitySyntaxError:
+            self._reject(400, "the path must be /connect/as/{did} with a valid DID", "bad_did")
+            return
+        protocols = offered_subprotocols(request)
+        if len(protocols) != 2 or protocols[0] != "authorization":
+            self._reject(403, "offer subprotocols 'authorization' and a token", "no_token")
+            return
+        token = protocols[1]
+        if not server.router.can_connect(did):
+            self._reject(429, "too many connections for this DID", "too_many_connections")
+            return
+        self.did = did
+        if token.count(".") == 2:
+            self.state = _AUTHENTICATING
+            task = asyncio.ensure_future(self._verify_jwt(did, token, accept))
+            task.add_done_callback(_log_task_failure)
+            return
+        if not server.tokens.consume(token, did, time.monotonic()):
+            self._reject(403, "invalid, expired or used router token", "bad_token")
+            return
+        self._open(did, accept)
+
+    async def _verify_jwt(self, did: Did, token: str, accept: str) -> None:
+        server = self.server
+        assert server is not None
+        if not did.startswith("did:key:"):
+            self._reject(403, "self-signed connect tokens are for did:key only", "bad_token")
+            return
+        try:
+            verified = await server.connect_verifier.verify(token, lxm=CONNECT_LXM)
+        except AuthError as e:
+            if self.state == _AUTHENTICATING:
+                self._reject(403, f"connect token refused: {e.reason}", "bad_jwt_" + e.reason)
+            return
+        if self.state != _AUTHENTICATING:
+            return  # the client went away meanwhile
+        if verified.iss != did:
+            self._reject(403, "connect token was issued by another DID", "bad_jwt_issuer")
+            return
+        if not server.router.can_connect(did):
+            self._reject(429, "too many connections for this DID", "too_many_connections")
+            return
+        self._open(did, accept)
+
+    def _open(self, did: Did, accept: str) -> None:
+        server = self.server
+        transport = self.transport
+        assert server is not None and transport is not None
+        transport.write(accept_response(accept, "authorization"))
+        self.state = _OPEN
+        self.parser = FrameParser(server.limits.max_frame_bytes)
+        self.last_seen = time.monotonic()
+        server.protocols.add(self)
+        self.conn = server.router.connect(did, self)
+
+    # ------------------------------------------------------------ frames
+
+    def _frames(self, data: bytes) -> None:
+        parser = self.parser
+        conn = self.conn
+        server = self.server
+        assert parser is not None and conn is not None and server is not None
+        self.last_seen = time.monotonic()
+        try:
+            events = parser.feed(data)
+        except ProtocolError as e:
+            self.close(e.code, e.reason)
+            return
+        router = server.router
+        for kind, payload in events:
+            if kind == EV_BINARY or kind == EV_TEXT:
+                router.receive(conn, payload)
+            elif kind == EV_PING:
+                self._send_raw(encode_frame_header(OP_PONG, len(payload)) + payload)
+            elif kind == EV_CLOSE:
+                try:
+                    code, _reason = parse_close(payload)
+                except ProtocolError as e:
+                    self.close(e.code, e.reason)
+                    return
+                self.close(1000 if code == 1005 else code, "", "client_close")
+                return
+            elif kind == EV_OVERSIZE:
+                router.oversize(conn)
+            if self.state != _OPEN:
+                return
+
+    # ------------------------------------------------------------ Peer (for the core)
+
+    def write(self, frame: bytes) -> None:
+        """Queue one Roomy frame as a binary message; flushed once per loop iteration."""
+        if self.state != _OPEN:
+            return
+        out = self.out
+        if out is None:
+            self.out = [encode_frame_header(OP_BINARY, len(frame)), frame]
+            assert self.server is not None
+            self.server.schedule_flush(self)
+        else:
+            out.append(encode_frame_header(OP_BINARY, len(frame)))
+            out.append(frame)
+
+    def flush(self) -> None:
+        out = self.out
+        self.out = None
+        if out is None or self.state != _OPEN:
+            return
+        transport = self.transport
+        server = self.server
+        assert transport is not None and server is not None
+        transport.write(b"".join(out))
+        if transport.get_write_buffer_size() > server.limits.max_outgoing_bytes:
+            # A slow consumer: drop it and everything queued for it, at once.
+            server.slow_consumers += 1
+            log.info("closing slow consumer %s (outgoing buffer over limit)", self.did)
+            self.state = _CLOSED
+            if self.conn is not None:
+                server.router.disconnect(self.conn, "slow_consumer")
+            transport.abort()
+
+    def _send_raw(self, data: bytes) -> None:
+        # Control frames go after anything already queued, preserving order.
+        if self.out is not None:
+            self.flush()
+        if self.state == _OPEN and self.transport is not None:
+            self.transport.write(data)
+
+    def close(self, code: int, reason: str, why: str | None = None) -> None:
+        """Send a close frame and end the connection; the core forgets it at once.
+
+        `why` names the cause in the `closed` metric (default from the code).
+        """
+        if self.state != _OPEN:
+            return
+        self._send_raw(encode_close(code, reason))
+        self.state = _CLOSED
+        server = self.server
+        if server is not None and self.conn is not None:
+            if why is None:
+                why = {1000: "closed", 1001: "going_away", 1008: "abuse"}.get(code, "error")
+            server.router.disconnect(self.conn, why)
+        if self.transport is not None:
+            self.transport.close()
+
+    def keepalive(self, now: float) -> None:
+        """Called periodically: ping, or close a connection silent for too long."""
+        if self.state != _OPEN:
+            return
+        limits = self.server.limits if self.server is not None else None
+        assert limits is not None
+        if limits.idle_timeout > 0 and now - self.last_seen > limits.idle_timeout:
+            self.close(CLOSE_GOING_AWAY, "idle timeout", "idle")
+            return
+        if limits.ping_interval > 0:
+            self._send_raw(encode_frame_header(OP_PING, 0))
+
+
+def _log_task_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("connect authentication failed unexpectedly", exc_info=task.exception())
