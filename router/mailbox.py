@@ -274,7 +274,6 @@ class _SqliteCore:
 class _Op:
     fn: Callable[[], Any]
     future: asyncio.Future[Any]
-    write: bool
 
 
 class SqliteMailbox:
@@ -340,11 +339,11 @@ class SqliteMailbox:
             for item, ok, value in results:
                 item.future.get_loop().call_soon_threadsafe(_settle, item.future, ok, value)
 
-    async def _call(self, fn: Callable[[], T], *, write: bool = True) -> T:
+    async def _call(self, fn: Callable[[], T]) -> T:
         if self._closed:
             raise RuntimeError("mailbox is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._ops.put(_Op(fn, future, write))
+        self._ops.put(_Op(fn, future))
         return await future
 
     async def put(self, mail: Mail, devices: Iterable[str]) -> PutResult:
