@@ -144,6 +144,13 @@ class MailboxContract:
         await box.add_device(CAROL, "d1")  # one device, several DIDs
         assert await box.devices(BOB) == {"d1", "d2"}
         assert await box.devices(CAROL) == {"d1"}
+        # put() without devices uses the recipient's devices known at that moment
+        clock = Clock()
+        m = mail(clock, "known")
+        assert await box.put(m) is PutResult.STORED
+        await box.add_device(BOB, "d3")
+        assert await box.waiting_devices(m) == {"d1", "d2"}
+        assert await box.pending(BOB, "d3") == []
 
     async def test_concurrent_operations(self, clock: Clock) -> None:
         box = await self.make(Quotas(per_recipient=150, per_sender=10_000), clock)

@@ -1,0 +1,395 @@
+"""Store-and-forward mailbox: the interface, its types, and the SQLite implementation.
+
+A mail is kept until every device of the recipient that was known when it
+was sent has acked it, or until its TTL passes. After the last ack its body
+is dropped at once but a small tombstone stays until the TTL, so a resent
+(sender, msgId) is recognised as a duplicate and not delivered twice.
+
+Devices: a device is an opaque id the client chooses once per installation
+(see docs/notifications.md) and presents on its router connection. A DID's
+devices are those that ever presented themselves for it. A mail sent while
+the recipient has no known device waits for an ack from *any* device (the
+wildcard device `*`).
+
+`ack` carries only a msgId, so it acknowledges every pending mail with that
+msgId for the recipient; msgIds are meant to be random (ULIDs), so two
+senders colliding is not a practical concern.
+
+The SQLite implementation runs every statement on one thread and commits
+writes in groups (one fsync for all operations queued meanwhile), in WAL
+mode with `synchronous=FULL`: once `put` returns, the mail survives a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from hearth.types import Did
+from router.urgency import MailUrgency
+
+T = TypeVar("T")
+
+ANY_DEVICE = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """One stored mail. Times are milliseconds since the epoch; `seq` orders retrieval."""
+
+    sender: Did
+    recipient: Did
+    msg_id: str
+    sent_at: int
+    expires_at: int
+    urgency: MailUrgency
+    body: bytes
+    seq: int = 0
+
+    def ttl_left(self, now_ms: int) -> int:
+        """Whole seconds until expiry (0 when expired)."""
+        return max(0, (self.expires_at - now_ms) // 1000)
+
+
+class PutResult(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # still waiting for acks: do not deliver again
+    ALREADY_DELIVERED = "already-delivered"  # every device acked it before
+
+
+class QuotaExceeded(Exception):
+    """A put refused because a quota is full; `kind` is "recipient" or "sender"."""
+
+    def __init__(self, kind: str, limit: int) -> None:
+        super().__init__(f"mailbox quota per {kind} ({limit} mails) is full")
+        self.kind = kind
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    per_recipient: int = 1000
+    per_sender: int = 1000
+
+
+class Mailbox(Protocol):
+    """The storage interface. Every implementation passes tests/notify/mailbox_contract.py."""
+
+    async def put(self, mail: Mail, devices: Iterable[str] | None = None) -> PutResult:
+        """Store `mail` for `devices` (an empty set means: whichever device acks first).
+
+        `devices=None` means the recipient's known devices (`add_device`) at
+        this moment, read in the same transaction as the insert.
+
+        Raises QuotaExceeded. Returns DUPLICATE / ALREADY_DELIVERED for a known
+        (sender, msg_id) without changing anything.
+        """
+        ...
+
+    async def pending(self, recipient: Did, device: str | None, limit: int = 1000) -> list[Mail]:
+        """Unexpired mails this device has not acked, oldest first.
+
+        `device=None` (a connection that has not said which device it is)
+        sees only mails waiting for any device.
+        """
+        ...
+
+    async def ack(self, recipient: Did, device: str | None, msg_id: str) -> list[Mail]:
+        """Record the device's ack; return the mails that this ack completed (body empty)."""
+        ...
+
+    async def expire(self, now_ms: int) -> list[Mail]:
+        """Delete everything past its TTL; return the mails that expired undelivered."""
+        ...
+
+    async def add_device(self, did: Did, device: str) -> None:
+        """Remember that `device` belongs to `did` (idempotent)."""
+        ...
+
+    async def devices(self, did: Did) -> frozenset[str]: ...
+
+    async def waiting_devices(self, mail: Mail) -> frozenset[str]:
+        """Devices that have not acked this (sender, msg_id) yet."""
+        ...
+
+    async def count_pending(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mail (
+    seq INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    urgency TEXT NOT NULL,
+    body BLOB NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (sender, msg_id)
+);
+CREATE INDEX IF NOT EXISTS mail_recipient ON mail (recipient, done, seq);
+CREATE INDEX IF NOT EXISTS mail_recipient_msg ON mail (recipient, msg_id);
+CREATE INDEX IF NOT EXISTS mail_sender ON mail (sender, done);
+CREATE INDEX IF NOT EXISTS mail_expiry ON mail (expires_at);
+CREATE TABLE IF NOT EXISTS mail_device (
+    seq INTEGER NOT NULL REFERENCES mail (seq) ON DELETE CASCADE,
+    device TEXT NOT NULL,
+    PRIMARY KEY (seq, device)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS mail_device_device ON mail_device (device, seq);
+CREATE TABLE IF NOT EXISTS device (
+    did TEXT NOT NULL,
+    device TEXT NOT NULL,
+    added_at INTEGER NOT NULL,
+    PRIMARY KEY (did, device)
+) WITHOUT ROWID;
+"""
+# mail_device holds the devices that have NOT acked yet; an ack deletes its row.
+
+_COLUMNS = "sender, recipient, msg_id, sent_at, expires_at, urgency, body, seq"
+
+
+def _row(r: tuple[Any, ...]) -> Mail:
+    return Mail(Did(r[0]), Did(r[1]), r[2], r[3], r[4], MailUrgency(r[5]), bytes(r[6]), r[7])
+
+
+class _SqliteCore:
+    """The synchronous part: every method runs on the store's one thread, in a transaction."""
+
+    def __init__(self, path: str, quotas: Quotas) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.quotas = quotas
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+
+    def put(self, mail: Mail, devices: frozenset[str] | None) -> PutResult:
+        db = self.db
+        if devices is None:
+            devices = self.devices(mail.recipient)
+        found = db.execute(
+            "SELECT done FROM mail WHERE sender = ? AND msg_id = ?", (mail.sender, mail.msg_id)
+        ).fetchone()
+        if found is not None:
+            return PutResult.ALREADY_DELIVERED if found[0] else PutResult.DUPLICATE
+        (n,) = db.execute(
+            "SELECT count(*) FROM mail WHERE recipient = ? AND done = 0", (mail.recipient,)
+        ).fetchone()
+        if n >= self.quotas.per_recipient:
+            raise QuotaExceeded("recipient", self.quotas.per_recipient)
+        (n,) = db.execute(
+            "SELECT count(*) FROM mail WHERE sender = ? AND done = 0", (mail.sender,)
+        ).fetchone()
+        if n >= self.quotas.per_sender:
+            raise QuotaExceeded("sender", self.quotas.per_sender)
+        cur = db.execute(
+            "INSERT INTO mail (sender, msg_id, recipient, sent_at, expires_at, urgency, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                mail.sender,
+                mail.msg_id,
+                mail.recipient,
+                mail.sent_at,
+                mail.expires_at,
+                mail.urgency.value,
+                mail.body,
+            ),
+        )
+        seq = cur.lastrowid
+        db.executemany(
+            "INSERT INTO mail_device (seq, device) VALUES (?, ?)",
+            [(seq, d) for d in (devices or {ANY_DEVICE})],
+        )
+        return PutResult.STORED
+
+    def pending(self, recipient: str, device: str | None, limit: int, now: int) -> list[Mail]:
+        wanted = (ANY_DEVICE,) if device is None else (device, ANY_DEVICE)
+        marks = ",".join("?" * len(wanted))
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM mail WHERE recipient = ? AND done = 0 AND expires_at > ?"
+            f" AND EXISTS (SELECT 1 FROM mail_device md WHERE md.seq = mail.seq"
+            f" AND md.device IN ({marks})) ORDER BY seq LIMIT ?",
+            (recipient, now, *wanted, limit),
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def ack(self, recipient: str, device: str | None, msg_id: str) -> list[Mail]:
+        db = self.db
+        rows = db.execute(
+            f"SELECT {_COLUMNS} FROM mail WHERE recipient = ? AND msg_id = ? AND done = 0",
+            (recipient, msg_id),
+        ).fetchall()
+        completed: list[Mail] = []
+        for r in rows:
+            mail = _row(r)
+            wanted = (ANY_DEVICE,) if device is None else (device, ANY_DEVICE)
+            db.executemany(
+                "DELETE FROM mail_device WHERE seq = ? AND device = ?",
+                [(mail.seq, d) for d in wanted],
+            )
+            left = db.execute("SELECT 1 FROM mail_device WHERE seq = ? LIMIT 1", (mail.seq,))
+            if left.fetchone() is None:
+                db.execute("UPDATE mail SET done = 1, body = x'' WHERE seq = ?", (mail.seq,))
+                completed.append(replace(mail, body=b""))
+        return completed
+
+    def expire(self, now: int) -> list[Mail]:
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM mail WHERE expires_at <= ? AND done = 0", (now,)
+        ).fetchall()
+        self.db.execute("DELETE FROM mail WHERE expires_at <= ?", (now,))
+        return [replace(_row(r), body=b"") for r in rows]
+
+    def add_device(self, did: str, device: str, now: int) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO device (did, device, added_at) VALUES (?, ?, ?)",
+            (did, device, now),
+        )
+
+    def devices(self, did: str) -> frozenset[str]:
+        rows = self.db.execute("SELECT device FROM device WHERE did = ?", (did,)).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    def waiting_devices(self, sender: str, msg_id: str) -> frozenset[str]:
+        rows = self.db.execute(
+            "SELECT md.device FROM mail m JOIN mail_device md ON md.seq = m.seq"
+            " WHERE m.sender = ? AND m.msg_id = ?",
+            (sender, msg_id),
+        ).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    def count_pending(self) -> int:
+        (n,) = self.db.execute("SELECT count(*) FROM mail WHERE done = 0").fetchone()
+        return int(n)
+
+
+@dataclass(slots=True)
+class _Op:
+    fn: Callable[[], Any]
+    future: asyncio.Future[Any]
+
+
+class SqliteMailbox:
+    """`Mailbox` in one SQLite file. Create with `await SqliteMailbox.open(path)`."""
+
+    def __init__(self, core: _SqliteCore, clock: Callable[[], float]) -> None:
+        self._core = core
+        self._clock = clock
+        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="mailbox-sqlite", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, path: Path | str, quotas: Quotas | None = None, clock: Callable[[], float] = time.time
+    ) -> SqliteMailbox:
+        """Open (creating if needed) the mailbox at `path` (":memory:" for a throwaway one)."""
+        core = await asyncio.to_thread(_SqliteCore, str(path), quotas or Quotas())
+        return cls(core, clock)
+
+    def _now(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _run(self) -> None:
+        # Group commit: take every op queued so far, run the writes in one
+        # transaction (each in a savepoint, so one failure undoes only itself),
+        # commit once, then answer them all.
+        db = self._core.db
+        while True:
+            op = self._ops.get()
+            if op is None:
+                db.close()
+                return
+            batch = [op]
+            while True:
+                try:
+                    more = self._ops.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._ops.put(None)
+                    break
+                batch.append(more)
+            results: list[tuple[_Op, bool, Any]] = []
+            db.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                db.execute("SAVEPOINT op")
+                try:
+                    value = item.fn()
+                except BaseException as e:  # handed back to the caller
+                    db.execute("ROLLBACK TO op")
+                    db.execute("RELEASE op")
+                    results.append((item, False, e))
+                    continue
+                db.execute("RELEASE op")
+                results.append((item, True, value))
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                db.execute("ROLLBACK")
+                results = [(item, False, e) for item, _, _ in results]
+            for item, ok, value in results:
+                item.future.get_loop().call_soon_threadsafe(_settle, item.future, ok, value)
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        if self._closed:
+            raise RuntimeError("mailbox is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._ops.put(_Op(fn, future))
+        return await future
+
+    async def put(self, mail: Mail, devices: Iterable[str] | None = None) -> PutResult:
+        devs = None if devices is None else frozenset(devices)
+        return await self._call(lambda: self._core.put(mail, devs))
+
+    async def pending(self, recipient: Did, device: str | None, limit: int = 1000) -> list[Mail]:
+        now = self._now()
+        return await self._call(lambda: self._core.pending(recipient, device, limit, now))
+
+    async def ack(self, recipient: Did, device: str | None, msg_id: str) -> list[Mail]:
+        return await self._call(lambda: self._core.ack(recipient, device, msg_id))
+
+    async def expire(self, now_ms: int) -> list[Mail]:
+        return await self._call(lambda: self._core.expire(now_ms))
+
+    async def add_device(self, did: Did, device: str) -> None:
+        now = self._now()
+        await self._call(lambda: self._core.add_device(did, device, now))
+
+    async def devices(self, did: Did) -> frozenset[str]:
+        return await self._call(lambda: self._core.devices(did))
+
+    async def waiting_devices(self, mail: Mail) -> frozenset[str]:
+        return await self._call(lambda: self._core.waiting_devices(mail.sender, mail.msg_id))
+
+    async def count_pending(self) -> int:
+        return await self._call(self._core.count_pending)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ops.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
