@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import queue
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -34,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from hearth.types import Did
+from router.sqlite_thread import SqliteThread, connect
 from router.urgency import MailUrgency
 
 T = TypeVar("T")
@@ -168,11 +166,8 @@ class _SqliteCore:
     """The synchronous part: every method runs on the store's one thread, in a transaction."""
 
     def __init__(self, path: str, quotas: Quotas) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = connect(path)
         self.quotas = quotas
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)
 
     def put(self, mail: Mail, devices: frozenset[str] | None) -> PutResult:
@@ -275,22 +270,13 @@ class _SqliteCore:
         return int(n)
 
 
-@dataclass(slots=True)
-class _Op:
-    fn: Callable[[], Any]
-    future: asyncio.Future[Any]
-
-
 class SqliteMailbox:
     """`Mailbox` in one SQLite file. Create with `await SqliteMailbox.open(path)`."""
 
     def __init__(self, core: _SqliteCore, clock: Callable[[], float]) -> None:
         self._core = core
         self._clock = clock
-        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="mailbox-sqlite", daemon=True)
-        self._thread.start()
-        self._closed = False
+        self._thread = SqliteThread(core.db, "mailbox-sqlite")
 
     @classmethod
     async def open(
@@ -303,53 +289,8 @@ class SqliteMailbox:
     def _now(self) -> int:
         return int(self._clock() * 1000)
 
-    def _run(self) -> None:
-        # Group commit: take every op queued so far, run the writes in one
-        # transaction (each in a savepoint, so one failure undoes only itself),
-        # commit once, then answer them all.
-        db = self._core.db
-        while True:
-            op = self._ops.get()
-            if op is None:
-                db.close()
-                return
-            batch = [op]
-            while True:
-                try:
-                    more = self._ops.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._ops.put(None)
-                    break
-                batch.append(more)
-            results: list[tuple[_Op, bool, Any]] = []
-            db.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                db.execute("SAVEPOINT op")
-                try:
-                    value = item.fn()
-                except BaseException as e:  # handed back to the caller
-                    db.execute("ROLLBACK TO op")
-                    db.execute("RELEASE op")
-                    results.append((item, False, e))
-                    continue
-                db.execute("RELEASE op")
-                results.append((item, True, value))
-            try:
-                db.execute("COMMIT")
-            except sqlite3.Error as e:
-                db.execute("ROLLBACK")
-                results = [(item, False, e) for item, _, _ in results]
-            for item, ok, value in results:
-                item.future.get_loop().call_soon_threadsafe(_settle, item.future, ok, value)
-
     async def _call(self, fn: Callable[[], T]) -> T:
-        if self._closed:
-            raise RuntimeError("mailbox is closed")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._ops.put(_Op(fn, future))
-        return await future
+        return await self._thread.call(fn)
 
     async def put(self, mail: Mail, devices: Iterable[str] | None = None) -> PutResult:
         devs = None if devices is None else frozenset(devices)
@@ -379,17 +320,4 @@ class SqliteMailbox:
         return await self._call(self._core.count_pending)
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._ops.put(None)
-        await asyncio.to_thread(self._thread.join)
-
-
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.cancelled():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+        await self._thread.close()
