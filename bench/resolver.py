@@ -1,0 +1,129 @@
+"""Benchmark: resolveHandle requests/s and latency, cold (every lookup upstream) vs warm.
+
+Runs the real resolver service (`hearth resolver`, a subprocess) against the
+loopback DNS/HTTP fixtures of the test suite, and drives it over HTTP with
+concurrent clients. "Cold" resolves N distinct handles, each needing a DNS and
+an HTTPS lookup upstream — what a resolver without a cache does; "warm" asks
+for the same handles again. Prints both and the warm/cold ratio.
+
+    .venv/bin/python bench/resolver.py [--handles 2000] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.world import World, running_world  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_ready(url: str) -> None:
+    async with httpx.AsyncClient() as c:
+        for _ in range(200):
+            try:
+                await c.get(url + "/xrpc/_health")
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError("resolver did not start")
+
+
+async def run(url: str, handles: list[str], concurrency: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    queue = list(reversed(handles))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits) as client:
+
+        async def worker() -> None:
+            while queue:
+                handle = queue.pop()
+                start = time.perf_counter()
+                r = await client.get(
+                    "/xrpc/com.atproto.identity.resolveHandle", params={"handle": handle}
+                )
+                latencies.append(time.perf_counter() - start)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{handle}: {r.status_code} {r.text}")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return len(handles) / elapsed, latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--handles", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    async with running_world() as world:
+        handles = []
+        for _ in range(args.handles):
+            ident = World.new_plc_identity(world)
+            assert ident.handle is not None
+            world.publish_https(ident.handle, ident.did)
+            handles.append(ident.handle)
+        port = free_port()
+        env = {**os.environ, **world.env, "HEARTH_LOG_LEVEL": "warning"}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hearth",
+                "resolver",
+                "--port",
+                str(port),
+                "--data-dir",
+                "/tmp/hearth-bench-resolver",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            await wait_ready(url)
+            cold_rps, cold = await run(url, handles, args.concurrency)
+            warm_rps, warm = await run(url, handles * 3, args.concurrency)
+        finally:
+            proc.terminate()
+            proc.wait()
+    print(f"resolveHandle, {args.handles} handles, {args.concurrency} concurrent clients")
+    print(
+        f"  cold (upstream DNS+HTTPS each): {cold_rps:8.0f} req/s  "
+        f"p50 {pct(cold, 0.5):6.2f} ms  p99 {pct(cold, 0.99):6.2f} ms"
+    )
+    print(
+        f"  warm (cache hits):              {warm_rps:8.0f} req/s  "
+        f"p50 {pct(warm, 0.5):6.2f} ms  p99 {pct(warm, 0.99):6.2f} ms"
+    )
+    print(
+        f"  warm/cold throughput ratio: {warm_rps / cold_rps:.2f}x  "
+        f"(median latency ratio {statistics.median(cold) / statistics.median(warm):.2f}x)"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
