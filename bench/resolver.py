@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.world import World, running_world  # noqa: E402
+from tests.world import running_world  # noqa: E402
 
 
 def free_port() -> int:
@@ -82,14 +82,14 @@ async def main() -> None:
     async with running_world() as world:
         handles = []
         for _ in range(args.handles):
-            ident = World.new_plc_identity(world)
+            ident = world.new_plc_identity()
             assert ident.handle is not None
             world.publish_https(ident.handle, ident.did)
             handles.append(ident.handle)
         port = free_port()
         env = {**os.environ, **world.env, "HEARTH_LOG_LEVEL": "warning"}
-        proc = subprocess.Popen(
-            [
+        proc = await asyncio.create_subprocess_exec(
+            *[
                 sys.executable,
                 "-m",
                 "hearth",
@@ -109,7 +109,7 @@ async def main() -> None:
             warm_rps, warm = await run(url, handles * 3, args.concurrency)
         finally:
             proc.terminate()
-            proc.wait()
+            await proc.wait()
     print(f"resolveHandle, {args.handles} handles, {args.concurrency} concurrent clients")
     print(
         f"  cold (upstream DNS+HTTPS each): {cold_rps:8.0f} req/s  "
