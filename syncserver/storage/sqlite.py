@@ -1,0 +1,231 @@
+"""SQLite storage: one file, WAL journal, `synchronous=FULL`.
+
+With WAL and FULL, a transaction is on disk when COMMIT returns, so a change
+is durable before the server advertises it; after a crash SQLite replays or
+discards the WAL itself, so a restart needs no repair step. Changes are stored
+verbatim by (document, hash); their rowid order is commit order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from hearth.base58 import b58encode
+from hearth.types import ChangeHash, Did, DocumentId
+from syncserver.storage.base import Access, StorageError, StorageStats, StoredChange
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT,
+    public INTEGER NOT NULL DEFAULT 0,
+    readers TEXT NOT NULL DEFAULT '[]',
+    writers TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS changes (
+    rowid INTEGER PRIMARY KEY,
+    doc INTEGER NOT NULL REFERENCES documents(rowid),
+    hash BLOB NOT NULL,
+    chunk BLOB NOT NULL,
+    UNIQUE (doc, hash)
+);
+CREATE INDEX IF NOT EXISTS changes_by_doc ON changes (doc);
+CREATE TABLE IF NOT EXISTS sync_states (
+    doc INTEGER NOT NULL REFERENCES documents(rowid),
+    storage_id TEXT NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (doc, storage_id)
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash BLOB PRIMARY KEY,
+    did TEXT NOT NULL,
+    expires REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS tokens_by_did ON tokens (did);
+"""
+
+
+class SqliteStorage:
+    """Storage in one SQLite file. Thread-safe (one connection behind a lock)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'storage_id'").fetchone()
+        if row is None:
+            self._id = b58encode(os.urandom(16))
+            self._db.execute("INSERT INTO meta VALUES ('storage_id', ?)", (self._id,))
+        else:
+            self._id = str(row[0])
+        docs = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        changes, size = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(chunk)), 0) FROM changes"
+        ).fetchone()
+        self._stats = [int(docs), int(changes), int(size)]
+
+    def storage_id(self) -> str:
+        return self._id
+
+    def _doc_rowid(self, document_id: DocumentId) -> int | None:
+        row = self._db.execute(
+            "SELECT rowid FROM documents WHERE id = ?", (document_id,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def get_access(self, document_id: DocumentId) -> Access | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT owner, public, readers, writers FROM documents WHERE id = ?",
+                (document_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        owner, public, readers, writers = row
+        return Access(
+            Did(owner) if owner is not None else None,
+            bool(public),
+            frozenset(Did(d) for d in json.loads(readers)),
+            frozenset(Did(d) for d in json.loads(writers)),
+        )
+
+    def set_access(self, document_id: DocumentId, access: Access) -> None:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE documents SET owner = ?, public = ?, readers = ?, writers = ? WHERE id = ?",
+                (*_access_row(access), document_id),
+            )
+        if cur.rowcount == 0:
+            raise StorageError(f"no document {document_id}")
+
+    def commit(
+        self,
+        document_id: DocumentId,
+        changes: Sequence[StoredChange],
+        *,
+        create: Access | None = None,
+        sync_states: Mapping[str, bytes] | None = None,
+    ) -> int:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                created = False
+                rowid = self._doc_rowid(document_id)
+                if rowid is None:
+                    if create is None:
+                        raise StorageError(f"no document {document_id}")
+                    cur = db.execute(
+                        "INSERT INTO documents (id, owner, public, readers, writers)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (document_id, *_access_row(create)),
+                    )
+                    assert cur.lastrowid is not None
+                    rowid = cur.lastrowid
+                    created = True
+                added = 0
+                size = 0
+                for change in changes:
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO changes (doc, hash, chunk) VALUES (?, ?, ?)",
+                        (rowid, change.hash, change.chunk),
+                    )
+                    if cur.rowcount:
+                        added += 1
+                        size += len(change.chunk)
+                for storage_id, state in (sync_states or {}).items():
+                    db.execute(
+                        "INSERT OR REPLACE INTO sync_states VALUES (?, ?, ?)",
+                        (rowid, storage_id, state),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._stats[0] += created
+            self._stats[1] += added
+            self._stats[2] += size
+            return added
+
+    def changes(self, document_id: DocumentId) -> Iterator[StoredChange]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT hash, chunk FROM changes WHERE doc ="
+                " (SELECT rowid FROM documents WHERE id = ?) ORDER BY rowid",
+                (document_id,),
+            ).fetchall()
+        return (StoredChange(ChangeHash(bytes(h)), bytes(c)) for h, c in rows)
+
+    def load_sync_state(self, document_id: DocumentId, storage_id: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM sync_states WHERE storage_id = ? AND doc ="
+                " (SELECT rowid FROM documents WHERE id = ?)",
+                (storage_id, document_id),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def save_sync_state(self, document_id: DocumentId, storage_id: str, state: bytes) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO sync_states SELECT rowid, ?, ? FROM documents WHERE id = ?",
+                (storage_id, state, document_id),
+            )
+
+    def add_token(self, token_hash: bytes, did: Did, expires_at: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO tokens (hash, did, expires) VALUES (?, ?, ?)",
+                (token_hash, did, expires_at),
+            )
+
+    def lookup_token(self, token_hash: bytes, now: float) -> Did | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT did FROM tokens WHERE hash = ? AND revoked = 0 AND expires > ?",
+                (token_hash, now),
+            ).fetchone()
+        return None if row is None else Did(row[0])
+
+    def revoke_token(self, token_hash: bytes) -> Did | None:
+        with self._lock:
+            row = self._db.execute(
+                "UPDATE tokens SET revoked = 1 WHERE hash = ? RETURNING did", (token_hash,)
+            ).fetchone()
+        return None if row is None else Did(row[0])
+
+    def revoke_tokens(self, did: Did) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE tokens SET revoked = 1 WHERE did = ? AND revoked = 0", (did,)
+            )
+        return cur.rowcount
+
+    def stats(self) -> StorageStats:
+        docs, changes, size = self._stats
+        return StorageStats(docs, changes, size)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _access_row(access: Access) -> tuple[str | None, int, str, str]:
+    return (
+        access.owner,
+        int(access.public),
+        json.dumps(sorted(access.readers)),
+        json.dumps(sorted(access.writers)),
+    )
