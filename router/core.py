@@ -202,7 +202,12 @@ class Router:
         except MessageError as e:
             self.error(conn, e.code, e.message, e.verb)
             return
-        handler, per_second, burst = self._handlers[type(msg)]
+        entry = self._handlers.get(type(msg))
+        if entry is None:  # parsed (e.g. `mail`), but this router has no handler installed
+            verb = str(header[0])
+            self.error(conn, "unknown_verb", f"verb {verb!r} is not served here", verb)
+            return
+        handler, per_second, burst = entry
         if burst:
             buckets = conn.verb_buckets
             if buckets is None:
