@@ -36,6 +36,9 @@ from hearth.keys import PublicKey
 from hearth.service import Service
 from hearth.types import Did
 from router.limits import Limits
+from router.notify import OPTIONS as NOTIFY_OPTIONS
+from router.notify import Notifications
+from router.push_routes import push_routes
 from router.server import STATE_KEY, RouterProtocol, RouterServer
 from router.tokens import TokenStoreFull
 
@@ -68,6 +71,7 @@ OPTIONS = (
     Option("ping_interval", float, _DEFAULTS.ping_interval, "seconds between pings (0: off)"),
     Option("idle_timeout", float, _DEFAULTS.idle_timeout, "close after this many silent seconds"),
     Option("token_ttl", float, 30.0, "seconds a router token stays valid"),
+    *NOTIFY_OPTIONS,
 )
 
 
@@ -174,12 +178,16 @@ def create_app(config: ServiceConfig) -> Starlette:
         )
         server.start()
         holder["server"] = server
+        notifications = await Notifications.open(config, server.router)
+        notifications.install()
+        holder["notifications"] = notifications
         holder["verifier"] = ServiceAuthVerifier(did, key_lookup)
         metrics.server = server
         try:
             yield {STATE_KEY: server}
         finally:
             await server.aclose()
+            await notifications.aclose()
             if resolver is not None:
                 await resolver.aclose()
 
@@ -205,6 +213,9 @@ def create_app(config: ServiceConfig) -> Starlette:
     routes = [
         *(Route(f"/xrpc/{nsid}", token) for nsid in TOKEN_NSIDS),
         Route("/connect/as/{did:path}", connect_without_upgrade),
+        *push_routes(
+            lambda: (holder["notifications"], holder["verifier"]) if "verifier" in holder else None
+        ),
         *common_routes(
             did,
             settings.url,

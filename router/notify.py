@@ -1,0 +1,395 @@
+"""Notifications: the mailbox and Web Push wired into the router.
+
+`Notifications` owns the mailbox, the push registry, the VAPID key and the
+push queue. `install()` registers the `mail`, `ack`, `device` and `notify`
+handlers with `router.core.Router`; the router engineer's code does not
+change per verb. Handlers run synchronously in the router's dispatch, so each
+one copies what it needs and continues in a task; storage calls are queued
+to the stores' threads in arrival order.
+
+Devices: a connection says which device it is with `["device", deviceId]`
+(see docs/notifications.md). A device is "online" for a DID while one of its
+connections is open; mail for an offline device is pushed. Connections that
+never say which device they are still get mail live, but stored mail only
+waits for them if the recipient had no known device at all.
+
+Receipts go to the sender's live connections; a sender that is offline when
+a mail is delivered or expires does not learn it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hearth.config import Option, ServiceConfig, parse_bool
+from hearth.types import ConnId, Did
+from router.core import Connection, Router
+from router.frames import encode_frame
+from router.mailbox import (
+    ANY_DEVICE,
+    Mail,
+    Mailbox,
+    PutResult,
+    QuotaExceeded,
+    Quotas,
+    SqliteMailbox,
+)
+from router.notify_messages import Ack, DeviceHello, MailSend, Notify
+from router.push import (
+    PushMessage,
+    PushQueue,
+    PushSender,
+    PushSubscription,
+    VapidKey,
+    WebPushSender,
+)
+from router.push_store import PushRegistry, Registration, SqlitePushRegistry
+from router.urgency import MailUrgency, push_urgency
+
+log = logging.getLogger("hearth.router.notify")
+
+# A sealed mail up to this size travels inside the push itself (RFC 8291
+# leaves room for ~3,990 bytes in one 4096-byte record; keep a margin).
+MAX_PUSH_PAYLOAD = 3000
+# Push payloads that are not a sealed mail start with this, so a service
+# worker can tell them apart (a sealed mail starting so has odds 2^-88).
+HINT_PREFIX = '{"hearth":'
+
+OPTIONS = (
+    Option("mail_max_ttl", int, 7 * 86400, "longest mail TTL accepted (seconds)"),
+    Option("mail_max_bytes", int, 64 * 1024, "largest mail body (bytes)"),
+    Option("mailbox_per_recipient", int, 1000, "undelivered mails kept per recipient DID"),
+    Option("mailbox_per_sender", int, 1000, "undelivered mails kept per sender DID"),
+    Option("mail_sweep_interval", float, 5.0, "seconds between mailbox expiry sweeps"),
+    Option("mail_rate", float, 50.0, "mail/notify frames per second per connection"),
+    Option("mail_burst", float, 200.0, "mail/notify frame burst per connection"),
+    Option("push_subject", str, "mailto:admin@hearth.invalid", "VAPID contact (mailto: or https:)"),
+    Option("push_allow_http", parse_bool, False, "accept http:// push endpoints (dev/tests only)"),
+    Option("push_workers", int, 4, "concurrent push deliveries"),
+    Option("push_queue", int, 10_000, "pushes queued before new ones are dropped"),
+    Option("push_max_attempts", int, 5, "tries per push on 429/5xx"),
+    Option("push_retry_base", float, 1.0, "first retry delay (seconds), doubling"),
+    Option("push_timeout", float, 10.0, "HTTP timeout per push (seconds)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySettings:
+    mail_max_ttl: int = 7 * 86400
+    mail_max_bytes: int = 64 * 1024
+    quotas: Quotas = Quotas()
+    sweep_interval: float = 5.0
+    mail_rate: tuple[float, float] = (50.0, 200.0)
+    push_subject: str = "mailto:admin@hearth.invalid"
+    push_allow_http: bool = False
+    push_workers: int = 4
+    push_queue: int = 10_000
+    push_max_attempts: int = 5
+    push_retry_base: float = 1.0
+    push_timeout: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: ServiceConfig) -> NotifySettings:
+        opts = {opt.name: config.options.get(opt.name, opt.default) for opt in OPTIONS}
+
+        def num(name: str) -> float:
+            value = opts[name]
+            if not isinstance(value, int | float):
+                raise TypeError(f"router option {name} must be a number")
+            return value
+
+        return cls(
+            mail_max_ttl=int(num("mail_max_ttl")),
+            mail_max_bytes=int(num("mail_max_bytes")),
+            quotas=Quotas(int(num("mailbox_per_recipient")), int(num("mailbox_per_sender"))),
+            sweep_interval=num("mail_sweep_interval"),
+            mail_rate=(num("mail_rate"), num("mail_burst")),
+            push_subject=str(opts["push_subject"]),
+            push_allow_http=bool(opts["push_allow_http"]),
+            push_workers=int(num("push_workers")),
+            push_queue=int(num("push_queue")),
+            push_max_attempts=int(num("push_max_attempts")),
+            push_retry_base=num("push_retry_base"),
+            push_timeout=num("push_timeout"),
+        )
+
+
+def _hint(kind: str, **fields: Any) -> bytes:
+    return json.dumps({"hearth": kind, **fields}, separators=(",", ":")).encode()
+
+
+class Notifications:
+    """Mailbox + push behind the router's verbs. `open`, `install`, later `aclose`."""
+
+    def __init__(
+        self,
+        router: Router,
+        mailbox: Mailbox,
+        registry: PushRegistry,
+        vapid: VapidKey,
+        sender: PushSender,
+        settings: NotifySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.router = router
+        self.mailbox = mailbox
+        self.registry = registry
+        self.vapid = vapid
+        self.settings = settings
+        self.clock = clock
+        self.push = PushQueue(
+            sender,
+            maxsize=settings.push_queue,
+            workers=settings.push_workers,
+            max_attempts=settings.push_max_attempts,
+            base_delay=settings.push_retry_base,
+            on_gone=self._gone,
+        )
+        self._sender = sender
+        self._conn_device: dict[ConnId, tuple[Did, str]] = {}
+        self._online: dict[tuple[Did, str], set[ConnId]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls, config: ServiceConfig, router: Router, *, clock: Callable[[], float] = time.time
+    ) -> Notifications:
+        """Open the stores under `<data-dir>/router/` and create (once) the VAPID key."""
+        settings = NotifySettings.from_config(config)
+        base: Path = config.service_dir
+        vapid = await asyncio.to_thread(
+            VapidKey.load_or_create, base / "vapid_private.pem", settings.push_subject
+        )
+        mailbox = await SqliteMailbox.open(base / "mailbox.sqlite3", settings.quotas, clock)
+        registry = await SqlitePushRegistry.open(base / "push.sqlite3", clock=clock)
+        sender = WebPushSender(vapid, timeout=settings.push_timeout)
+        return cls(router, mailbox, registry, vapid, sender, settings, clock=clock)
+
+    def install(self) -> None:
+        """Register the verb handlers and start the push workers and the expiry sweeper."""
+        rate = self.settings.mail_rate
+        self.router.register(MailSend, self._on_mail, rate=rate)
+        self.router.register(Notify, self._on_notify, rate=rate)
+        self.router.register(Ack, self._on_ack)
+        self.router.register(DeviceHello, self._on_device)
+        self.push.start()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="mailbox-sweeper")
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.push.stop()
+        await self._sender.aclose()
+        await self.mailbox.close()
+        await self.registry.close()
+
+    async def idle(self) -> None:
+        """Wait until no frame is being processed and no push is queued or retrying."""
+        while True:
+            await self._idle.wait()
+            await self.push.idle()
+            if self._idle.is_set() and self.push.pending == 0:
+                return
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("notification task failed", exc_info=task.exception())
+        if not self._tasks:
+            self._idle.set()
+
+    def device_of(self, conn: Connection) -> str | None:
+        entry = self._conn_device.get(conn.conn_id)
+        return entry[1] if entry is not None else None
+
+    def is_online(self, did: Did, device: str) -> bool:
+        conns = self._online.get((did, device))
+        if not conns:
+            return False
+        live = self.router.connections
+        for conn_id in list(conns):
+            if conn_id not in live:
+                conns.discard(conn_id)
+                self._conn_device.pop(conn_id, None)
+        if not conns:
+            del self._online[(did, device)]
+            return False
+        return True
+
+    def prune(self) -> None:
+        """Forget connections the router has closed (called by the sweeper)."""
+        for key in list(self._online):
+            self.is_online(*key)
+        live = self.router.connections
+        for conn_id in [c for c in self._conn_device if c not in live]:
+            del self._conn_device[conn_id]
+
+    def tracked_connections(self) -> int:
+        return len(self._conn_device)
+
+    def _receipt(self, did: Did, msg_id: str, status: str, only: Connection | None = None) -> None:
+        frame = encode_frame(["receipt", msg_id, status])
+        if only is not None:
+            self.router.write(only, frame)
+            return
+        for conn in list(self.router.by_did.get(did, {}).values()):
+            self.router.write(conn, frame)
+
+    # ------------------------------------------------------------ verbs
+
+    def _on_device(self, conn: Connection, msg: DeviceHello, _body: memoryview) -> None:
+        known = self._conn_device.get(conn.conn_id)
+        if known is not None:
+            if known[1] != msg.device:
+                self.router.error(conn, "bad_device", "device already set", "device")
+            return
+        self._conn_device[conn.conn_id] = (conn.did, msg.device)
+        self._online.setdefault((conn.did, msg.device), set()).add(conn.conn_id)
+        self._spawn(self._device(conn, msg.device))
+
+    async def _device(self, conn: Connection, device: str) -> None:
+        await self.mailbox.add_device(conn.did, device)
+        for mail in await self.mailbox.pending(conn.did, device):
+            self.router.write(conn, _delivery(mail))
+
+    def _on_mail(self, conn: Connection, msg: MailSend, body: memoryview) -> None:
+        s = self.settings
+        if not 0 < msg.ttl <= s.mail_max_ttl:
+            self.router.error(
+                conn, "bad_ttl", f"ttlSeconds must be 1..{s.mail_max_ttl}", "mail", abuse=False
+            )
+            return
+        if len(body) > s.mail_max_bytes:
+            self.router.error(
+                conn, "too_large", f"mail body over {s.mail_max_bytes} bytes", "mail", abuse=False
+            )
+            return
+        now = int(self.clock() * 1000)
+        mail = Mail(
+            conn.did, msg.to_did, msg.msg_id, now, now + msg.ttl * 1000, msg.urgency, bytes(body)
+        )
+        self._spawn(self._mail(conn, mail))
+
+    async def _mail(self, conn: Connection, mail: Mail) -> None:
+        try:
+            result = await self.mailbox.put(mail)
+        except QuotaExceeded as e:
+            self.router.error(conn, "quota_exceeded", str(e), "mail", abuse=False)
+            return
+        if result is PutResult.ALREADY_DELIVERED:
+            self._receipt(mail.sender, mail.msg_id, "delivered", only=conn)
+            return
+        self._receipt(mail.sender, mail.msg_id, "stored", only=conn)
+        if result is PutResult.DUPLICATE:
+            return
+        frame = _delivery(mail)
+        for target in list(self.router.by_did.get(mail.recipient, {}).values()):
+            if target is not conn:
+                self.router.write(target, frame)
+        await self._push_mail(mail)
+
+    async def _push_mail(self, mail: Mail) -> None:
+        registrations = await self.registry.registrations(mail.recipient)
+        if not registrations:
+            return
+        waiting = await self.mailbox.waiting_devices(mail)
+        if len(mail.body) <= MAX_PUSH_PAYLOAD:
+            payload = mail.body
+        else:
+            payload = _hint("mail", **{"from": mail.sender, "msgId": mail.msg_id})
+        ttl = mail.ttl_left(int(self.clock() * 1000))
+        topic = self.vapid.topic(mail.sender)
+        anyone = ANY_DEVICE in waiting
+        for reg in registrations:
+            if not (anyone or reg.device in waiting) or self.is_online(reg.did, reg.device):
+                continue
+            self._submit(reg, mail.urgency, payload, ttl, topic)
+
+    def _submit(
+        self, reg: Registration, urgency: MailUrgency, payload: bytes, ttl: int, topic: str
+    ) -> None:
+        header = push_urgency(reg.level, urgency)
+        if header is None or ttl <= 0:
+            return
+        self.push.submit(PushMessage(reg.subscription, payload, ttl, header, topic))
+
+    def _on_ack(self, conn: Connection, msg: Ack, _body: memoryview) -> None:
+        self._spawn(self._ack(conn.did, self.device_of(conn), msg.msg_id))
+
+    async def _ack(self, did: Did, device: str | None, msg_id: str) -> None:
+        for mail in await self.mailbox.ack(did, device, msg_id):
+            self._receipt(mail.sender, mail.msg_id, "delivered")
+
+    def _on_notify(self, conn: Connection, msg: Notify, body: memoryview) -> None:
+        if len(body) > MAX_PUSH_PAYLOAD // 2:
+            self.router.error(
+                conn, "too_large", f"notify body over {MAX_PUSH_PAYLOAD // 2} bytes", "notify",
+                abuse=False,
+            )  # fmt: skip
+            return
+        fields: dict[str, Any] = {"doc": msg.doc, "from": conn.did, "urgency": msg.urgency.value}
+        if body:
+            fields["body"] = base64.b64encode(body).decode()
+        self._spawn(self._notify(conn, msg, _hint("notify", **fields)))
+
+    async def _notify(self, conn: Connection, msg: Notify, payload: bytes) -> None:
+        sender_device = self.device_of(conn)
+        seen: set[str] = set()
+        topic = self.vapid.topic("doc\0" + msg.doc)
+        for reg in await self.registry.doc_subscribers(msg.doc):
+            if reg.did == conn.did or reg.device == sender_device:
+                continue
+            endpoint = reg.subscription.endpoint
+            if endpoint in seen or self.is_online(reg.did, reg.device):
+                continue
+            seen.add(endpoint)
+            self._submit(reg, msg.urgency, payload, 86400, topic)
+
+    # ------------------------------------------------------------ background
+
+    async def _gone(self, subscription: PushSubscription) -> None:
+        removed = await self.registry.remove_endpoint(subscription.endpoint)
+        log.info("push subscription gone; removed %d registration(s)", removed)
+
+    async def sweep(self) -> None:
+        """Expire mail (telling senders) and forget closed connections."""
+        for mail in await self.mailbox.expire(int(self.clock() * 1000)):
+            self._receipt(mail.sender, mail.msg_id, "expired")
+        self.prune()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("mailbox sweep failed")
+
+
+def _delivery(mail: Mail) -> bytes:
+    return encode_frame(
+        ["mail", mail.sender, mail.msg_id, mail.sent_at, mail.urgency.value], mail.body
+    )
