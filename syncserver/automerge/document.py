@@ -1,0 +1,186 @@
+"""The :class:`Document`: a change graph plus the sync protocol, with no I/O.
+
+A Document holds change chunks only; it never interprets operations, so it costs
+what its changes weigh (see ``docs/automerge.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from . import sync
+from .chunk import Change, DocumentChunk, iter_chunks
+from .errors import AutomergeError
+from .graph import ChangeGraph
+from .message import SyncMessage
+from .state import SyncState
+
+
+class Document:
+    """The change graph of one Automerge document.
+
+    Typical server use::
+
+        doc = Document.from_chunks(stored_chunk_bytes)      # from storage, causal order
+        added = doc.receive_sync_message(state, msg)         # hashes newly applied
+        store(doc.get_change(h).raw for h in added)          # persist, then ...
+        reply = doc.generate_sync_message(state)             # ... advertise the heads
+    """
+
+    def __init__(self) -> None:
+        self._graph = ChangeGraph()
+        self._documents: list[DocumentChunk] = []
+
+    # -- construction --------------------------------------------------------
+
+    @classmethod
+    def load(cls, blob: bytes) -> Document:
+        """A document from any concatenation of chunks (e.g. :meth:`save` output)."""
+        doc = cls()
+        doc.apply(blob)
+        return doc
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[bytes]) -> Document:
+        """A document from stored chunks (each may itself be a concatenation).
+
+        Order does not matter for correctness; causal order (as :meth:`changes`
+        yields them) avoids queueing. Raises :class:`AutomergeError` on a bad chunk.
+        """
+        doc = cls()
+        for chunk in chunks:
+            doc.apply(chunk)
+        return doc
+
+    # -- adding --------------------------------------------------------------
+
+    def apply(self, blob: bytes) -> list[bytes]:
+        """Add every chunk of ``blob``; return the hashes newly applied, in causal order.
+
+        All chunks are parsed and checked before any is added, so a malformed blob
+        raises :class:`AutomergeError` and changes nothing. Changes whose deps are
+        absent wait (see :meth:`missing_deps`) and are reported by the call that
+        finally applies them. Persist the returned changes before advertising
+        :attr:`heads` to anyone.
+        """
+        changes: list[Change] = []
+        documents: list[DocumentChunk] = []
+        for chunk in iter_chunks(blob):
+            if isinstance(chunk, Change):
+                changes.append(chunk)
+            else:
+                documents.append(chunk)
+        added = self.apply_changes(changes)
+        for d in documents:
+            if d not in self._documents:
+                self._documents.append(d)
+        return added
+
+    def apply_changes(self, changes: Iterable[Change]) -> list[bytes]:
+        """Add parsed changes, all-or-nothing with respect to seq conflicts."""
+        batch = list(changes)
+        seen: dict[tuple[bytes, int], bytes] = {}
+        for c in batch:
+            self._graph.check(c)
+            other = seen.setdefault((c.actor, c.seq), c.hash)
+            if other != c.hash:
+                raise AutomergeError(
+                    f"two different changes by actor {c.actor.hex()} with seq {c.seq}"
+                )
+        added: list[bytes] = []
+        for c in batch:
+            added.extend(self._graph.add(c))
+        return added
+
+    # -- reading -------------------------------------------------------------
+
+    @property
+    def heads(self) -> list[bytes]:
+        """Sorted 32-byte hashes of the changes nothing else depends on."""
+        return self._graph.heads
+
+    def missing_deps(self, heads: Iterable[bytes] = ()) -> list[bytes]:
+        """Sorted hashes we were told about (by queued changes, or ``heads``) but lack."""
+        return self._graph.missing_deps(heads)
+
+    def __len__(self) -> int:
+        return len(self._graph)
+
+    def has(self, change_hash: bytes) -> bool:
+        return self._graph.has(change_hash)
+
+    def get_change(self, change_hash: bytes) -> Change | None:
+        """The applied change with this hash (``.raw`` is its type-1 chunk), or None."""
+        return self._graph.get_change(change_hash)
+
+    def changes(self) -> Iterator[Change]:
+        """Applied changes in causal order; ``c.hash`` and ``c.raw`` are what to store."""
+        return self._graph.changes()
+
+    def changes_since(self, heads: Iterable[bytes]) -> list[Change]:
+        """Applied changes that are not ancestors of ``heads``, in causal order."""
+        return self._graph.since(heads)
+
+    @property
+    def clock(self) -> dict[bytes, int]:
+        """Highest applied seq per actor id."""
+        return self._graph.clock
+
+    @property
+    def queued(self) -> int:
+        """How many changes wait for missing dependencies (not in heads, not in save)."""
+        return self._graph.queued
+
+    @property
+    def document_chunks(self) -> list[DocumentChunk]:
+        """Whole-document chunks received verbatim; their contents are not in the graph.
+
+        We never advertise capabilities, so peers do not send these in sync; they
+        only arrive through :meth:`apply` of a ``save()`` blob from elsewhere.
+        """
+        return list(self._documents)
+
+    def save(self) -> bytes:
+        """Applied changes as concatenated type-1 chunks in causal order.
+
+        ``Automerge.load()`` accepts the result. Queued changes and document chunks
+        are not included.
+        """
+        return b"".join(c.raw for c in self._graph.changes())
+
+    # -- sync ----------------------------------------------------------------
+
+    def generate_sync_message(self, state: SyncState) -> bytes | None:
+        """The next v1 message for the peer behind ``state``, or None if nothing to say.
+
+        Call it after every :meth:`receive_sync_message` and after local changes, and
+        send what it returns; it updates ``state`` (in-flight, sent hashes).
+        """
+        message = sync.generate(self._graph, state)
+        return None if message is None else message.encode()
+
+    def receive_sync_message(self, state: SyncState, data: bytes) -> list[bytes]:
+        """Apply a message from the peer behind ``state``; return newly applied hashes.
+
+        The message and all its changes are parsed before anything changes, so a
+        malformed message raises :class:`AutomergeError` and leaves document and
+        state untouched. Persist the returned changes before the next
+        :meth:`generate_sync_message` advertises them in our heads.
+        """
+        message = SyncMessage.decode(data)
+        changes: list[Change] = []
+        documents: list[DocumentChunk] = []
+        for entry in message.changes:
+            for chunk in iter_chunks(entry):
+                if isinstance(chunk, Change):
+                    changes.append(chunk)
+                else:
+                    documents.append(chunk)
+        before = self._graph.heads
+        added = self.apply_changes(changes)
+        for d in documents:
+            if d not in self._documents:
+                self._documents.append(d)
+        state.in_flight = False
+        sync.update_after_receive(self._graph, state, message, before)
+        return added

@@ -1,0 +1,76 @@
+"""Sync message codec.
+
+Layout (all counts and lengths unsigned LEB128, hashes 32 raw bytes)::
+
+    u8 type            0x42 (v1); 0x43 (v2) is read too
+    heads              count, hashes (sorted)
+    need               count, hashes
+    have               count x { lastSync: count, hashes ; bloom: length, bytes }
+    changes            count x { length, bytes }  (each entry may hold several chunks)
+    [anything]         capability flags from newer peers: ignored
+
+We only ever write ``0x42`` and never append capability flags, so a peer never sends
+us a whole-document chunk in place of individual changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .bloom import BloomFilter
+from .errors import AutomergeError
+from .leb128 import Reader, encode_bytes, encode_hashes, encode_uleb
+
+MESSAGE_TYPE_V1 = 0x42
+MESSAGE_TYPE_V2 = 0x43
+
+
+@dataclass(slots=True)
+class Have:
+    """What a peer has: everything up to ``last_sync`` plus what ``bloom`` contains."""
+
+    last_sync: list[bytes] = field(default_factory=list)
+    bloom: BloomFilter = field(default_factory=BloomFilter)
+
+
+@dataclass(slots=True)
+class SyncMessage:
+    heads: list[bytes] = field(default_factory=list)
+    need: list[bytes] = field(default_factory=list)
+    have: list[Have] = field(default_factory=list)
+    changes: list[bytes] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        """The v1 (``0x42``) encoding, without capability flags."""
+        out = [bytes([MESSAGE_TYPE_V1]), encode_hashes(self.heads), encode_hashes(self.need)]
+        out.append(encode_uleb(len(self.have)))
+        for have in self.have:
+            out.append(encode_hashes(have.last_sync))
+            out.append(encode_bytes(have.bloom.encode()))
+        out.append(encode_uleb(len(self.changes)))
+        out.extend(encode_bytes(c) for c in self.changes)
+        return b"".join(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> SyncMessage:
+        """Parse a v1 or v2 message; trailing bytes (capability flags) are ignored.
+
+        The change entries are returned as raw bytes; parse them with the chunk module.
+        """
+        r = Reader(data)
+        kind = r.u8()
+        if kind not in (MESSAGE_TYPE_V1, MESSAGE_TYPE_V2):
+            raise AutomergeError(f"not a sync message (type byte {kind:#04x})", 0)
+        heads = r.hashes("message heads")
+        need = r.hashes("message need")
+        n_have = r.count(2, "message have")
+        have = []
+        for _ in range(n_have):
+            last_sync = r.hashes("have lastSync")
+            bloom_pos = r.pos
+            bloom_bytes = r.length_prefixed("have bloom")
+            start = bloom_pos + (len(encode_uleb(len(bloom_bytes))))
+            have.append(Have(last_sync, BloomFilter.decode(bloom_bytes, base=start)))
+        n_changes = r.count(1, "message changes")
+        changes = [r.length_prefixed("message change") for _ in range(n_changes)]
+        return cls(heads, need, have, changes)
