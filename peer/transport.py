@@ -1,0 +1,224 @@
+"""Reliable, ordered messages between two peers over changing paths. No I/O.
+
+A `SequencedStream` sits between the application and whatever carries bytes
+between one pair of connections: a WebRTC data channel when one is open, the
+router's relayed `send` otherwise. Either path may lose what was in flight
+when it goes away, and the two paths race each other during a switch, so the
+stream numbers every packet, keeps what the other side has not acknowledged,
+drops duplicates and delivers in order:
+
+    stream = SequencedStream()
+    for packet in stream.send(message, now):      # fragments of one message
+        path.write(packet)
+    for message in stream.receive(packet, now):   # 0..n whole messages, in order
+        app.deliver(message)
+    ack = stream.take_ack()                       # write it, if not None
+    for packet in stream.retransmit_all(now):     # after switching path
+        new_path.write(packet)
+    for packet in stream.due(now):                # periodically: unacked too long
+        path.write(packet)
+
+Packets on the wire:
+
+    DATA  01 | seq: u64 BE | flags: u8 (bit 0: more fragments follow) | payload
+    ACK   02 | cumulative seq: u64 BE (every seq <= it was received)
+
+Messages larger than `max_fragment` are cut into fragments (a data channel
+message should stay well under 64 KiB to reach every browser). Costs: the
+sender keeps every unacknowledged fragment (bounded by the caller through
+`window_open`), the receiver keeps fragments that arrived ahead of a gap, at
+most `max_ahead` of them (later ones are dropped and come back by retransmission).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+
+DATA = 0x01
+ACK = 0x02
+FLAG_MORE = 0x01
+
+_DATA_HEAD = struct.Struct(">BQB")
+_ACK = struct.Struct(">BQ")
+
+DEFAULT_MAX_FRAGMENT = 16 * 1024
+DEFAULT_WINDOW = 4 << 20
+DEFAULT_MAX_AHEAD = 8192
+DEFAULT_RTO = 2.0
+
+
+class TransportError(ValueError):
+    """A packet that does not parse; the caller should drop it (and may log it)."""
+
+
+@dataclass(slots=True)
+class _Unacked:
+    packet: bytes
+    sent_at: float
+
+
+class SequencedStream:
+    """Sequencing, acknowledgement, resending and reassembly for one peer pair.
+
+    The caller must write every packet returned by `send`, `retransmit_all` and
+    `due` to the current path, and write `take_ack()` after feeding received
+    packets (one cumulative ack covers a whole batch).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_fragment: int = DEFAULT_MAX_FRAGMENT,
+        window: int = DEFAULT_WINDOW,
+        max_ahead: int = DEFAULT_MAX_AHEAD,
+        rto: float = DEFAULT_RTO,
+    ) -> None:
+        if max_fragment <= 0:
+            raise ValueError("max_fragment must be positive")
+        self.max_fragment = max_fragment
+        self.window = window
+        self.max_ahead = max_ahead
+        self.rto = rto
+        # sending
+        self._next_seq = 1
+        self._unacked: OrderedDict[int, _Unacked] = OrderedDict()
+        self._unacked_bytes = 0
+        # receiving
+        self._expected = 1
+        self._ahead: dict[int, tuple[int, bytes]] = {}
+        self._partial: list[bytes] = []
+        self._ack_owed = False
+        # counters
+        self.duplicates = 0
+        self.retransmitted = 0
+
+    # ------------------------------------------------------------ sending
+
+    @property
+    def unacked_bytes(self) -> int:
+        """Payload bytes sent but not yet acknowledged."""
+        return self._unacked_bytes
+
+    @property
+    def window_open(self) -> bool:
+        """False while unacknowledged bytes exceed `window`: stop calling `send`."""
+        return self._unacked_bytes < self.window
+
+    @property
+    def idle(self) -> bool:
+        """True when everything sent has been acknowledged."""
+        return not self._unacked
+
+    def send(self, message: bytes, now: float) -> list[bytes]:
+        """Packets for one message (at least one, even for b""); all must be written."""
+        size = self.max_fragment
+        pieces = [message[i : i + size] for i in range(0, len(message), size)] or [b""]
+        packets = []
+        last = len(pieces) - 1
+        for i, piece in enumerate(pieces):
+            seq = self._next_seq
+            self._next_seq += 1
+            packet = _DATA_HEAD.pack(DATA, seq, FLAG_MORE if i < last else 0) + piece
+            self._unacked[seq] = _Unacked(packet, now)
+            self._unacked_bytes += len(piece)
+            packets.append(packet)
+        return packets
+
+    def retransmit_all(self, now: float) -> list[bytes]:
+        """Every unacknowledged packet, oldest first (after a path switch)."""
+        out = []
+        for entry in self._unacked.values():
+            entry.sent_at = now
+            out.append(entry.packet)
+        self.retransmitted += len(out)
+        return out
+
+    def due(self, now: float) -> list[bytes]:
+        """Unacknowledged packets older than `rto`, oldest first, marked as resent."""
+        out = []
+        for entry in self._unacked.values():
+            if now - entry.sent_at >= self.rto:
+                entry.sent_at = now
+                out.append(entry.packet)
+        self.retransmitted += len(out)
+        return out
+
+    def _acked(self, upto: int) -> None:
+        unacked = self._unacked
+        while unacked:
+            seq = next(iter(unacked))
+            if seq > upto:
+                break
+            entry = unacked.pop(seq)
+            self._unacked_bytes -= len(entry.packet) - _DATA_HEAD.size
+
+    # ------------------------------------------------------------ receiving
+
+    def receive(self, packet: bytes, now: float) -> list[bytes]:
+        """Feed one packet; returns the messages it completes, in order.
+
+        Raises TransportError for a packet that does not parse.
+        """
+        if not packet:
+            raise TransportError("empty packet")
+        kind = packet[0]
+        if kind == ACK:
+            if len(packet) != _ACK.size:
+                raise TransportError(f"ack of {len(packet)} bytes")
+            _, upto = _ACK.unpack(packet)
+            if upto >= self._next_seq:
+                raise TransportError(f"ack for {upto}, never sent")
+            self._acked(upto)
+            return []
+        if kind != DATA:
+            raise TransportError(f"unknown packet type {kind}")
+        if len(packet) < _DATA_HEAD.size:
+            raise TransportError(f"data packet of {len(packet)} bytes")
+        _, seq, flags = _DATA_HEAD.unpack_from(packet)
+        if seq == 0:
+            raise TransportError("sequence number 0")
+        self._ack_owed = True
+        expected = self._expected
+        if seq < expected or seq in self._ahead:
+            self.duplicates += 1
+            return []
+        payload = packet[_DATA_HEAD.size :]
+        if seq > expected:
+            if seq - expected <= self.max_ahead:
+                self._ahead[seq] = (flags, payload)
+            return []
+        out: list[bytes] = []
+        self._take(flags, payload, out)
+        seq += 1
+        ahead = self._ahead
+        while seq in ahead:
+            flags, payload = ahead.pop(seq)
+            self._take(flags, payload, out)
+            seq += 1
+        self._expected = seq
+        return out
+
+    def _take(self, flags: int, payload: bytes, out: list[bytes]) -> None:
+        if flags & FLAG_MORE:
+            self._partial.append(payload)
+            return
+        if self._partial:
+            self._partial.append(payload)
+            out.append(b"".join(self._partial))
+            self._partial = []
+        else:
+            out.append(payload)
+
+    def take_ack(self) -> bytes | None:
+        """The cumulative ack owed after received data, or None if none is owed."""
+        if not self._ack_owed:
+            return None
+        self._ack_owed = False
+        return _ACK.pack(ACK, self._expected - 1)
+
+    @property
+    def received_upto(self) -> int:
+        """Highest sequence number received with nothing missing before it."""
+        return self._expected - 1

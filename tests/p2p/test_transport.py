@@ -1,0 +1,116 @@
+"""SequencedStream: in-memory paths that lose, duplicate and reorder packets."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peer.transport import SequencedStream, TransportError
+
+
+def deliver(dst: SequencedStream, packets: list[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    for p in packets:
+        out.extend(dst.receive(p, 0.0))
+    return out
+
+
+def test_in_order_roundtrip_and_fragmentation() -> None:
+    a, b = SequencedStream(max_fragment=10), SequencedStream(max_fragment=10)
+    msgs = [b"", b"x", b"0123456789", b"y" * 95]
+    packets = [p for m in msgs for p in a.send(m, 0.0)]
+    assert len(packets) == 1 + 1 + 1 + 10
+    assert deliver(b, packets) == msgs
+    ack = b.take_ack()
+    assert ack is not None and b.take_ack() is None
+    assert a.unacked_bytes == 106
+    a.receive(ack, 0.0)
+    assert a.idle and a.unacked_bytes == 0
+
+
+def test_path_switch_loses_in_flight_then_retransmit_dedups() -> None:
+    a, b = SequencedStream(), SequencedStream()
+    relay = [p for i in range(5) for p in a.send(b"r%d" % i, 0.0)]
+    # the relay delivers 0..2, then dies with 3..4 in flight
+    got = deliver(b, relay[:3])
+    # the channel opens: everything unacked goes again, then new data
+    channel = a.retransmit_all(1.0) + a.send(b"c0", 1.0)
+    got += deliver(b, channel)
+    assert got == [b"r0", b"r1", b"r2", b"r3", b"r4", b"c0"]
+    assert b.duplicates == 3
+
+
+def test_reordering_across_paths() -> None:
+    a, b = SequencedStream(), SequencedStream()
+    p = [a.send(b"%d" % i, 0.0)[0] for i in range(4)]
+    assert b.receive(p[2], 0.0) == []
+    assert b.receive(p[3], 0.0) == []
+    assert b.receive(p[0], 0.0) == [b"0"]
+    assert b.receive(p[1], 0.0) == [b"1", b"2", b"3"]
+    assert b.receive(p[3], 0.0) == []  # late duplicate
+
+
+def test_due_resends_only_old_packets() -> None:
+    a = SequencedStream(rto=1.0)
+    first = a.send(b"a", 0.0)
+    a.send(b"b", 0.8)
+    assert a.due(0.5) == []
+    assert a.due(1.0) == first
+    assert a.due(1.1) == []
+
+
+def test_window() -> None:
+    a = SequencedStream(window=100)
+    a.send(b"x" * 99, 0.0)
+    assert a.window_open
+    a.send(b"x", 0.0)
+    assert not a.window_open
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"",
+        b"\x03",
+        b"\x01\x00",
+        b"\x02\x00",
+        b"\x01" + b"\x00" * 9,
+        b"\x02" + b"\x00" * 7 + b"\x09",
+    ],
+)
+def test_malformed(packet: bytes) -> None:
+    with pytest.raises(TransportError):
+        SequencedStream().receive(packet, 0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 50), min_size=1, max_size=30),
+    seed=st.integers(0, 2**32),
+)
+def test_lossy_duplicating_reordering_path(sizes: list[int], seed: int) -> None:
+    rng = random.Random(seed)
+    a, b = SequencedStream(max_fragment=8), SequencedStream(max_fragment=8)
+    msgs = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
+    in_flight: list[bytes] = []
+    for m in msgs:
+        in_flight += a.send(m, 0.0)
+    got: list[bytes] = []
+    now = 0.0
+    for _round in range(200):
+        rng.shuffle(in_flight)
+        kept = [p for p in in_flight if rng.random() > 0.3]
+        kept += [p for p in kept if rng.random() < 0.2]
+        got += deliver(b, kept)
+        ack = b.take_ack()
+        if ack is not None and rng.random() > 0.3:
+            a.receive(ack, now)
+        if a.idle:
+            break
+        now += 10.0
+        in_flight = a.due(now)
+    assert a.idle
+    assert got == msgs
