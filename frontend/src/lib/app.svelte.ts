@@ -1,0 +1,459 @@
+// The running app: identity, the repo with its two network adapters, the
+// documents the views show (as reactive snapshots), and the actions the views
+// call. Views read state from here and never touch the repo themselves.
+
+import {
+  Repo,
+  type AutomergeUrl,
+  type DocHandle,
+  type DocumentId,
+  type PeerId,
+} from "@automerge/automerge-repo/slim";
+import { IndexedDBStorageAdapter } from "@automerge/automerge-repo-storage-indexeddb";
+import { BrowserWebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
+import { deviceSettings, loadOrCreateIdentity, type Identity } from "./identity";
+import { loadConfig, type Config } from "./config";
+import { RouterConnection, type RouterState } from "./router-connection";
+import { RouterNetworkAdapter, type PeerInfo } from "./router-adapter";
+import { ServiceAuth } from "./services";
+import * as S from "./schema";
+import type { CatalogDoc, ChannelDoc, Level, SpaceDoc } from "./schema";
+import { notifyMentions } from "./notifications";
+
+type AnyDoc = CatalogDoc | SpaceDoc | ChannelDoc;
+
+export const urlOf = (id: string) => `automerge:${id}` as AutomergeUrl;
+export const idOf = (url: string) => url.replace(/^automerge:/, "") as DocumentId;
+
+export interface Status {
+  browserOnline: boolean;
+  router: RouterState;
+  sync: "off" | "connecting" | "open";
+  peers: PeerInfo[];
+}
+
+export class HearthApp {
+  identity!: Identity;
+  repo!: Repo;
+  config: Config = { services: {}, http: {} };
+  router: RouterConnection | null = null;
+  routerAdapter: RouterNetworkAdapter | null = null;
+  private syncAdapter: BrowserWebSocketClientAdapter | null = null;
+  private auth!: ServiceAuth;
+  private catalogHandle!: DocHandle<CatalogDoc>;
+  private handles = new Map<string, DocHandle<AnyDoc>>();
+  private opening = new Map<string, Promise<DocHandle<AnyDoc> | null>>();
+  /** Space ids being joined from a link: listened to before we have the doc. */
+  private joining = new Set<string>();
+
+  /** Snapshots of every open document, by URL; replaced (never mutated) on change. */
+  docs = $state.raw<Record<string, AnyDoc>>({});
+  catalogUrl = $state("");
+  status = $state.raw<Status>({ browserOnline: true, router: "closed", sync: "off", peers: [] });
+  /** Bumped whenever presence changes, so views recompute who is online. */
+  presenceTick = $state(0);
+  lastPush = $state("");
+  ready = $state(false);
+
+  get did(): string {
+    return this.identity.did;
+  }
+
+  get catalog(): CatalogDoc | undefined {
+    return this.docs[this.catalogUrl] as CatalogDoc | undefined;
+  }
+
+  async start(): Promise<void> {
+    this.identity = await loadOrCreateIdentity();
+    this.config = await loadConfig();
+    this.auth = new ServiceAuth(this.identity, this.config);
+    const peerId = `hearth-${this.identity.did.slice(-8)}-${crypto.randomUUID().slice(0, 8)}` as PeerId;
+
+    const network = [];
+    if (this.config.services.router) {
+      this.router = new RouterConnection({
+        url: this.config.services.router,
+        did: this.identity.did,
+        token: () => this.auth.routerToken(),
+      });
+      this.routerAdapter = new RouterNetworkAdapter({ transport: this.router });
+      this.routerAdapter.onChange(() => this.refreshStatus(true));
+      this.routerAdapter.onApp((from, payload) => void this.onAppMessage(from, payload));
+      this.router.on("state", () => this.refreshStatus(false));
+      network.push(this.routerAdapter);
+    }
+    this.repo = new Repo({
+      peerId,
+      storage: new IndexedDBStorageAdapter("hearth-docs"),
+      network,
+      shareConfig: {
+        announce: async (peer, docId) => !!docId && this.mayAnnounce(peer, docId),
+        access: async (peer, docId) => !!docId && this.mayAccess(peer, docId),
+      },
+    });
+
+    await this.openCatalog();
+    this.router?.start();
+    void this.connectSyncserver();
+
+    const onlineChanged = () => {
+      this.refreshStatus(false);
+      if (navigator.onLine) this.router?.retryNow();
+    };
+    addEventListener("online", onlineChanged);
+    addEventListener("offline", onlineChanged);
+    this.refreshStatus(false);
+    this.ready = true;
+  }
+
+  // --- documents ----------------------------------------------------------
+
+  private async openCatalog(): Promise<void> {
+    const saved = await deviceSettings.get<string>("catalog");
+    let handle: DocHandle<CatalogDoc> | null = null;
+    if (saved) handle = (await this.open(saved)) as DocHandle<CatalogDoc> | null;
+    if (!handle) {
+      handle = this.repo.create<CatalogDoc>();
+      handle.change((d) => S.initCatalog(d, this.did));
+      await deviceSettings.set("catalog", handle.url);
+      this.track(handle as DocHandle<AnyDoc>);
+    }
+    this.catalogHandle = handle;
+    this.catalogUrl = handle.url;
+  }
+
+  /** Opens a document (from storage or peers) and keeps its snapshot in `docs`. */
+  open(url: string): Promise<DocHandle<AnyDoc> | null> {
+    const known = this.handles.get(url);
+    if (known) return Promise.resolve(known);
+    let pending = this.opening.get(url);
+    if (!pending) {
+      pending = (async () => {
+        try {
+          const handle = await this.repo.find<AnyDoc>(url as AutomergeUrl, {
+            allowableStates: ["ready", "unavailable"],
+          });
+          // Not found anywhere yet: keep waiting, a peer may bring it later.
+          await handle.whenReady(["ready"]);
+          this.track(handle);
+          return handle;
+        } catch (e) {
+          console.warn("cannot open", url, e);
+          this.opening.delete(url);
+          return null;
+        }
+      })();
+      this.opening.set(url, pending);
+    }
+    return pending;
+  }
+
+  private track(handle: DocHandle<AnyDoc>): void {
+    if (this.handles.has(handle.url)) return;
+    this.handles.set(handle.url, handle);
+    const update = () => {
+      const doc = handle.doc();
+      if (!doc) return;
+      this.docs = { ...this.docs, [handle.url]: doc };
+      this.followReferences(doc);
+    };
+    handle.on("change", update);
+    update();
+  }
+
+  /** Opens what a document points to (spaces -> channels) and updates router interests. */
+  private followReferences(doc: AnyDoc): void {
+    if (doc.type === "hearth.catalog") {
+      for (const url of Object.keys(doc.spaces ?? {})) void this.open(url);
+      for (const url of Object.values(doc.dms ?? {})) void this.open(url);
+      this.updateInterests();
+    } else if (doc.type === "hearth.space") {
+      for (const ch of doc.channels ?? []) void this.open(ch.url);
+      this.maintainAccess();
+    }
+  }
+
+  private updateInterests(): void {
+    const c = this.catalog;
+    const ids = [
+      ...Object.keys(c?.spaces ?? {}).map(idOf),
+      ...Object.values(c?.dms ?? {}).map(idOf),
+      ...this.joining,
+    ];
+    this.router?.listen(ids);
+  }
+
+  space(url: string): SpaceDoc | undefined {
+    const d = this.docs[url];
+    return d?.type === "hearth.space" ? d : undefined;
+  }
+
+  channel(url: string): ChannelDoc | undefined {
+    const d = this.docs[url];
+    return d && (d.type === "hearth.channel" || d.type === "hearth.dm") ? d : undefined;
+  }
+
+  private handle<T extends AnyDoc>(url: string): DocHandle<T> {
+    const h = this.handles.get(url);
+    if (!h) throw new Error(`document not open: ${url}`);
+    return h as unknown as DocHandle<T>;
+  }
+
+  // --- sharing rules --------------------------------------------------------
+
+  /** The DID behind a router peer, or null for the syncserver (or unknown). */
+  private didOfPeer(peer: PeerId): string | null {
+    if (this.syncAdapter?.remotePeerId === peer) return null;
+    return this.routerAdapter?.peers().find((p) => p.peerId === peer)?.did ?? "";
+  }
+
+  /** DIDs allowed to hold a document we have open; null when anyone with its id may. */
+  private audience(url: string): Set<string> | null {
+    const doc = this.docs[url];
+    if (!doc) return null;
+    if (doc.type === "hearth.catalog") return new Set([this.did]);
+    if (doc.type === "hearth.dm") return new Set(doc.members ?? []);
+    const space = doc.type === "hearth.space" ? doc : this.space(doc.space);
+    if (!space) return null;
+    return new Set(S.activeMembers(space).map(([did]) => did));
+  }
+
+  private mayAnnounce(peer: PeerId, docId: DocumentId): boolean {
+    const did = this.didOfPeer(peer);
+    if (did === null) return true; // the syncserver stores everything we have
+    const audience = this.audience(urlOf(docId));
+    // Unknown here means we are asking for it, which reveals nothing.
+    return audience === null || audience.has(did);
+  }
+
+  private mayAccess(peer: PeerId, docId: DocumentId): boolean {
+    const did = this.didOfPeer(peer);
+    if (did === null) return true;
+    const doc = this.docs[urlOf(docId)];
+    if (!doc) return true;
+    if (doc.type === "hearth.catalog" || doc.type === "hearth.dm") {
+      return this.audience(urlOf(docId))!.has(did);
+    }
+    return true; // spaces and channels: the link is the invitation
+  }
+
+  // --- syncserver -----------------------------------------------------------
+
+  private async connectSyncserver(): Promise<void> {
+    const base = this.config.services.syncserver;
+    if (!base) return;
+    this.status = { ...this.status, sync: "connecting" };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const token = await this.auth.syncToken();
+        const url = `${base.replace(/^http/, "ws").replace(/\/+$/, "")}/?token=${encodeURIComponent(token)}`;
+        this.syncAdapter = new BrowserWebSocketClientAdapter(url, 5000);
+        this.syncAdapter.on("peer-candidate", () => {
+          this.status = { ...this.status, sync: "open" };
+        });
+        this.syncAdapter.on("peer-disconnected", () => {
+          this.status = { ...this.status, sync: "connecting" };
+        });
+        this.repo.networkSubsystem.addNetworkAdapter(this.syncAdapter);
+        return;
+      } catch (e) {
+        console.info("syncserver not reachable yet:", String(e));
+        await new Promise((r) => setTimeout(r, Math.min(30_000, 1000 * 2 ** attempt)));
+      }
+    }
+  }
+
+  /** Owners keep the syncserver's access list in step with the space's members. */
+  private maintainAccess(): void {
+    if (!this.syncAdapter) return;
+    for (const [url, doc] of Object.entries(this.docs)) {
+      if (doc.type !== "hearth.space" || doc.createdBy !== this.did) continue;
+      const members = S.activeMembers(doc).map(([did]) => did);
+      for (const target of [url, ...doc.channels.map((c) => c.url)]) {
+        void this.auth.setAccess(idOf(target), { public: true, readers: members, writers: members });
+      }
+    }
+  }
+
+  // --- status -------------------------------------------------------------
+
+  private refreshStatus(presence: boolean): void {
+    this.status = {
+      browserOnline: navigator.onLine,
+      router: this.router?.state ?? "closed",
+      sync: this.status.sync,
+      peers: this.routerAdapter?.peers() ?? [],
+    };
+    if (presence) this.presenceTick++;
+  }
+
+  /** DIDs with a live router connection on this space (ourselves included when connected). */
+  onlineIn(spaceUrl: string): Set<string> {
+    void this.presenceTick;
+    const online = this.routerAdapter?.onlineDids(idOf(spaceUrl)) ?? new Set<string>();
+    if (this.status.router === "open") online.add(this.did);
+    return online;
+  }
+
+  peerPath(did: string): string {
+    const links = this.status.peers.filter((p) => p.did === did);
+    if (links.some((p) => p.path === "direct")) return "direct";
+    if (links.some((p) => p.path === "relay")) return "relay";
+    return links.length ? "connecting" : "";
+  }
+
+  // --- actions --------------------------------------------------------------
+
+  setDisplayName(name: string): void {
+    this.catalogHandle.change((d) => S.setDisplayName(d, name));
+    for (const [url, doc] of Object.entries(this.docs)) {
+      if (doc.type === "hearth.space" && S.isMember(doc, this.did)) {
+        this.handle<SpaceDoc>(url).change((d) => S.joinSpace(d, this.did, name.trim(), Date.now()));
+      }
+    }
+  }
+
+  createSpace(name: string): string {
+    const now = Date.now();
+    const space = this.repo.create<SpaceDoc>();
+    space.change((d) =>
+      S.initSpace(d, { name, creator: this.did, creatorName: this.catalog?.displayName ?? "", now }),
+    );
+    this.track(space as DocHandle<AnyDoc>);
+    this.catalogHandle.change((d) => S.rememberSpace(d, space.url, now));
+    this.createChannel(space.url, "general");
+    return space.url;
+  }
+
+  createChannel(spaceUrl: string, name: string): string {
+    const channel = this.repo.create<ChannelDoc>();
+    channel.change((d) => S.initChannel(d, { name, spaceUrl }));
+    this.track(channel as DocHandle<AnyDoc>);
+    this.handle<SpaceDoc>(spaceUrl).change((d) =>
+      S.addChannel(d, { url: channel.url, name, createdAt: Date.now() }),
+    );
+    this.maintainAccess();
+    return channel.url;
+  }
+
+  inviteLink(spaceUrl: string): string {
+    return `${location.origin}/#/join/${idOf(spaceUrl)}`;
+  }
+
+  /** Joins a space from its invite id: waits until some peer brings the document. */
+  async joinSpace(spaceId: string): Promise<string | null> {
+    const url = urlOf(spaceId);
+    this.joining.add(spaceId);
+    this.updateInterests();
+    const handle = await this.open(url);
+    this.joining.delete(spaceId);
+    if (!handle || handle.doc()?.type !== "hearth.space") return null;
+    const ok = { value: false };
+    (handle as DocHandle<SpaceDoc>).change((d) => {
+      ok.value = S.joinSpace(d, this.did, this.catalog?.displayName ?? "", Date.now());
+    });
+    if (!ok.value) return null;
+    this.catalogHandle.change((d) => S.rememberSpace(d, url, Date.now()));
+    return url;
+  }
+
+  leaveSpace(spaceUrl: string): void {
+    this.handle<SpaceDoc>(spaceUrl).change((d) => S.leaveSpace(d, this.did, Date.now()));
+    this.catalogHandle.change((d) => S.forgetSpace(d, spaceUrl));
+  }
+
+  post(channelUrl: string, text: string, opts: { replyTo?: string; ping?: boolean } = {}): void {
+    const body = text.trim();
+    if (!body) return;
+    const ch = this.channel(channelUrl);
+    const space = ch?.space ? this.space(ch.space) : undefined;
+    const names: [string, string][] = space
+      ? S.activeMembers(space).map(([did, m]) => [did, m.name])
+      : [];
+    const mentions = S.findMentions(body, names).filter((d) => d !== this.did);
+    const id = S.newMessageId();
+    this.handle<ChannelDoc>(channelUrl).change((d) =>
+      S.postMessage(d, { id, author: this.did, text: body, now: Date.now(), mentions, ...opts }),
+    );
+    this.markRead(channelUrl);
+    const targets = ch?.type === "hearth.dm" ? (ch.members ?? []).filter((d) => d !== this.did) : mentions;
+    if (targets.length && this.router) {
+      notifyMentions(this.router, targets, { channel: channelUrl, msgId: id, ping: !!opts.ping });
+    }
+  }
+
+  edit(channelUrl: string, id: string, text: string): void {
+    this.handle<ChannelDoc>(channelUrl).change((d) => S.editMessage(d, id, this.did, text, Date.now()));
+  }
+
+  remove(channelUrl: string, id: string): void {
+    this.handle<ChannelDoc>(channelUrl).change((d) => S.deleteMessage(d, id, this.did, Date.now()));
+  }
+
+  markRead(channelUrl: string): void {
+    const ch = this.channel(channelUrl);
+    if (!ch) return;
+    const count = ch.messages.length;
+    if ((this.catalog?.reads?.[channelUrl] ?? 0) === count) return;
+    this.catalogHandle.change((d) => S.markRead(d, channelUrl, count));
+  }
+
+  unread(channelUrl: string): number {
+    const ch = this.channel(channelUrl);
+    if (!ch) return 0;
+    return S.unreadCount(ch, this.catalog?.reads?.[channelUrl] ?? 0, this.did);
+  }
+
+  setLevel(url: string, level: Level): void {
+    this.catalogHandle.change((d) => S.setLevel(d, url, level));
+  }
+
+  /** The DM with `did`, created (and announced to them) on first use. */
+  openDm(did: string): string {
+    const known = this.catalog?.dms?.[did];
+    if (known) return known;
+    const dm = this.repo.create<ChannelDoc>();
+    dm.change((d) => S.initDm(d, this.did, did));
+    this.track(dm as DocHandle<AnyDoc>);
+    this.catalogHandle.change((d) => S.rememberDm(d, did, dm.url));
+    this.announceDm(did, dm.url);
+    void this.auth.setAccess(idOf(dm.url), {
+      public: false,
+      readers: [this.did, did],
+      writers: [this.did, did],
+    });
+    return dm.url;
+  }
+
+  private announceDm(did: string, url: string): void {
+    const sent = this.routerAdapter?.sendApp(did, { kind: "dm", url }) ?? 0;
+    if (!sent) {
+      // Not connected to them now: try again whenever the peers change.
+      const off = this.routerAdapter?.onChange(() => {
+        if (this.routerAdapter!.sendApp(did, { kind: "dm", url })) off?.();
+      });
+    }
+  }
+
+  private async onAppMessage(from: string, payload: unknown): Promise<void> {
+    const p = payload as { kind?: string; url?: string };
+    if (p?.kind !== "dm" || typeof p.url !== "string" || !p.url.startsWith("automerge:")) return;
+    if (this.catalog?.dms?.[from]) return;
+    const handle = await this.open(p.url);
+    const doc = handle?.doc() as ChannelDoc | undefined;
+    // Only accept a DM that really is between the sender and us.
+    if (doc?.type !== "hearth.dm" || !doc.members?.includes(from) || !doc.members.includes(this.did)) {
+      return;
+    }
+    this.catalogHandle.change((d) => S.rememberDm(d, from, p.url!));
+  }
+
+  nameOf(did: string): string {
+    for (const doc of Object.values(this.docs)) {
+      if (doc.type === "hearth.space" && doc.members?.[did]?.name) return doc.members[did].name;
+    }
+    return did.slice(0, 16) + "…" + did.slice(-4);
+  }
+}
+
+export const app = new HearthApp();

@@ -1,0 +1,15 @@
+import { initializeBase64Wasm } from "@automerge/automerge-repo/slim";
+import { automergeWasmBase64 } from "@automerge/automerge/automerge.wasm.base64";
+import { mount } from "svelte";
+import "./app.css";
+
+await initializeBase64Wasm(automergeWasmBase64);
+
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.register("/sw.js").catch((e) => console.warn("service worker:", e));
+}
+
+const { app } = await import("./lib/app.svelte");
+const { default: App } = await import("./views/App.svelte");
+await app.start();
+mount(App, { target: document.getElementById("app")! });

@@ -1,0 +1,90 @@
+// Hearth service worker: keeps the app shell for offline use and shows pushes.
+// The build fills in PRECACHE (every emitted file) and VERSION.
+/* global self, caches, clients */
+
+const VERSION = "__HEARTH_VERSION__";
+const PRECACHE = __HEARTH_PRECACHE__;
+const CACHE = `hearth-shell-${VERSION}`;
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(
+    caches
+      .open(CACHE)
+      .then((cache) => cache.addAll(["/", ...PRECACHE]))
+      .then(() => self.skipWaiting()),
+  );
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil(
+    caches
+      .keys()
+      .then((keys) =>
+        Promise.all(keys.filter((k) => k.startsWith("hearth-") && k !== CACHE).map((k) => caches.delete(k))),
+      )
+      .then(() => self.clients.claim()),
+  );
+});
+
+async function networkFirst(request, fallbackKey) {
+  const cache = await caches.open(CACHE);
+  try {
+    const response = await fetch(request);
+    if (response.ok) await cache.put(fallbackKey ?? request, response.clone());
+    return response;
+  } catch (err) {
+    const cached = await cache.match(fallbackKey ?? request);
+    if (cached) return cached;
+    throw err;
+  }
+}
+
+self.addEventListener("fetch", (event) => {
+  const request = event.request;
+  if (request.method !== "GET") return;
+  const url = new URL(request.url);
+  if (url.origin !== self.location.origin) return;
+  if (request.mode === "navigate") {
+    // Every route is the single-page app: fresh when online, the shell when not.
+    event.respondWith(networkFirst(request, "/"));
+  } else if (url.pathname === "/config.json") {
+    event.respondWith(networkFirst(request));
+  } else {
+    event.respondWith(caches.match(request).then((hit) => hit ?? fetch(request)));
+  }
+});
+
+self.addEventListener("push", (event) => {
+  let data = {};
+  try {
+    data = event.data ? event.data.json() : {};
+  } catch {
+    data = { body: event.data ? event.data.text() : "" };
+  }
+  const title = data.title || "Hearth";
+  const options = {
+    body: data.body || "You have new messages",
+    tag: data.tag || data.from || "hearth",
+    icon: "/icons/icon-192.png",
+    badge: "/icons/icon-192.png",
+    data: { url: data.url || "/" },
+  };
+  event.waitUntil(
+    self.registration.showNotification(title, options).then(() =>
+      clients.matchAll({ type: "window" }).then((list) => {
+        for (const c of list) c.postMessage({ type: "hearth-push", title, body: options.body });
+      }),
+    ),
+  );
+});
+
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const target = (event.notification.data && event.notification.data.url) || "/";
+  event.waitUntil(
+    clients.matchAll({ type: "window" }).then((list) => {
+      for (const c of list) if ("focus" in c) return c.focus();
+      return clients.openWindow(target);
+    }),
+  );
+});
