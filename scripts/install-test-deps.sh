@@ -27,6 +27,10 @@ while IFS= read -r lock; do
     continue
   fi
   echo "npm ci in $dir"
-  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  # npm 11 writes lockfiles without the platform-specific optional packages of
+  # some dependencies (cbor-extract) and then refuses them in `npm ci`; `npm
+  # install` honours the same lockfile (versions stay pinned) and leaves it as is.
+  (cd "$dir" && { npm ci --no-audit --no-fund --loglevel=error 2>/dev/null ||
+                  npm install --no-audit --no-fund --loglevel=error; })
   cp "$lock" "$stamp"
 done < <(find tests bench -name package-lock.json -not -path '*/node_modules/*' 2>/dev/null | sort)
