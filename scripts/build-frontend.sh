@@ -7,6 +7,8 @@ if [ ! -f package.json ]; then
   exit 0
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  # Fallback: see scripts/install-test-deps.sh (npm 11 lockfiles and optional packages).
+  npm ci --no-audit --no-fund --loglevel=error 2>/dev/null ||
+    npm install --no-audit --no-fund --loglevel=error
 fi
 npm run build
