@@ -40,6 +40,8 @@ from router.notify import OPTIONS as NOTIFY_OPTIONS
 from router.notify import Notifications
 from router.push_routes import push_routes
 from router.server import STATE_KEY, RouterProtocol, RouterServer
+from router.signaling import OPTIONS as SIGNALING_OPTIONS
+from router.signaling import Signaling, SignalingMetrics, SignalingSettings
 from router.tokens import TokenStoreFull
 
 log = logging.getLogger("hearth.router")
@@ -72,6 +74,7 @@ OPTIONS = (
     Option("idle_timeout", float, _DEFAULTS.idle_timeout, "close after this many silent seconds"),
     Option("token_ttl", float, 30.0, "seconds a router token stays valid"),
     *NOTIFY_OPTIONS,
+    *SIGNALING_OPTIONS,
 )
 
 
@@ -166,6 +169,7 @@ def create_app(config: ServiceConfig) -> Starlette:
     metrics = _Metrics()
     registry.register(metrics)
     holder: dict[str, Any] = {}
+    registry.register(SignalingMetrics(lambda: holder.get("signaling")))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -181,6 +185,9 @@ def create_app(config: ServiceConfig) -> Starlette:
         notifications = await Notifications.open(config, server.router)
         notifications.install()
         holder["notifications"] = notifications
+        signaling = Signaling(server.router, SignalingSettings.from_config(config))
+        signaling.install()
+        holder["signaling"] = signaling
         holder["verifier"] = ServiceAuthVerifier(did, key_lookup)
         metrics.server = server
         try:
