@@ -1,32 +1,365 @@
-"""The syncserver service: not implemented yet (see the issue tracker).
+"""The syncserver service: settings, storage, hub, WebSocket and XRPC routes wired together.
 
-It answers every request with 501 so nothing pretends to work.
+Storage is opened when the server starts and closed when it stops; every
+storage call runs on one worker thread so a durable commit never blocks the
+event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
-from hearth.config import ServiceConfig
+from hearth.auth import AuthError, ServiceAuthVerifier, bearer_token
+from hearth.config import Option, ServiceConfig, parse_bool
+from hearth.http import EXCEPTION_HANDLERS, AccessLogMiddleware, XrpcError, common_routes
+from hearth.identity import IdentitySyntaxError, parse_did, web_did_for_url
 from hearth.service import Service
+from hearth.types import Did, DocumentId
+from resolver import Resolver
+from syncserver.hub import SyncHub
+from syncserver.messages import MessageError, parse_document_id
+from syncserver.metrics import SyncMetrics
+from syncserver.storage import Access, MemoryStorage, SqliteStorage, Storage
+from syncserver.tokens import looks_like_jwt, new_token, token_hash
+from syncserver.transport import serve_socket
+
+T = TypeVar("T")
+
+NSID = "chat.hearth.v1.sync"
+LXM_TOKEN = f"{NSID}.token"
+LXM_REVOKE = f"{NSID}.revokeToken"
+LXM_SET_ACCESS = f"{NSID}.setAccess"
+LXM_GET_ACCESS = f"{NSID}.getAccess"
+LXM_EXPORT = f"{NSID}.export"
+MAX_DIDS_PER_LIST = 1000
+TOKEN_SCOPE_KEY = "hearth.sync_token"
+
+OPTIONS = (
+    Option(
+        "max_message_size",
+        int,
+        64 * 1024 * 1024,
+        "largest WebSocket message accepted, bytes (larger ones close the socket with 1009)",
+    ),
+    Option("token_ttl", int, 24 * 3600, "session token lifetime, seconds"),
+    Option("max_cached_documents", int, 1000, "documents kept in memory when no peer syncs them"),
+    Option(
+        "send_queue_bytes",
+        int,
+        128 * 1024 * 1024,
+        "per-connection outgoing queue limit, bytes; a slower peer is disconnected",
+    ),
+    Option("memory_storage", parse_bool, False, "keep everything in memory (tests, throwaway)"),
+)
+
+
+@dataclass
+class _State:
+    storage: Storage
+    hub: SyncHub
+    metrics: SyncMetrics
+    verifier: ServiceAuthVerifier
+    run: Callable[[Callable[[], Any]], Any]
+
+
+def _did_list(value: object, name: str) -> frozenset[Did]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or len(value) > MAX_DIDS_PER_LIST:
+        raise XrpcError(400, "InvalidRequest", f"{name} must be a list of DIDs")
+    out = set()
+    for item in value:
+        try:
+            out.add(parse_did(item))
+        except IdentitySyntaxError as e:
+            raise XrpcError(400, "InvalidRequest", f"{name}: {e}") from e
+    return frozenset(out)
+
+
+def _document_id(value: object) -> DocumentId:
+    try:
+        return parse_document_id(value)
+    except MessageError as e:
+        raise XrpcError(400, "InvalidRequest", f"documentId: {e}") from e
+
+
+def access_json(document_id: DocumentId, access: Access) -> dict[str, Any]:
+    return {
+        "documentId": document_id,
+        "owner": access.owner,
+        "public": access.public,
+        "readers": sorted(access.readers),
+        "writers": sorted(access.writers),
+    }
 
 
 def create_app(config: ServiceConfig) -> Starlette:
-    async def not_implemented(_request: Request) -> Response:
+    settings = config.settings
+    service_did = web_did_for_url(settings.url)
+    registry = CollectorRegistry()
+    holder: dict[str, _State] = {}
+
+    def state() -> _State:
+        return holder["state"]
+
+    async def run(st: _State, fn: Callable[[], T]) -> T:
+        result: T = await st.run(fn)
+        return result
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        storage: Storage
+        if config.get_bool("memory_storage"):
+            storage = MemoryStorage()
+        else:
+            storage = SqliteStorage(config.service_dir / "syncserver.sqlite3")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncserver-storage")
+        loop = asyncio.get_running_loop()
+
+        def run_in_worker(fn: Callable[[], Any]) -> Any:
+            return loop.run_in_executor(executor, fn)
+
+        metrics = SyncMetrics(registry, storage.stats)
+        hub = SyncHub(
+            storage,
+            metrics,
+            peer_id=f"hearth-syncserver-{storage.storage_id()}",
+            run=run_in_worker,
+            max_cached_documents=config.get_int("max_cached_documents"),
+        )
+        resolver = Resolver.from_settings(settings)
+        verifier = ServiceAuthVerifier(service_did, resolver.signing_key)
+        holder["state"] = _State(storage, hub, metrics, verifier, run_in_worker)
+        try:
+            yield
+        finally:
+            for peer in list(hub.peers.values()):
+                peer.conn.close(1001, "server shutting down")
+            await resolver.aclose()
+            executor.shutdown(wait=True)
+            storage.close()
+            holder.pop("state", None)
+
+    async def websocket(ws: WebSocket) -> None:
+        st = state()
+        did: Did | None = None
+        token = ws.scope.get(TOKEN_SCOPE_KEY)
+        if token:
+            digest = token_hash(token)
+            did = await run(st, lambda: st.storage.lookup_token(digest, time.time()))
+            if did is None:
+                st.metrics.refused.labels("bad_token").inc()
+                await ws.accept()
+                await ws.close(4001, "invalid, expired or revoked token")
+                return
+        await ws.accept()
+        await serve_socket(ws, st.hub, st.metrics, did, config.get_int("send_queue_bytes"))
+
+    async def caller(request: Request, lxm: str, *, optional: bool = False) -> Did | None:
+        """The DID behind the request's bearer JWT or session token."""
+        header = request.headers.get("authorization")
+        if not header and optional:
+            return None
+        st = state()
+        try:
+            token = bearer_token(header)
+            if looks_like_jwt(token):
+                return (await st.verifier.verify(token, lxm=lxm)).iss
+        except AuthError as e:
+            error = {"missing": "AuthenticationRequired", "expired": "ExpiredToken"}.get(
+                e.reason, "InvalidToken"
+            )
+            raise XrpcError(401, error, f"{e.reason}: {e.message}") from e
+        digest = token_hash(token)
+        did = await run(st, lambda: st.storage.lookup_token(digest, time.time()))
+        if did is None:
+            raise XrpcError(401, "InvalidToken", "session token invalid, expired or revoked")
+        return did
+
+    async def json_body(request: Request) -> Mapping[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError as e:
+            raise XrpcError(400, "InvalidRequest", "body must be JSON") from e
+        if not isinstance(body, dict):
+            raise XrpcError(400, "InvalidRequest", "body must be a JSON object")
+        return body
+
+    async def get_token(request: Request) -> Response:
+        st = state()
+        header = request.headers.get("authorization") or ""
+        if not looks_like_jwt(header.partition(" ")[2].strip()):
+            raise XrpcError(401, "AuthenticationRequired", "a service-auth JWT is required")
+        did = await caller(request, LXM_TOKEN)
+        assert did is not None
+        token = new_token()
+        ttl = config.get_int("token_ttl")
+        expires = time.time() + ttl
+        digest = token_hash(token)
+        await run(st, lambda: st.storage.add_token(digest, did, expires))
         return JSONResponse(
-            {"error": "NotImplemented", "message": "syncserver: not implemented yet"},
-            status_code=501,
+            {
+                "token": token,
+                "did": did,
+                "expiresAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+                "expiresIn": ttl,
+            },
+            headers={"cache-control": "no-store"},
         )
 
-    return Starlette(routes=[Route("/{path:path}", not_implemented)])
+    async def revoke_token(request: Request) -> Response:
+        """Revoke one token (by presenting it) or, with a JWT, every token of the caller."""
+        st = state()
+        body = await json_body(request)
+        token = body.get("token")
+        if request.headers.get("authorization"):
+            authenticated = await caller(request, LXM_REVOKE)
+            assert authenticated is not None
+            did = authenticated
+            count = await run(st, lambda: st.storage.revoke_tokens(authenticated))
+        elif isinstance(token, str) and token:
+            digest = token_hash(token)
+            revoked = await run(st, lambda: st.storage.revoke_token(digest))
+            if revoked is None:
+                raise XrpcError(404, "NotFound", "no such token")
+            did, count = revoked, 1
+        else:
+            raise XrpcError(400, "InvalidRequest", "give a token, or authenticate to revoke all")
+        st.hub.close_peers_of(did, "session token revoked")
+        return JSONResponse({"revoked": count})
+
+    async def owned_access(request: Request, document_id: DocumentId, lxm: str) -> Access:
+        st = state()
+        did = await caller(request, lxm)
+        access = await run(st, lambda: st.storage.get_access(document_id))
+        if access is None:
+            raise XrpcError(404, "DocumentNotFound", "no such document")
+        if access.owner != did:
+            raise XrpcError(403, "Forbidden", "only the document's owner may do this")
+        return access
+
+    async def set_access(request: Request) -> Response:
+        st = state()
+        body = await json_body(request)
+        document_id = _document_id(body.get("documentId"))
+        public = body.get("public", False)
+        if not isinstance(public, bool):
+            raise XrpcError(400, "InvalidRequest", "public must be a boolean")
+        readers = _did_list(body.get("readers"), "readers")
+        writers = _did_list(body.get("writers"), "writers")
+        current = await owned_access(request, document_id, LXM_SET_ACCESS)
+        access = Access(current.owner, public, readers, writers)
+        await run(st, lambda: st.storage.set_access(document_id, access))
+        await st.hub.access_changed(document_id, access)
+        return JSONResponse(access_json(document_id, access))
+
+    async def get_access(request: Request) -> Response:
+        document_id = _document_id(request.query_params.get("documentId"))
+        access = await owned_access(request, document_id, LXM_GET_ACCESS)
+        return JSONResponse(access_json(document_id, access))
+
+    async def export(request: Request) -> Response:
+        st = state()
+        document_id = _document_id(request.query_params.get("documentId"))
+        did = await caller(request, LXM_EXPORT, optional=True)
+        access = await run(st, lambda: st.storage.get_access(document_id))
+        if access is None or not access.can_read(did):
+            # The same answer for "absent" and "not yours": ids are never confirmed.
+            raise XrpcError(404, "DocumentNotFound", "no such document, or you may not read it")
+        blob = await st.hub.export(document_id)
+        return Response(blob, media_type="application/octet-stream")
+
+    async def health() -> dict[str, Any]:
+        st = holder.get("state")
+        if st is None:
+            return {"status": "starting"}
+        stats = st.storage.stats()
+        return {
+            "status": "ok",
+            "peerId": st.hub.peer_id,
+            "storageId": st.hub.storage_id,
+            "peers": len(st.hub.peers),
+            "documents": stats.documents,
+            "changes": stats.changes,
+        }
+
+    routes: list[BaseRoute] = [
+        WebSocketRoute("/", websocket),
+        WebSocketRoute("/sync", websocket),
+        Route(f"/xrpc/{LXM_TOKEN}", get_token, methods=["GET"]),
+        Route(f"/xrpc/{LXM_REVOKE}", revoke_token, methods=["POST"]),
+        Route(f"/xrpc/{LXM_SET_ACCESS}", set_access, methods=["POST"]),
+        Route(f"/xrpc/{LXM_GET_ACCESS}", get_access, methods=["GET"]),
+        Route(f"/xrpc/{LXM_EXPORT}", export, methods=["GET"]),
+        *common_routes(
+            service_did,
+            settings.url,
+            [("hearth_sync", "HearthSyncServer")],
+            registry,
+            health,
+        ),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            Middleware(TokenFromQueryMiddleware),
+            Middleware(AccessLogMiddleware, service="syncserver"),
+        ],
+    )
+
+
+class TokenFromQueryMiddleware:
+    """Moves `?token=` of a WebSocket URL out of the query string before anything logs it.
+
+    uvicorn logs WebSocket handshakes with their query string; emptying it in the
+    (shared) scope keeps session tokens out of every log at every level.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope.get("query_string"):
+            raw = scope["query_string"].decode("latin-1")
+            params = urllib.parse.parse_qs(raw)
+            tokens = params.pop("token", [])
+            if tokens:
+                scope[TOKEN_SCOPE_KEY] = tokens[0]
+            scope["query_string"] = urllib.parse.urlencode(params, doseq=True).encode()
+        await self.app(scope, receive, send)
+
+
+def uvicorn_options(config: ServiceConfig) -> Mapping[str, Any]:
+    return {
+        "ws_max_size": config.get_int("max_message_size"),
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+    }
 
 
 SERVICE = Service(
     name="syncserver",
     default_port=8704,
-    summary="syncserver (not implemented yet)",
+    summary="always-on automerge-repo peer: durable document storage, per-document access",
     create_app=create_app,
+    options=OPTIONS,
+    uvicorn_options=uvicorn_options,
 )

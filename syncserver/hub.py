@@ -1,0 +1,480 @@
+"""The syncserver's protocol logic: peers, documents and their sync sessions.
+
+No sockets here. A transport hands each connection's decoded messages to
+`SyncHub` and gives it a `Connection` to send through (`send` must not block:
+it queues). Storage calls go through the `run` callable given at construction,
+which in the server runs them on a worker thread.
+
+Invariants:
+- Every message about a document is handled under that document's lock, and
+  every sync message we generate is generated under it too, after the changes
+  it may advertise have been committed. So no peer ever sees a head the store
+  could lose.
+- The server announces nothing: it syncs a document only with peers that sent
+  `sync` or `request` for it and may read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from hearth.base58 import b58check_encode
+from hearth.types import ChangeHash, Did, DocumentId
+from syncserver.automerge import AutomergeError, Document, SyncState
+from syncserver.automerge import SyncMessage as AutomergeSyncMessage
+from syncserver.messages import (
+    PROTOCOL_VERSION,
+    DocUnavailableMessage,
+    EphemeralMessage,
+    ErrorMessage,
+    JoinMessage,
+    Message,
+    PeerMessage,
+    PeerMetadata,
+    RemoteHeads,
+    RemoteHeadsChanged,
+    RemoteSubscriptionChange,
+    SyncMessage,
+)
+from syncserver.metrics import SyncMetrics
+from syncserver.storage import Access, Storage, StoredChange
+
+log = logging.getLogger("hearth.syncserver")
+
+T = TypeVar("T")
+Runner = Callable[[Callable[[], T]], Awaitable[T]]
+
+MAX_SUBSCRIPTIONS = 256
+EPHEMERAL_MEMORY = 10_000
+
+
+class Connection(Protocol):
+    def send(self, message: Message) -> None:
+        """Queue a message for the peer; never blocks."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection (asynchronously); later sends are dropped."""
+        ...
+
+
+@dataclass(eq=False)
+class Peer:
+    """One joined connection."""
+
+    peer_id: str
+    did: Did | None
+    metadata: PeerMetadata
+    conn: Connection
+    sessions: dict[DocumentId, SyncState] = field(default_factory=dict)
+    subscriptions: set[str] = field(default_factory=set)
+    closed: bool = False
+
+    @property
+    def persistent_storage_id(self) -> str | None:
+        """The storageId whose sync states we persist, if the peer keeps its data."""
+        if self.metadata.storage_id is None or self.metadata.is_ephemeral:
+            return None
+        return self.metadata.storage_id
+
+
+@dataclass(eq=False)
+class DocEntry:
+    document_id: DocumentId
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    loaded: bool = False
+    access: Access | None = None  # None: not stored (yet)
+    doc: Document = field(default_factory=Document)
+    peers: dict[str, Peer] = field(default_factory=dict)
+
+
+async def _run_inline(fn: Callable[[], T]) -> T:
+    return fn()
+
+
+class SyncHub:
+    def __init__(
+        self,
+        storage: Storage,
+        metrics: SyncMetrics,
+        *,
+        peer_id: str,
+        run: Runner[object] | None = None,
+        max_cached_documents: int = 1000,
+    ) -> None:
+        self.storage = storage
+        self.metrics = metrics
+        self.peer_id = peer_id
+        self.storage_id = storage.storage_id()
+        self._run: Runner[object] = run if run is not None else _run_inline
+        self._max_cached = max_cached_documents
+        self.peers: dict[str, Peer] = {}
+        self._docs: OrderedDict[DocumentId, DocEntry] = OrderedDict()
+        self._ephemeral_seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        result = await self._run(fn)
+        return result  # type: ignore[return-value]
+
+    # -- connections -----------------------------------------------------------
+
+    async def join(self, conn: Connection, message: JoinMessage, did: Did | None) -> Peer | None:
+        """Handle a `join`: answer `peer` and return the new Peer, or answer `error`.
+
+        If the peerId is already connected, the old connection is closed and replaced.
+        """
+        if PROTOCOL_VERSION not in message.supported_protocol_versions:
+            conn.send(
+                ErrorMessage(
+                    self.peer_id,
+                    message.sender_id,
+                    f"unsupported protocol versions {list(message.supported_protocol_versions)};"
+                    f" this server speaks {PROTOCOL_VERSION!r}",
+                )
+            )
+            conn.close(1002, "no common protocol version")
+            return None
+        old = self.peers.get(message.sender_id)
+        if old is not None:
+            await self.leave(old)
+            old.conn.close(1000, "replaced by a newer connection of the same peer")
+        peer = Peer(message.sender_id, did, message.peer_metadata, conn)
+        self.peers[peer.peer_id] = peer
+        self.metrics.peers.set(len(self.peers))
+        conn.send(
+            PeerMessage(
+                self.peer_id,
+                peer.peer_id,
+                PeerMetadata(self.storage_id, is_ephemeral=False),
+                PROTOCOL_VERSION,
+            )
+        )
+        return peer
+
+    async def leave(self, peer: Peer) -> None:
+        """Forget a peer (its socket closed or was replaced); persist its sync states."""
+        if peer.closed:
+            return
+        peer.closed = True
+        if self.peers.get(peer.peer_id) is peer:
+            del self.peers[peer.peer_id]
+        self.metrics.peers.set(len(self.peers))
+        states: list[tuple[DocumentId, bytes]] = []
+        for document_id, state in peer.sessions.items():
+            entry = self._docs.get(document_id)
+            if entry is not None and entry.peers.get(peer.peer_id) is peer:
+                del entry.peers[peer.peer_id]
+            if peer.persistent_storage_id and state.shared_heads:
+                states.append((document_id, state.encode()))
+        peer.sessions.clear()
+        storage_id = peer.persistent_storage_id
+        if storage_id and states:
+
+            def save() -> None:
+                for document_id, encoded in states:
+                    self.storage.save_sync_state(document_id, storage_id, encoded)
+
+            try:
+                await self._call(save)
+            except Exception:
+                log.exception("could not persist sync states of a leaving peer")
+        self._evict()
+
+    # -- messages --------------------------------------------------------------
+
+    async def handle(self, peer: Peer, message: Message) -> None:
+        """Handle one message from a joined peer."""
+        if peer.closed:
+            return
+        match message:
+            case SyncMessage():
+                await self._on_sync(peer, message)
+            case EphemeralMessage():
+                await self._on_ephemeral(peer, message)
+            case RemoteSubscriptionChange():
+                self._on_subscription_change(peer, message)
+            case RemoteHeadsChanged():
+                await self._on_remote_heads(peer, message)
+            case DocUnavailableMessage():
+                # The peer does not have a document we never offered; nothing to do.
+                pass
+            case _:
+                pass
+
+    def error(
+        self, peer_id: str, conn: Connection, text: str, document_id: DocumentId | None
+    ) -> None:
+        conn.send(ErrorMessage(self.peer_id, peer_id, text, document_id))
+
+    def _entry(self, document_id: DocumentId) -> DocEntry:
+        entry = self._docs.get(document_id)
+        if entry is None:
+            entry = self._docs[document_id] = DocEntry(document_id)
+            self.metrics.loaded_documents.set(len(self._docs))
+        else:
+            self._docs.move_to_end(document_id)
+        if len(self._docs) > self._max_cached:
+            self._evict(keep=document_id)
+        return entry
+
+    async def _ensure_loaded(self, entry: DocEntry) -> None:
+        """Load access rules and changes from storage; call under the entry's lock."""
+        if entry.loaded:
+            return
+        document_id = entry.document_id
+        access = await self._call(lambda: self.storage.get_access(document_id))
+        if access is not None:
+
+            def load() -> Document:
+                return Document.from_chunks(c.chunk for c in self.storage.changes(document_id))
+
+            entry.doc = await self._call(load)
+        entry.access = access
+        entry.loaded = True
+
+    def _unavailable(self, peer: Peer, document_id: DocumentId, reason: str) -> None:
+        self.metrics.refused.labels(reason).inc()
+        peer.conn.send(DocUnavailableMessage(self.peer_id, peer.peer_id, document_id))
+
+    async def _on_sync(self, peer: Peer, message: SyncMessage) -> None:
+        document_id = message.document_id
+        self.metrics.sync_rounds.inc()
+        try:
+            parsed = AutomergeSyncMessage.decode(message.data)
+        except AutomergeError as e:
+            self.metrics.refused.labels("malformed").inc()
+            self.error(peer.peer_id, peer.conn, f"malformed sync message: {e}", document_id)
+            return
+        entry = self._entry(document_id)
+        async with entry.lock:
+            if peer.closed:
+                return
+            await self._ensure_loaded(entry)
+            access = entry.access
+            if access is None:
+                if message.is_request or not parsed.heads:
+                    # Someone asks for a document nobody has stored.
+                    self._unavailable(peer, document_id, "unknown")
+                    return
+                if peer.did is None:
+                    # Anonymous peers may only read public documents, so never create one.
+                    self._unavailable(peer, document_id, "anonymous_create")
+                    return
+            elif not access.can_read(peer.did):
+                self._drop_session(entry, peer)
+                self._unavailable(peer, document_id, "not_reader")
+                return
+            may_write = access.can_write(peer.did) if access is not None else True
+            if parsed.changes and not may_write:
+                self.metrics.refused.labels("not_writer").inc()
+                self.error(
+                    peer.peer_id,
+                    peer.conn,
+                    f"document {document_id}: you may not write to it; changes not stored",
+                    document_id,
+                )
+                return
+            state = peer.sessions.get(document_id)
+            if state is None:
+                state = await self._initial_state(peer, document_id, access is not None)
+                if peer.closed:
+                    return
+                peer.sessions[document_id] = state
+            entry.peers[peer.peer_id] = peer
+            before = state.their_heads
+            try:
+                added = entry.doc.receive_sync_message(state, message.data)
+            except AutomergeError as e:
+                self.metrics.refused.labels("malformed").inc()
+                self.error(peer.peer_id, peer.conn, f"malformed sync message: {e}", document_id)
+                return
+            if added:
+                await self._commit(entry, peer, state, added)
+                if peer.closed:
+                    return
+            self._send_sync(entry, peer)
+            if added:
+                for other in list(entry.peers.values()):
+                    if other is not peer:
+                        self._send_sync(entry, other)
+            if state.their_heads is not None and state.their_heads != before:
+                self._gossip_heads(entry, peer, state.their_heads)
+
+    async def _initial_state(self, peer: Peer, document_id: DocumentId, stored: bool) -> SyncState:
+        storage_id = peer.persistent_storage_id
+        if not stored or storage_id is None:
+            return SyncState()
+        raw = await self._call(lambda: self.storage.load_sync_state(document_id, storage_id))
+        if raw is None:
+            return SyncState()
+        try:
+            return SyncState.decode(raw)
+        except AutomergeError:
+            return SyncState()
+
+    async def _commit(
+        self, entry: DocEntry, peer: Peer, state: SyncState, added: list[bytes]
+    ) -> None:
+        """Store newly applied changes durably; on failure forget the in-memory copy."""
+        changes = []
+        for h in added:
+            change = entry.doc.get_change(h)
+            assert change is not None
+            changes.append(StoredChange(ChangeHash(h), change.raw))
+        create = None
+        if entry.access is None:
+            create = Access(owner=peer.did)
+        storage_id = peer.persistent_storage_id
+        sync_states = {storage_id: state.encode()} if storage_id else None
+        document_id = entry.document_id
+        try:
+            await self._call(
+                lambda: self.storage.commit(
+                    document_id, changes, create=create, sync_states=sync_states
+                )
+            )
+        except Exception:
+            log.exception("commit failed for %s; dropping the in-memory copy", document_id)
+            for other in list(entry.peers.values()):
+                other.sessions.pop(document_id, None)
+                self.error(other.peer_id, other.conn, "storage failure; retry later", document_id)
+            entry.peers.clear()
+            entry.loaded = False
+            entry.doc = Document()
+            entry.access = None
+            raise
+        if create is not None:
+            entry.access = create
+        self.metrics.changes_received.inc(len(changes))
+
+    def _send_sync(self, entry: DocEntry, peer: Peer) -> None:
+        state = peer.sessions.get(entry.document_id)
+        if state is None or peer.closed:
+            return
+        data = entry.doc.generate_sync_message(state)
+        if data is not None:
+            peer.conn.send(SyncMessage(self.peer_id, peer.peer_id, entry.document_id, data))
+
+    def _drop_session(self, entry: DocEntry, peer: Peer) -> None:
+        peer.sessions.pop(entry.document_id, None)
+        if entry.peers.get(peer.peer_id) is peer:
+            del entry.peers[peer.peer_id]
+
+    async def _on_ephemeral(self, peer: Peer, message: EphemeralMessage) -> None:
+        key = (message.sender_id, message.session_id, message.count)
+        if key in self._ephemeral_seen:
+            self.metrics.refused.labels("ephemeral_duplicate").inc()
+            return
+        self._ephemeral_seen[key] = None
+        while len(self._ephemeral_seen) > EPHEMERAL_MEMORY:
+            self._ephemeral_seen.popitem(last=False)
+        entry = self._docs.get(message.document_id)
+        if entry is None or entry.peers.get(peer.peer_id) is not peer:
+            # Only peers syncing the document (and so allowed to read it) may talk in it.
+            self.metrics.refused.labels("ephemeral_no_session").inc()
+            return
+        for other in list(entry.peers.values()):
+            if other is peer or other.closed:
+                continue
+            other.conn.send(
+                EphemeralMessage(
+                    message.sender_id,
+                    other.peer_id,
+                    message.document_id,
+                    message.session_id,
+                    message.count,
+                    message.data,
+                )
+            )
+
+    def _on_subscription_change(self, peer: Peer, message: RemoteSubscriptionChange) -> None:
+        peer.subscriptions.difference_update(message.remove)
+        for storage_id in message.add:
+            if len(peer.subscriptions) >= MAX_SUBSCRIPTIONS:
+                break
+            peer.subscriptions.add(storage_id)
+
+    async def _on_remote_heads(self, peer: Peer, message: RemoteHeadsChanged) -> None:
+        """Relay heads another peer reports to the document's peers subscribed to them."""
+        entry = self._docs.get(message.document_id)
+        if entry is None or entry.peers.get(peer.peer_id) is not peer:
+            return
+        for other in list(entry.peers.values()):
+            if other is peer:
+                continue
+            wanted = {
+                sid: heads
+                for sid, heads in message.new_heads.items()
+                if sid in other.subscriptions and sid != other.metadata.storage_id
+            }
+            if wanted:
+                other.conn.send(
+                    RemoteHeadsChanged(self.peer_id, other.peer_id, message.document_id, wanted)
+                )
+
+    def _gossip_heads(self, entry: DocEntry, peer: Peer, heads: list[bytes]) -> None:
+        """Tell the document's peers that subscribed to `peer`'s storage what it now has."""
+        storage_id = peer.metadata.storage_id
+        if storage_id is None:
+            return
+        remote = RemoteHeads(tuple(b58check_encode(h) for h in heads), int(time.time() * 1000))
+        for other in list(entry.peers.values()):
+            if other is not peer and storage_id in other.subscriptions:
+                other.conn.send(
+                    RemoteHeadsChanged(
+                        self.peer_id, other.peer_id, entry.document_id, {storage_id: remote}
+                    )
+                )
+
+    # -- access changes --------------------------------------------------------
+
+    async def access_changed(self, document_id: DocumentId, access: Access) -> None:
+        """Apply new access rules to live sessions: peers that lost read access are told."""
+        entry = self._docs.get(document_id)
+        if entry is None:
+            return
+        async with entry.lock:
+            if entry.loaded:
+                entry.access = access
+            for peer in list(entry.peers.values()):
+                if not access.can_read(peer.did):
+                    self._drop_session(entry, peer)
+                    self._unavailable(peer, document_id, "access_revoked")
+
+    async def export(self, document_id: DocumentId) -> bytes:
+        """The stored document as one loadable blob (changes in causal order)."""
+
+        def load() -> bytes:
+            return b"".join(c.chunk for c in self.storage.changes(document_id))
+
+        entry = self._docs.get(document_id)
+        if entry is not None and entry.loaded:
+            async with entry.lock:
+                return entry.doc.save()
+        return await self._call(load)
+
+    def close_peers_of(self, did: Did, reason: str) -> int:
+        """Close every connection authenticated as `did` (e.g. its tokens were revoked)."""
+        count = 0
+        for peer in list(self.peers.values()):
+            if peer.did == did:
+                peer.conn.close(4001, reason)
+                count += 1
+        return count
+
+    def _evict(self, keep: DocumentId | None = None) -> None:
+        """Forget least recently used documents that no peer is syncing."""
+        while len(self._docs) > self._max_cached:
+            for document_id, entry in self._docs.items():
+                if document_id != keep and not entry.peers and not entry.lock.locked():
+                    del self._docs[document_id]
+                    break
+            else:
+                break
+        self.metrics.loaded_documents.set(len(self._docs))

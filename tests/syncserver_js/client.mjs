@@ -1,0 +1,248 @@
+// A driver for real automerge-repo clients, used by tests/syncserver and bench/syncserver.py.
+//
+// Reads one JSON command per line on stdin, writes one JSON reply per line on
+// stdout ({"id", "ok": true, ...} or {"id", "ok": false, "error"}), plus
+// unsolicited {"event": ...} lines. Several named clients (each its own Repo
+// with its own WebSocket) live in one process.
+import { Repo } from "@automerge/automerge-repo"
+import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
+import * as A from "@automerge/automerge"
+import readline from "node:readline"
+
+const clients = new Map() // name -> { repo, adapter, serverPeer }
+const handles = new Map() // `${client} ${docUrl}` -> handle
+const ephemeral = new Map() // `${client} ${docUrl}` -> [messages]
+
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj) + "\n")
+}
+
+function client(name) {
+  const c = clients.get(name)
+  if (!c) throw new Error(`no client ${name}`)
+  return c
+}
+
+function until(check, timeoutMs, what) {
+  return new Promise((resolve, reject) => {
+    const start = Date.now()
+    const tick = () => {
+      let value
+      try {
+        value = check()
+      } catch (e) {
+        reject(e)
+        return
+      }
+      if (value) resolve(value)
+      else if (Date.now() - start > timeoutMs) reject(new Error(`timed out waiting for ${what}`))
+      else setTimeout(tick, 5)
+    }
+    tick()
+  })
+}
+
+function sameHeads(a, b) {
+  if (!a || !b || a.length !== b.length) return false
+  const x = [...a].sort()
+  const y = [...b].sort()
+  return x.every((h, i) => h === y[i])
+}
+
+function serverStorageId(c) {
+  return c.serverPeer ? c.repo.getStorageIdOfPeer(c.serverPeer) : undefined
+}
+
+async function getHandle(c, name, url) {
+  const key = `${name} ${url}`
+  let h = handles.get(key)
+  if (!h) {
+    h = await c.repo.find(url)
+    handles.set(key, h)
+    listenEphemeral(name, url, h)
+  }
+  return h
+}
+
+function listenEphemeral(name, url, handle) {
+  const key = `${name} ${url}`
+  if (!ephemeral.has(key)) {
+    ephemeral.set(key, [])
+    handle.on("ephemeral-message", ({ message, senderId }) => {
+      ephemeral.get(key).push({ message, senderId })
+    })
+  }
+}
+
+function makeChanges(handle, n, tag) {
+  for (let i = 0; i < n; i++) {
+    handle.change(d => {
+      if (!d.items) d.items = []
+      d.items.push(`${tag}-${i}`)
+    })
+  }
+}
+
+const commands = {
+  async open({ client: name, url, timeoutMs = 10000, storageId }) {
+    const adapter = new WebSocketClientAdapter(url, 500)
+    const repo = new Repo({ network: [adapter], isEphemeral: false })
+    const c = { repo, adapter, serverPeer: undefined }
+    clients.set(name, c)
+    repo.networkSubsystem.on("peer", ({ peerId }) => {
+      c.serverPeer = peerId
+    })
+    repo.networkSubsystem.on("peer-disconnected", ({ peerId }) => {
+      if (c.serverPeer === peerId) c.serverPeer = undefined
+    })
+    await until(() => c.serverPeer, timeoutMs, "the server's peer message")
+    return { serverPeerId: c.serverPeer, serverStorageId: serverStorageId(c), peerId: repo.peerId }
+  },
+
+  // A new document of `changes` changes. `bulk` builds them with plain Automerge
+  // (a handle's change() costs milliseconds each) and imports the result.
+  async create({ client: name, changes = 1, tag = "c", bulk = false }) {
+    const c = client(name)
+    let handle
+    if (bulk) {
+      let doc = A.from({ items: [], n: 0 })
+      for (let i = 1; i < changes; i++) {
+        doc = A.change(doc, d => {
+          d.n = i
+        })
+      }
+      handle = c.repo.import(A.save(doc))
+    } else {
+      handle = c.repo.create({ items: [] })
+      makeChanges(handle, changes - 1, tag)
+    }
+    handles.set(`${name} ${handle.url}`, handle)
+    listenEphemeral(name, handle.url, handle)
+    return { url: handle.url, documentId: handle.documentId, heads: handle.heads() }
+  },
+
+  async change({ client: name, url, changes = 1, tag = "x" }) {
+    const c = client(name)
+    const handle = await getHandle(c, name, url)
+    makeChanges(handle, changes, tag)
+    return { heads: handle.heads() }
+  },
+
+  // Waits until the server's heads (as it advertised them to us) equal ours.
+  async waitSynced({ client: name, url, timeoutMs = 30000 }) {
+    const c = client(name)
+    const handle = await getHandle(c, name, url)
+    await until(
+      () => {
+        const sid = serverStorageId(c)
+        return sid && sameHeads(handle.getSyncInfo(sid)?.lastHeads, handle.heads())
+      },
+      timeoutMs,
+      "the server to acknowledge our heads",
+    )
+    return { heads: handle.heads() }
+  },
+
+  async find({ client: name, url, timeoutMs = 20000 }) {
+    const c = client(name)
+    const key = `${name} ${url}`
+    try {
+      const handle = await Promise.race([
+        c.repo.find(url),
+        new Promise((_, reject) => setTimeout(() => reject(new Error("find timed out")), timeoutMs)),
+      ])
+      handles.set(key, handle)
+      listenEphemeral(name, url, handle)
+      const doc = handle.doc()
+      return { available: true, heads: handle.heads(), items: doc.items ?? [], n: doc.n }
+    } catch (e) {
+      if (String(e.message).includes("unavailable")) return { available: false }
+      throw e
+    }
+  },
+
+  async value({ client: name, url }) {
+    const c = client(name)
+    const handle = await getHandle(c, name, url)
+    return { heads: handle.heads(), items: handle.doc().items ?? [] }
+  },
+
+  // Waits until our copy has at least `count` items (changes from others arrived).
+  async waitItems({ client: name, url, count, timeoutMs = 30000 }) {
+    const c = client(name)
+    const handle = await getHandle(c, name, url)
+    await until(() => (handle.doc().items ?? []).length >= count, timeoutMs, `${count} items`)
+    return { heads: handle.heads(), items: handle.doc().items }
+  },
+
+  async broadcast({ client: name, url, message }) {
+    const c = client(name)
+    const handle = await getHandle(c, name, url)
+    handle.broadcast(message)
+    return {}
+  },
+
+  async ephemeral({ client: name, url }) {
+    return { received: ephemeral.get(`${name} ${url}`) ?? [] }
+  },
+
+  // Makes `changes` changes one at a time, yielding to the event loop between
+  // them, and reports every head the server acknowledges as an event.
+  async upload({ client: name, url, changes, tag = "u" }) {
+    const c = client(name)
+    const handle = await getHandle(c, name, url)
+    handle.on("remote-heads", ({ storageId, heads }) => {
+      if (storageId === serverStorageId(c)) out({ event: "acked", heads })
+    })
+    for (let i = 0; i < changes; i++) {
+      makeChanges(handle, 1, `${tag}-${i}`)
+      await new Promise(resolve => setTimeout(resolve, 0))
+    }
+    return { heads: handle.heads() }
+  },
+
+  // Bytes on the wire (WebSocket frames included) of every open client's socket.
+  async wire() {
+    let sent = 0
+    let received = 0
+    for (const c of clients.values()) {
+      const raw = c.adapter.socket?._socket
+      if (raw) {
+        sent += raw.bytesWritten
+        received += raw.bytesRead
+      }
+    }
+    return { sent, received }
+  },
+
+  async close({ client: name }) {
+    const c = client(name)
+    await c.repo.shutdown()
+    clients.delete(name)
+    return {}
+  },
+}
+
+const rl = readline.createInterface({ input: process.stdin })
+rl.on("line", async line => {
+  let cmd
+  try {
+    cmd = JSON.parse(line)
+  } catch (e) {
+    out({ ok: false, error: `bad command: ${e}` })
+    return
+  }
+  const fn = commands[cmd.op]
+  if (!fn) {
+    out({ id: cmd.id, ok: false, error: `unknown op ${cmd.op}` })
+    return
+  }
+  try {
+    const result = await fn(cmd)
+    out({ id: cmd.id, ok: true, ...result })
+  } catch (e) {
+    out({ id: cmd.id, ok: false, error: String(e && e.stack ? e.stack : e) })
+  }
+})
+rl.on("close", () => process.exit(0))
+out({ event: "ready" })
