@@ -27,5 +27,5 @@ function serviceWorker(): Plugin {
 export default defineConfig({
   plugins: [svelte(), serviceWorker()],
   build: { target: "es2022", chunkSizeWarningLimit: 6000 },
-  test: { include: ["tests/**/*.test.ts"], environment: "node" },
+  test: { include: ["tests/**/*.test.ts"], environment: "node", setupFiles: ["tests/setup-wasm.ts"] },
 });

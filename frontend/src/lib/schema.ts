@@ -248,7 +248,7 @@ export function deleteMessage(d: ChannelDoc, id: string, by: string, now: number
 
 /** Top-level messages (not replies), tombstones without replies left out. */
 export function timeline(d: ChannelDoc): Message[] {
-  const replied = new Set(d.messages.filter((m) => m.replyTo).map((m) => m.replyTo));
+  const replied = new Set(d.messages.filter((m) => m.replyTo && !m.deleted).map((m) => m.replyTo));
   return d.messages.filter((m) => !m.replyTo && (!m.deleted || replied.has(m.id)));
 }
 
