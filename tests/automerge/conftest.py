@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from .jshelper import JsHelper
+from .jshelper import JsHelper, unb64
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +15,11 @@ def js() -> Iterator[JsHelper]:
         yield helper
     finally:
         helper.close()
+
+
+@pytest.fixture(scope="session")
+def big(js: JsHelper) -> dict[str, Any]:
+    """A JS document: 4 actors, ~2000 changes, concurrent branches and merges."""
+    reply = js.call("generate", seed=11, changes=2000, actors=4, name="big")
+    reply["change_bytes"] = [unb64(c) for c in reply["changes"]]
+    return reply

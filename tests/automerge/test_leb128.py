@@ -12,7 +12,14 @@ from .strategies import FUZZ
 
 @pytest.mark.parametrize(
     ("value", "encoded"),
-    [(0, "00"), (1, "01"), (127, "7f"), (128, "8001"), (624485, "e58e26"), (MAX_U64, "ff" * 9 + "01")],
+    [
+        (0, "00"),
+        (1, "01"),
+        (127, "7f"),
+        (128, "8001"),
+        (624485, "e58e26"),
+        (MAX_U64, "ff" * 9 + "01"),
+    ],
 )
 def test_uleb_known_vectors(value: int, encoded: str) -> None:
     assert encode_uleb(value).hex() == encoded

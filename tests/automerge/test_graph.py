@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from syncserver.automerge import AutomergeError, Change, Document, parse_chunks
+from syncserver.automerge.graph import ChangeGraph
+
+from .strategies import FUZZ_SMALL, make_change
+
+
+def random_dag(seed: int, n: int, actors: int = 3) -> list[Change]:
+    """``n`` changes by ``actors`` actors with random merges, in a causal order."""
+    rnd = random.Random(seed)
+    tips: list[bytes | None] = [None] * actors
+    seqs = [0] * actors
+    out: list[Change] = []
+    for _ in range(n):
+        who = rnd.randrange(actors)
+        deps = {t for t in [tips[who]] if t is not None}
+        if out and rnd.random() < 0.3:
+            deps.add(rnd.choice(out).hash)
+        seqs[who] += 1
+        (c,) = parse_chunks(make_change(sorted(deps), who, seqs[who]))
+        assert isinstance(c, Change)
+        out.append(c)
+        tips[who] = c.hash
+    return out
+
+
+def ancestors(changes: list[Change], heads: set[bytes]) -> set[bytes]:
+    by_hash = {c.hash: c for c in changes}
+    seen: set[bytes] = set()
+    stack = [h for h in heads if h in by_hash]
+    while stack:
+        h = stack.pop()
+        if h not in seen:
+            seen.add(h)
+            stack.extend(by_hash[h].deps)
+    return seen
+
+
+def test_out_of_order_changes_wait_for_deps() -> None:
+    changes = random_dag(1, 60)
+    doc = Document()
+    late = changes[10]
+    added = doc.apply(b"".join(c.raw for c in changes if c is not late))
+    blocked = {c.hash for c in changes if late.hash in ancestors(changes, {c.hash})}
+    assert doc.missing_deps() == [late.hash]
+    assert doc.queued == len(blocked) - 1 > 0 and len(doc) + doc.queued == 59
+    assert set(added) == {c.hash for c in changes} - blocked
+    released = doc.apply(late.raw)
+    assert released[0] == late.hash and set(released) == blocked
+    assert doc.missing_deps() == [] and doc.queued == 0
+    reference = Document.load(b"".join(c.raw for c in changes))
+    assert doc.heads == reference.heads
+    assert doc.apply(late.raw) == []  # duplicates are no-ops
+
+
+def test_missing_deps_includes_unknown_heads_only() -> None:
+    changes = random_dag(2, 5)
+    doc = Document.load(b"".join(c.raw for c in changes))
+    unknown = b"\x07" * 32
+    assert doc.missing_deps([changes[0].hash, unknown]) == [unknown]
+
+
+def test_causal_order_and_clock() -> None:
+    changes = random_dag(3, 80)
+    shuffled = changes[:]
+    random.Random(9).shuffle(shuffled)
+    doc = Document.from_chunks(c.raw for c in shuffled)
+    position = {c.hash: i for i, c in enumerate(doc.changes())}
+    assert len(position) == 80
+    assert all(position[d] < position[c.hash] for c in changes for d in c.deps)
+    assert doc.clock == {
+        c.actor: max(x.seq for x in changes if x.actor == c.actor) for c in changes
+    }
+    assert Document.load(doc.save()).heads == doc.heads
+
+
+def test_conflicting_seq_rejected_without_changing_anything() -> None:
+    changes = random_dag(4, 10, actors=1)
+    doc = Document.load(b"".join(c.raw for c in changes))
+    forged = make_change([], 0, 5, message="forged")
+    with pytest.raises(AutomergeError, match="seq 5"):
+        doc.apply(make_change([], 0, 11) + forged)
+    assert len(doc) == 10 and doc.heads == [changes[-1].hash]
+
+
+@FUZZ_SMALL
+@given(st.integers(0, 10_000), st.integers(1, 60), st.lists(st.integers(0, 59), max_size=4))
+def test_since_and_ancestors_match_brute_force(seed: int, n: int, picks: list[int]) -> None:
+    changes = random_dag(seed, n)
+    graph = ChangeGraph()
+    for c in changes:
+        graph.add(c)
+    heads = {changes[p % n].hash for p in picks}
+    covered = ancestors(changes, heads)
+    since = graph.since(heads)
+    if heads:
+        assert {c.hash for c in since} == {c.hash for c in changes} - covered
+    else:
+        assert len(since) == n
+    order = {c.hash: i for i, c in enumerate(changes)}
+    assert [order[c.hash] for c in since] == sorted(order[c.hash] for c in since)
+    candidates = {changes[(p * 7) % n].hash for p in range(5)}
+    assert graph.ancestors_among(heads, candidates) == candidates & covered
