@@ -23,6 +23,7 @@ from hearth.config import (
     build_settings,
 )
 from hearth.frontend import create_frontend_app
+from hearth.http import with_cors
 from hearth.logs import configure_logging
 from hearth.service import Service, load_services
 
@@ -40,6 +41,7 @@ class _Server(uvicorn.Server):
 
 
 def _uvicorn_config(app: Any, host: str, port: int, extra: dict[str, Any]) -> uvicorn.Config:
+    app = with_cors(app)
     options: dict[str, Any] = {
         "host": host,
         "port": port,

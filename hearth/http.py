@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -106,6 +107,21 @@ def common_routes(
         Route("/xrpc/_health", health_route),
         Route("/metrics", metrics),
     ]
+
+
+def with_cors(app: ASGIApp) -> ASGIApp:
+    """Let browser apps on other origins call the XRPC endpoints (as atproto services do).
+
+    Any origin, no cookies: authorization travels in the `Authorization` header,
+    which a page can only send if it holds the token. WebSocket scopes pass through.
+    """
+    return CORSMiddleware(
+        app,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["authorization", "content-type", "atproto-proxy", "atproto-accept-labelers"],
+        max_age=86400,
+    )
 
 
 class AccessLogMiddleware:

@@ -100,6 +100,18 @@ def test_single_service_with_flags(tmp_path: Path) -> None:
         doc = wait_http(f"http://127.0.0.1:{port}/.well-known/did.json").json()
         assert doc["id"] == "did:web:resolver.example.com"
         assert doc["service"][0]["serviceEndpoint"] == "https://resolver.example.com"
+        # Browser apps on other origins may call the XRPC endpoints (CORS preflight).
+        pre = httpx.options(
+            f"http://127.0.0.1:{port}/xrpc/com.atproto.identity.resolveHandle",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert pre.status_code == 200
+        assert pre.headers["access-control-allow-origin"] == "*"
+        assert "authorization" in pre.headers["access-control-allow-headers"].lower()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
