@@ -1,0 +1,117 @@
+"""Two Python peers in memory: the sync state machine without JS, and its costs."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from syncserver.automerge import AutomergeError, Document, Have, SyncMessage, SyncState
+from syncserver.automerge.bloom import BloomFilter
+
+from .strategies import FUZZ_SMALL, make_change
+from .test_graph import random_dag
+
+
+def sync_pair(a: Document, b: Document, sa: SyncState, sb: SyncState) -> int:
+    messages = 0
+    for _ in range(50):
+        m1 = a.generate_sync_message(sa)
+        if m1 is not None:
+            messages += 1
+            b.receive_sync_message(sb, m1)
+        m2 = b.generate_sync_message(sb)
+        if m2 is not None:
+            messages += 1
+            a.receive_sync_message(sa, m2)
+        if m1 is None and m2 is None:
+            return messages
+    pytest.fail("no quiescence")
+
+
+@FUZZ_SMALL
+@given(st.integers(0, 10_000), st.integers(1, 80), st.floats(0, 1), st.floats(0, 1))
+def test_random_subsets_converge(seed: int, n: int, pa: float, pb: float) -> None:
+    changes = random_dag(seed, n)
+    rnd = random.Random(seed)
+    a, b = Document(), Document()
+    for c in changes:
+        if rnd.random() < pa:
+            a.apply(c.raw)
+        if rnd.random() < pb:
+            b.apply(c.raw)
+    # only causally complete prefixes are applied; orphans stay queued
+    sync_pair(a, b, SyncState(), SyncState())
+    assert a.heads == b.heads
+    assert {c.hash for c in a.changes()} == {c.hash for c in b.changes()}
+
+
+class CountingList(list):  # type: ignore[type-arg]
+    """Counts element reads, including whole-list iteration (a history scan)."""
+
+    reads = 0
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        CountingList.reads += 1
+        return super().__getitem__(i)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        CountingList.reads += len(self)
+        return super().__iter__()
+
+
+def test_a_sync_round_costs_the_changes_exchanged_not_the_history() -> None:
+    changes = random_dag(7, 3000, actors=2)
+    a = Document.from_chunks(c.raw for c in changes)
+    b = Document.from_chunks(c.raw for c in changes)
+    sa, sb = SyncState(), SyncState()
+    sync_pair(a, b, sa, sb)
+    for doc in (a, b):
+        doc._graph._deps_idx = CountingList(doc._graph._deps_idx)
+        doc._graph._history = CountingList(doc._graph._history)
+    CountingList.reads = 0
+    head = max(changes[-1].seq, 1)
+    extra = make_change(a.heads, 0, 10_000 + head)
+    a.apply(extra)
+    assert sync_pair(a, b, sa, sb) <= 3
+    assert a.heads == b.heads
+    assert 0 < CountingList.reads < 60  # of 3000 changes
+
+
+def test_bad_message_leaves_document_and_state_untouched() -> None:
+    changes = random_dag(8, 10)
+    doc = Document.load(b"".join(c.raw for c in changes[:5]))
+    state = SyncState(shared_heads=doc.heads)
+    before = copy.deepcopy(state)
+    good = changes[5].raw
+    broken = good[:-1] + bytes([good[-1] ^ 1])
+    message = SyncMessage(heads=[changes[5].hash], changes=[good, broken]).encode()
+    with pytest.raises(AutomergeError, match="checksum"):
+        doc.receive_sync_message(state, message)
+    assert len(doc) == 5 and state == before
+
+
+def test_need_is_answered_and_orphans_are_requested() -> None:
+    changes = random_dag(9, 6, actors=1)  # a chain
+    full = Document.load(b"".join(c.raw for c in changes))
+    partial = Document.load(changes[-1].raw)  # an orphan: its parent is missing
+    assert partial.missing_deps() == [changes[-2].hash]
+    sf, sp = SyncState(), SyncState()
+    sync_pair(full, partial, sf, sp)
+    assert partial.heads == full.heads and partial.queued == 0
+
+
+def test_unknown_last_sync_gets_a_reset_reply() -> None:
+    doc = Document.load(b"".join(c.raw for c in random_dag(10, 4)))
+    state = SyncState()
+    stale = SyncMessage(heads=[b"\x01" * 32], have=[Have([b"\x02" * 32], BloomFilter())])
+    doc.receive_sync_message(state, stale.encode())
+    reply = doc.generate_sync_message(state)
+    assert reply is not None
+    decoded = SyncMessage.decode(reply)
+    assert decoded.heads == doc.heads and decoded.need == [] and decoded.changes == []
+    assert len(decoded.have) == 1 and decoded.have[0].last_sync == []
+    assert decoded.have[0].bloom.encode() == b""
