@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -112,6 +114,7 @@ def access_json(document_id: DocumentId, access: Access) -> dict[str, Any]:
 def create_app(config: ServiceConfig) -> Starlette:
     settings = config.settings
     service_did = web_did_for_url(settings.url)
+    install_log_redaction()
     registry = CollectorRegistry()
     holder: dict[str, _State] = {}
 
@@ -324,6 +327,28 @@ def create_app(config: ServiceConfig) -> Starlette:
             Middleware(AccessLogMiddleware, service="syncserver"),
         ],
     )
+
+
+_TOKEN_IN_TEXT = re.compile(r"([?&]token=)[^&\s]*")
+
+
+class RedactTokens(logging.Filter):
+    """Blanks `token=` query parameters in log records (uvicorn and websockets log
+    request lines at debug level, before any application code runs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "token=" in text:
+            record.msg = _TOKEN_IN_TEXT.sub(r"\1<redacted>", text)
+            record.args = ()
+        return True
+
+
+def install_log_redaction() -> None:
+    for name in ("uvicorn.error", "uvicorn.access", "uvicorn"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
 
 
 class TokenFromQueryMiddleware:

@@ -228,3 +228,30 @@ class NodeClients:
         reply = await asyncio.wait_for(fut, wait)
         assert reply["ok"], reply.get("error")
         return reply
+
+
+async def metric(server: RunningServer, name: str, **labels: str) -> float:
+    """The current value of one sample on the server's /metrics (0 if absent)."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(server.url + "/metrics")).text
+    want = name
+    if labels:
+        want += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == want:
+            return float(value)
+    return 0.0
+
+
+async def wait_for_metric(
+    server: RunningServer, name: str, at_least: float, **labels: str
+) -> float:
+    """Poll /metrics until the sample reaches `at_least` (the server's own event count)."""
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while True:
+        value = await metric(server, name, **labels)
+        if value >= at_least:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, f"{name}{labels} stayed at {value}"
+        await asyncio.sleep(20 * MS)

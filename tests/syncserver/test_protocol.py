@@ -1,0 +1,308 @@
+"""The wire protocol, driven by hand: handshake, bad input, re-joins, ephemeral, remote heads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+import websockets
+
+from hearth.base58 import b58check_encode
+from hearth.jwt import Signer
+from syncserver.automerge import Document, SyncMessage, SyncState
+from syncserver.automerge.chunk import encode_change
+from tests.syncserver.helpers import (
+    TIMEOUT,
+    RawPeer,
+    RunningServer,
+    metric,
+    running_server,
+)
+from tests.syncserver.ids import new_document_id
+
+
+def sync_frame(peer: RawPeer, doc_id: str, data: bytes, kind: str = "sync") -> dict[str, Any]:
+    return {
+        "type": kind,
+        "senderId": peer.peer_id,
+        "targetId": peer.server_peer_id,
+        "documentId": doc_id,
+        "data": data,
+    }
+
+
+def make_changes(n: int) -> Document:
+    """A document of `n` changes by one new actor."""
+    doc = Document()
+    actor = os.urandom(16)
+    for seq in range(1, n + 1):
+        doc.apply(encode_change(deps=doc.heads, actor=actor, seq=seq, start_op=seq))
+    return doc
+
+
+def child_change(doc: Document) -> bytes:
+    """A change by a new actor on top of `doc`'s heads."""
+    return encode_change(deps=doc.heads, actor=os.urandom(16), seq=1, start_op=len(doc) + 1)
+
+
+async def sync_until_acked(peer: RawPeer, doc_id: str, doc: Document) -> SyncState:
+    """Run the sync protocol with the server until it acknowledges all our heads."""
+    state = SyncState()
+    first = doc.generate_sync_message(state)
+    assert first is not None
+    await peer.send_raw(sync_frame(peer, doc_id, first))
+    while state.their_heads is None or sorted(state.their_heads) != sorted(doc.heads):
+        msg = await peer.recv()
+        assert msg["type"] == "sync", msg
+        doc.receive_sync_message(state, msg["data"])
+        reply = doc.generate_sync_message(state)
+        if reply is not None:
+            await peer.send_raw(sync_frame(peer, doc_id, reply))
+    return state
+
+
+async def expect_closed(peer: RawPeer) -> int | None:
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(peer.ws.recv(), TIMEOUT)
+    return peer.ws.close_code
+
+
+async def test_handshake(server: RunningServer) -> None:
+    async with RawPeer.connect(server.ws(), "p1", join=False) as peer:
+        await peer.send_raw(
+            {
+                "type": "join",
+                "senderId": "p1",
+                "peerMetadata": {"storageId": cbor2.undefined, "isEphemeral": True},
+                "supportedProtocolVersions": ["1"],
+            }
+        )
+        reply = await peer.recv()
+    assert reply["type"] == "peer"
+    assert reply["targetId"] == "p1"
+    assert reply["selectedProtocolVersion"] == "1"
+    assert reply["peerMetadata"]["isEphemeral"] is False
+    assert reply["peerMetadata"]["storageId"]
+
+
+async def test_storage_id_survives_restart(tmp_path: Path) -> None:
+    ids = []
+    for _ in range(2):
+        async with running_server(tmp_path) as srv, RawPeer.connect(srv.ws()) as peer:
+            await peer.send_raw({"type": "join", "senderId": "again"})
+            ids.append((await peer.recv())["peerMetadata"]["storageId"])
+    assert ids[0] == ids[1]
+
+
+async def test_no_common_version_is_an_error_and_close(server: RunningServer) -> None:
+    async with RawPeer.connect(server.ws(), "p1", join=False) as peer:
+        await peer.send_raw({"type": "join", "senderId": "p1", "supportedProtocolVersions": ["2"]})
+        reply = await peer.recv()
+        assert reply["type"] == "error"
+        assert "1" in reply["message"]
+        assert await expect_closed(peer) == 1002
+
+
+async def test_messages_before_join_are_refused(server: RunningServer) -> None:
+    doc_id = new_document_id()
+    async with RawPeer.connect(server.ws(), "p1", join=False) as peer:
+        request = Document().generate_sync_message(SyncState())
+        assert request is not None
+        await peer.send_raw(
+            {
+                "type": "request",
+                "senderId": "p1",
+                "targetId": "x",
+                "documentId": doc_id,
+                "data": request,
+            }
+        )
+        assert (await peer.recv())["type"] == "error"
+
+
+async def test_request_for_unknown_document_is_unavailable(server: RunningServer) -> None:
+    doc_id = new_document_id()
+    async with RawPeer.connect(server.ws()) as peer:
+        request = Document().generate_sync_message(SyncState())
+        assert request is not None
+        await peer.send_raw(sync_frame(peer, doc_id, request, "request"))
+        reply = await peer.recv()
+    assert reply == {
+        "type": "doc-unavailable",
+        "senderId": peer.server_peer_id,
+        "targetId": "raw-peer",
+        "documentId": doc_id,
+    }
+
+
+async def test_upload_is_acknowledged_and_stored(server: RunningServer) -> None:
+    token = await server.token_for(signer := Signer.generate())
+    doc_id = new_document_id()
+    doc = make_changes(20)
+    async with RawPeer.connect(server.ws(token)) as peer:
+        await sync_until_acked(peer, doc_id, doc)
+    r = await server.xrpc("GET", "export", signer, params={"documentId": doc_id})
+    assert Document.load(r.content).heads == doc.heads
+    assert r.content == doc.save()
+
+
+async def test_rejoin_with_the_same_peer_id_replaces_the_old_socket(server: RunningServer) -> None:
+    async with RawPeer.connect(server.ws(), "same") as first:
+        async with RawPeer.connect(server.ws(), "same") as second:
+            assert await expect_closed(first) == 1000
+            request = Document().generate_sync_message(SyncState())
+            assert request is not None
+            await second.send_raw(sync_frame(second, new_document_id(), request, "request"))
+            assert (await second.recv())["type"] == "doc-unavailable"
+            assert await metric(server, "hearth_syncserver_peers") == 1
+
+
+BAD_FRAMES: list[bytes] = [
+    b"\xff\xfe garbage",
+    cbor2.dumps([1, 2, 3]),
+    cbor2.dumps({"type": "sync", "senderId": "raw-peer", "targetId": "s", "documentId": 7}),
+    cbor2.dumps(
+        {
+            "type": "ephemeral",
+            "senderId": "raw-peer",
+            "targetId": "s",
+            "documentId": "x",
+            "count": "one",
+            "sessionId": 1,
+            "data": b"",
+        }
+    ),
+    b"\x9f" * 100_000,
+]
+
+
+async def test_bad_input_gets_an_error_and_everyone_else_is_served(tmp_path: Path) -> None:
+    async with running_server(tmp_path, max_message_size=200_000) as server:
+        token = await server.token_for(Signer.generate())
+        doc_id = new_document_id()
+        async with RawPeer.connect(server.ws(token), "bystander") as bystander:
+            async with RawPeer.connect(server.ws(), "bad") as bad:
+                for frame in BAD_FRAMES:
+                    await bad.ws.send(frame)
+                    reply = await bad.recv()
+                    assert reply["type"] == "error", reply
+                    assert reply["message"].startswith("malformed message")
+                # Text frames, a sync message whose data is garbage, a wrong senderId.
+                await bad.ws.send("hello")
+                assert (await bad.recv())["type"] == "error"
+                await bad.send_raw(sync_frame(bad, doc_id, b"\x42\x05garbage"))
+                reply = await bad.recv()
+                assert reply["type"] == "error" and reply["documentId"] == doc_id
+                await bad.send_raw({**sync_frame(bad, doc_id, b"\x42"), "senderId": "someone"})
+                assert "senderId" in (await bad.recv())["message"]
+                # Unknown types are ignored: the next reply answers the request after it.
+                await bad.send_raw({"type": "leave", "senderId": "bad", "targetId": "s"})
+                request = Document().generate_sync_message(SyncState())
+                assert request is not None
+                await bad.send_raw(sync_frame(bad, doc_id, request, "request"))
+                assert (await bad.recv())["type"] == "doc-unavailable"
+                # Oversize frames close that socket with 1009 (message too big).
+                await bad.ws.send(b"\x00" * 300_000)
+                assert await expect_closed(bad) == 1009
+            # Meanwhile the bystander syncs as if nothing happened.
+            doc = make_changes(5)
+            await sync_until_acked(bystander, doc_id, doc)
+        assert await metric(server, "hearth_syncserver_refused_total", reason="malformed") >= 6
+
+
+async def test_non_writer_changes_get_an_error_naming_the_document(
+    server: RunningServer,
+) -> None:
+    alice, bob = Signer.generate(), Signer.generate()
+    doc_id = new_document_id()
+    doc = make_changes(3)
+    async with RawPeer.connect(server.ws(await server.token_for(alice)), "alice") as peer:
+        await sync_until_acked(peer, doc_id, doc)
+    r = await server.xrpc(
+        "POST", "setAccess", alice, body={"documentId": doc_id, "readers": [bob.did_key]}
+    )
+    assert r.status_code == 200
+    chunk = child_change(doc)
+    async with RawPeer.connect(server.ws(await server.token_for(bob)), "bob") as peer:
+        state = SyncState()
+        message = doc.generate_sync_message(state)
+        assert message is not None
+        parsed = SyncMessage.decode(message)
+        parsed.changes = [chunk]
+        await peer.send_raw(sync_frame(peer, doc_id, parsed.encode()))
+        reply = await peer.recv()
+        assert reply["type"] == "error"
+        assert reply["documentId"] == doc_id and doc_id in reply["message"]
+    r = await server.xrpc("GET", "export", alice, params={"documentId": doc_id})
+    assert r.content == doc.save()
+
+
+async def test_ephemeral_is_deduplicated_and_forwarded(server: RunningServer) -> None:
+    token = await server.token_for(Signer.generate())
+    doc_id = new_document_id()
+    async with (
+        RawPeer.connect(server.ws(token), "a") as a,
+        RawPeer.connect(server.ws(token), "b") as b,
+        RawPeer.connect(server.ws(token), "c") as c,
+    ):
+        await sync_until_acked(a, doc_id, doc := make_changes(2))
+        for peer in (b, c):
+            await sync_until_acked(peer, doc_id, Document.load(doc.save()))
+
+        def eph(count: int) -> dict[str, Any]:
+            return {
+                "type": "ephemeral",
+                "senderId": "a",
+                "targetId": a.server_peer_id,
+                "documentId": doc_id,
+                "sessionId": "s1",
+                "count": count,
+                "data": cbor2.dumps({"cursor": count}),
+            }
+
+        await a.send_raw(eph(1))
+        await a.send_raw(eph(1))  # a duplicate
+        await a.send_raw(eph(2))
+        for peer in (b, c):
+            got = [await peer.recv(), await peer.recv()]
+            assert [m["count"] for m in got] == [1, 2]
+            assert all(m["senderId"] == "a" and m["targetId"] == peer.peer_id for m in got)
+            assert cbor2.loads(got[0]["data"]) == {"cursor": 1}
+        # Never echoed to the sender: its next message is the answer to its request.
+        request = Document().generate_sync_message(SyncState())
+        assert request is not None
+        await a.send_raw(sync_frame(a, new_document_id(), request, "request"))
+        assert (await a.recv())["type"] == "doc-unavailable"
+
+
+async def test_remote_heads_reach_subscribers(server: RunningServer) -> None:
+    token = await server.token_for(Signer.generate())
+    doc_id = new_document_id()
+    doc = make_changes(2)
+    async with (
+        RawPeer.connect(server.ws(token), "a", storage_id="store-a") as a,
+        RawPeer.connect(server.ws(token), "b") as b,
+    ):
+        await sync_until_acked(a, doc_id, doc)
+        await sync_until_acked(b, doc_id, Document.load(doc.save()))
+        await b.send_raw(
+            {
+                "type": "remote-subscription-change",
+                "senderId": "b",
+                "targetId": b.server_peer_id,
+                "add": ["store-a"],
+            }
+        )
+        doc.apply(child_change(doc))
+        await sync_until_acked(a, doc_id, doc)
+        while True:
+            msg = await b.recv()
+            if msg["type"] == "remote-heads-changed":
+                break
+        assert msg["documentId"] == doc_id
+        assert msg["newHeads"]["store-a"]["heads"] == [b58check_encode(h) for h in doc.heads]

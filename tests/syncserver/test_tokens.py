@@ -1,0 +1,95 @@
+"""Session tokens: issued for a JWT, bound to the DID, revocable, never logged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+import websockets
+
+from hearth.jwt import Signer, mint_service_jwt
+from tests.syncserver.helpers import TIMEOUT, RawPeer, RunningServer, metric
+from tests.syncserver.ids import new_document_id
+from tests.syncserver.test_protocol import make_changes, sync_until_acked
+
+
+async def closed_with(url: str) -> int | None:
+    async with websockets.connect(url) as ws:
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+        return ws.close_code
+
+
+async def test_token_needs_a_service_auth_jwt_for_this_method(server: RunningServer) -> None:
+    alice = Signer.generate()
+    r = await server.xrpc("GET", "token")
+    assert r.status_code == 401 and r.json()["error"] == "AuthenticationRequired"
+    wrong_lxm = mint_service_jwt(alice, iss=alice.did_key, aud=server.did, lxm="other.method")
+    r = await server.xrpc("GET", "token", bearer=wrong_lxm)
+    assert r.status_code == 401 and "lxm" in r.json()["message"]
+    wrong_aud = mint_service_jwt(
+        alice, iss=alice.did_key, aud="did:web:elsewhere", lxm="chat.hearth.v1.sync.token"
+    )
+    assert (await server.xrpc("GET", "token", bearer=wrong_aud)).status_code == 401
+    r = await server.xrpc("GET", "token", alice)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["did"] == alice.did_key and body["expiresIn"] == 24 * 3600
+    # A session token cannot mint more session tokens.
+    assert (await server.xrpc("GET", "token", bearer=body["token"])).status_code == 401
+
+
+async def test_unknown_token_is_refused(server: RunningServer) -> None:
+    assert await closed_with(server.ws("not-a-token")) == 4001
+    assert await metric(server, "hearth_syncserver_refused_total", reason="bad_token") == 1
+
+
+async def test_token_binds_the_did_for_writes(server: RunningServer) -> None:
+    alice = Signer.generate()
+    token = await server.token_for(alice)
+    doc_id = new_document_id()
+    async with RawPeer.connect(server.ws(token)) as peer:
+        await sync_until_acked(peer, doc_id, make_changes(2))
+    r = await server.xrpc("GET", "getAccess", bearer=token, params={"documentId": doc_id})
+    assert r.status_code == 200 and r.json()["owner"] == alice.did_key
+
+
+async def test_revoking_closes_live_sockets_and_refuses_reconnects(server: RunningServer) -> None:
+    alice = Signer.generate()
+    one, two = await server.token_for(alice), await server.token_for(alice)
+    async with RawPeer.connect(server.ws(one)) as peer:
+        r = await server.xrpc("POST", "revokeToken", body={"token": one})
+        assert r.status_code == 200 and r.json() == {"revoked": 1}
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(peer.ws.recv(), TIMEOUT)
+        assert peer.ws.close_code == 4001
+    assert await closed_with(server.ws(one)) == 4001
+    # The other token still works until the DID revokes all of its tokens.
+    async with RawPeer.connect(server.ws(two), "second"):
+        pass
+    r = await server.xrpc("POST", "revokeToken", alice, body={})
+    assert r.json() == {"revoked": 1}
+    assert await closed_with(server.ws(two)) == 4001
+    assert (await server.xrpc("POST", "revokeToken", body={"token": "nope"})).status_code == 404
+
+
+async def test_tokens_never_reach_logs(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = await server.token_for(Signer.generate())
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    old = uvicorn_log.level
+    uvicorn_log.setLevel(logging.DEBUG)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            async with RawPeer.connect(server.ws(token)):
+                pass
+            await server.xrpc("GET", "export", bearer=token, params={"documentId": "x"})
+            assert await closed_with(server.ws(token + "x")) == 4001
+    finally:
+        uvicorn_log.setLevel(old)
+    assert any("WebSocket" in r.getMessage() for r in caplog.records)  # uvicorn did log
+    server_records = [r for r in caplog.records if not r.name.startswith("websockets.client")]
+    assert any("<redacted>" in r.getMessage() for r in server_records)
+    assert not any(token in r.getMessage() for r in server_records)
