@@ -22,6 +22,7 @@ from hearth.http import EXCEPTION_HANDLERS, AccessLogMiddleware, common_routes
 from hearth.identity import web_did_for_url
 from hearth.service import Service
 from keyserver import handlers as h
+from keyserver.cache import AnswerCache
 from keyserver.directory import ResolverDirectory
 from keyserver.keyring import Keyring
 from keyserver.ratelimit import RateLimiter
@@ -79,6 +80,7 @@ OPTIONS = (
     Option("owner_burst", _positive_int, 10, "rotations/registrations per DID, burst"),
     Option("owner_per_minute", _positive_float, 2.0, "rotations/registrations per DID a minute"),
     Option("max_generations", _positive_int, 64, "key generations kept per DID"),
+    Option("public_cache_entries", int, 50_000, "public-key answers kept in memory (0: no cache)"),
     Option(
         "client_ip_header",
         str,
@@ -110,7 +112,8 @@ def create_app(config: ServiceConfig) -> Starlette:
     did = web_did_for_url(settings.url)
     registry = CollectorRegistry()
     metrics = h.Metrics(registry)
-    handlers = h.Handlers(metrics, config.get_str("client_ip_header"))
+    cache = AnswerCache(config.get_int("public_cache_entries"))
+    handlers = h.Handlers(metrics, config.get_str("client_ip_header"), cache)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -136,6 +139,7 @@ def create_app(config: ServiceConfig) -> Starlette:
                 ),
                 max_generations=config.get_int("max_generations"),
                 on_created=lambda how: metrics.created.labels(how).inc(),
+                on_changed=cache.invalidate,
             )
             yield
         finally:

@@ -17,6 +17,7 @@ from hearth.auth import AuthError, ServiceAuthVerifier
 from hearth.http import XrpcError, require_auth
 from hearth.types import Did
 from keyserver import messages
+from keyserver.cache import AnswerCache
 from keyserver.keyring import (
     Corrupt,
     DirectoryUnavailable,
@@ -25,6 +26,7 @@ from keyserver.keyring import (
     LimitExceeded,
     NoKeys,
     OwnerHoldsKey,
+    PublicView,
     RateLimited,
     Unsupported,
 )
@@ -103,8 +105,9 @@ def _private_response(body: dict[str, Any]) -> Response:
 class Handlers:
     """One instance per app; `keyring` and `verifier` are set at start-up."""
 
-    def __init__(self, metrics: Metrics, client_ip_header: str) -> None:
+    def __init__(self, metrics: Metrics, client_ip_header: str, cache: AnswerCache) -> None:
         self.metrics = metrics
+        self.cache = cache
         self.client_ip_header = client_ip_header.lower()
         self.keyring: Keyring | None = None
         self.verifier: ServiceAuthVerifier | None = None
@@ -156,16 +159,23 @@ class Handlers:
         return endpoint
 
     async def public(self, request: Request) -> Response:
-        keyring, _ = self._ready()
-        did = messages.parse_did_param(request.query_params.get("did"))
-        view = await keyring.public(did, self._client(request))
-        return JSONResponse(messages.render_public(view))
+        return await self._public(request, "hearth", messages.render_public)
 
     async def roomy_public(self, request: Request) -> Response:
+        return await self._public(request, "roomy", messages.render_roomy_public)
+
+    async def _public(
+        self, request: Request, kind: str, render: Callable[[PublicView], dict[str, Any]]
+    ) -> Response:
         keyring, _ = self._ready()
         did = messages.parse_did_param(request.query_params.get("did"))
-        view = await keyring.public(did, self._client(request))
-        return JSONResponse(messages.render_roomy_public(view))
+        body = self.cache.get(kind, did)
+        if body is None:
+            epoch = self.cache.epoch()
+            view = await keyring.public(did, self._client(request))
+            body = messages.json_bytes(render(view))
+            self.cache.put(kind, did, body, epoch)
+        return Response(body, media_type="application/json")
 
     async def private(self, request: Request) -> Response:
         keyring, _ = self._ready()

@@ -124,6 +124,7 @@ class Keyring:
         max_generations: int,
         clock: Callable[[], float] = time.time,
         on_created: Callable[[str], None] = lambda _how: None,
+        on_changed: Callable[[Did], None] = lambda _did: None,
     ) -> None:
         self._store = store
         self._sealer = sealer
@@ -133,6 +134,7 @@ class Keyring:
         self._max_generations = max_generations
         self._clock = clock
         self._on_created = on_created
+        self._on_changed = on_changed
         # One creation in flight per DID in this process; storage makes it atomic
         # across processes too.
         self._creating: dict[Did, asyncio.Task[KeyRecord]] = {}
@@ -209,6 +211,8 @@ class Keyring:
             raise RateLimited("too many key changes for this DID", wait)
 
     async def _replace(self, owner: Did, keys: NewKeys, *, erase_private: bool) -> KeyRecord:
+        # Invalidate before and after: lookups racing the write never cache the old keys.
+        self._on_changed(owner)
         try:
             return await self._store.replace(
                 owner,
@@ -221,6 +225,8 @@ class Keyring:
             raise LimitExceeded(
                 f"this DID already has {self._max_generations} key generations"
             ) from e
+        finally:
+            self._on_changed(owner)
 
     def _new_keys(self, did: Did, pair: KeyPair) -> NewKeys:
         sealed = self._sealer.seal(did, pair.private_bytes())

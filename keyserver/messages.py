@@ -69,6 +69,11 @@ class RegisterRequest:
             raise BadRequest(str(e)) from e
 
 
+def json_bytes(body: dict[str, Any]) -> bytes:
+    """The same bytes starlette's JSONResponse writes."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 def timestamp(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 

@@ -179,6 +179,7 @@ async def get_private(keyserver: Keyserver, token: str) -> httpx.Response:
 
 async def test_register_then_private_is_404(keyserver: Keyserver, ident: Identity) -> None:
     served = (await keyserver.private(ident)).json()
+    assert keys_of((await keyserver.public(ident.did)).json()) == keys_of(served)
     own_sign = nacl.signing.SigningKey.generate()
     own_enc = nacl.public.PrivateKey.generate()
     body = {
@@ -254,6 +255,9 @@ def is_timestamp(text: str) -> bool:
 
 async def test_rotate_keeps_previous(keyserver: Keyserver, ident: Identity) -> None:
     gen0 = (await keyserver.private(ident)).json()
+    # Looked up (and so cached) before the rotation: the answers must still change.
+    assert keys_of((await keyserver.public(ident.did)).json()) == keys_of(gen0)
+    roomy0 = (await keyserver.http.get(ROOMY_PUBLIC, params={"did": ident.did})).json()
     rotated = []
     for _ in range(2):
         r = await keyserver.http.post(
@@ -267,6 +271,9 @@ async def test_rotate_keeps_previous(keyserver: Keyserver, ident: Identity) -> N
 
     public = (await keyserver.public(ident.did)).json()
     assert keys_of(public) == keys_of(gen2)
+    roomy2 = (await keyserver.http.get(ROOMY_PUBLIC, params={"did": ident.did})).json()
+    assert roomy2 != roomy0
+    assert crockford.decode(roomy2["publicKey"]) == signing_raw(gen2)
     assert [keys_of(p) for p in public["previous"]] == [keys_of(rotated[0]), keys_of(gen0)]
     until = [p["validUntil"] for p in public["previous"]]
     assert all(is_timestamp(t) for t in until) and until[0] >= until[1]
