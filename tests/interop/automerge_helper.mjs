@@ -60,7 +60,7 @@ function edit(doc, rand, step, opts) {
 }
 
 // A document built by `actors` replicas editing concurrently and merging now and then.
-function generate({ seed = 1, changes = 200, actors = 3, big = true }) {
+function generate({ seed = 1, changes = 200, actors = 3, big = true, merges = 0.08 }) {
   const rand = rng(seed)
   let base = A.from(
     { title: "", items: [], text: "", count: new A.Counter(0), map: {} },
@@ -70,7 +70,7 @@ function generate({ seed = 1, changes = 200, actors = 3, big = true }) {
   for (let i = 1; i < actors; i++) reps.push(A.clone(base, { actor: actorFor(seed, i) }))
   for (let step = 1; step < changes; step++) {
     const i = Math.floor(rand() * reps.length)
-    if (rand() < 0.08 && reps.length > 1) {
+    if (rand() < merges && reps.length > 1) {
       const j = (i + 1 + Math.floor(rand() * (reps.length - 1))) % reps.length
       reps[i] = A.merge(reps[i], reps[j])
     }
