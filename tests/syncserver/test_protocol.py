@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+import httpx
 import pytest
 import websockets
 
@@ -306,3 +307,20 @@ async def test_remote_heads_reach_subscribers(server: RunningServer) -> None:
                 break
         assert msg["documentId"] == doc_id
         assert msg["newHeads"]["store-a"]["heads"] == [b58check_encode(h) for h in doc.heads]
+
+
+async def test_metrics_and_health(server: RunningServer) -> None:
+    token = await server.token_for(Signer.generate())
+    doc = make_changes(7)
+    async with RawPeer.connect(server.ws(token)) as peer:
+        await sync_until_acked(peer, new_document_id(), doc)
+        assert await metric(server, "hearth_syncserver_peers") == 1
+    assert await metric(server, "hearth_syncserver_documents") == 1
+    assert await metric(server, "hearth_syncserver_changes_stored") == 7
+    assert await metric(server, "hearth_syncserver_change_bytes_stored") == len(doc.save())
+    assert await metric(server, "hearth_syncserver_bytes_in_total") > len(doc.save())
+    assert await metric(server, "hearth_syncserver_bytes_out_total") > 0
+    assert await metric(server, "hearth_syncserver_sync_rounds_total") >= 2
+    async with httpx.AsyncClient() as http:
+        health = (await http.get(server.url + "/xrpc/_health")).json()
+    assert health["documents"] == 1 and health["storageId"]

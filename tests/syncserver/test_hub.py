@@ -1,0 +1,162 @@
+"""The hub without sockets: in-memory peers, an inline storage runner, recorded events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry
+
+from hearth.types import Did, DocumentId
+from syncserver.automerge import Document, SyncState
+from syncserver.automerge import SyncMessage as AutomergeSyncMessage
+from syncserver.hub import Peer, SyncHub
+from syncserver.messages import JoinMessage, Message, PeerMetadata, SyncMessage
+from syncserver.metrics import SyncMetrics
+from syncserver.storage import Access, MemoryStorage, StoredChange
+from tests.syncserver.ids import new_document_id
+from tests.syncserver.test_protocol import child_change, make_changes
+
+ALICE = Did("did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK")
+
+
+class RecordingStorage(MemoryStorage):
+    def __init__(self, events: list[tuple[str, object]]) -> None:
+        super().__init__()
+        self.events = events
+
+    def commit(
+        self,
+        document_id: DocumentId,
+        changes: Sequence[StoredChange],
+        *,
+        create: Access | None = None,
+        sync_states: object = None,
+    ) -> int:
+        self.events.append(("commit", {c.hash for c in changes}))
+        return super().commit(document_id, changes, create=create, sync_states=sync_states)  # type: ignore[arg-type]
+
+
+class Conn:
+    def __init__(self, events: list[tuple[str, object]]) -> None:
+        self.events = events
+        self.inbox: list[Message] = []
+        self.closed: tuple[int, str] | None = None
+
+    def send(self, message: Message) -> None:
+        self.events.append(("send", message))
+        self.inbox.append(message)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def new_hub(storage: MemoryStorage) -> SyncHub:
+    return SyncHub(storage, SyncMetrics(CollectorRegistry(), storage.stats), peer_id="srv")
+
+
+async def run_sync(hub: SyncHub, peer: Peer, conn: Conn, doc_id: DocumentId, doc: Document) -> None:
+    """Drive the sync protocol between `doc` and the hub until neither has anything to say."""
+    state = SyncState()
+    outgoing = doc.generate_sync_message(state)
+    while outgoing is not None or conn.inbox:
+        if outgoing is not None:
+            await hub.handle(peer, SyncMessage(peer.peer_id, "srv", doc_id, outgoing))
+        outgoing = None
+        while conn.inbox:
+            msg = conn.inbox.pop(0)
+            if isinstance(msg, SyncMessage):
+                doc.receive_sync_message(state, msg.data)
+                outgoing = doc.generate_sync_message(state) or outgoing
+
+
+async def test_heads_are_advertised_only_after_commit() -> None:
+    events: list[tuple[str, object]] = []
+    storage = RecordingStorage(events)
+    hub = new_hub(storage)
+    conn = Conn(events)
+    peer = await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+    assert peer is not None
+    doc_id = new_document_id()
+    doc = make_changes(10)
+    await run_sync(hub, peer, conn, doc_id, doc)
+    doc.apply(child_change(doc))
+    await run_sync(hub, peer, conn, doc_id, doc)
+
+    committed: set[bytes] = set()
+    advertised = 0
+    for kind, value in events:
+        if kind == "commit":
+            assert isinstance(value, set)
+            committed |= value
+        elif isinstance(value, SyncMessage):
+            heads = AutomergeSyncMessage.decode(value.data).heads
+            assert set(heads) <= committed, "a head was advertised before it was committed"
+            advertised += bool(heads)
+    assert advertised >= 2
+    assert committed == {c.hash for c in doc.changes()}
+
+
+async def test_sync_state_persists_per_storage_id() -> None:
+    storage = MemoryStorage()
+    hub = new_hub(storage)
+    doc_id = new_document_id()
+    doc = make_changes(5)
+    meta = PeerMetadata("client-store", is_ephemeral=False)
+    conn = Conn([])
+    peer = await hub.join(conn, JoinMessage("p", meta, ("1",)), ALICE)
+    assert peer is not None
+    await run_sync(hub, peer, conn, doc_id, doc)
+    await hub.leave(peer)
+    assert (
+        storage.load_sync_state(doc_id, "client-store")
+        == SyncState(shared_heads=doc.heads).encode()
+    )
+
+    # A reconnecting peer with the same storage gets a first reply that starts from
+    # the shared heads instead of from nothing.
+    conn2 = Conn([])
+    peer2 = await hub.join(conn2, JoinMessage("p2", meta, ("1",)), ALICE)
+    assert peer2 is not None
+    hello = Document.load(doc.save()).generate_sync_message(SyncState(shared_heads=doc.heads))
+    assert hello is not None
+    conn2.inbox.clear()
+    await hub.handle(peer2, SyncMessage("p2", "srv", doc_id, hello))
+    replies = [m for m in conn2.inbox if isinstance(m, SyncMessage)]
+    assert replies
+    first = AutomergeSyncMessage.decode(replies[0].data)
+    assert first.have and first.have[0].last_sync == doc.heads
+    assert first.changes == []
+
+
+async def test_ephemeral_peers_sync_states_are_not_persisted() -> None:
+    storage = MemoryStorage()
+    hub = new_hub(storage)
+    doc_id = new_document_id()
+    conn = Conn([])
+    peer = await hub.join(conn, JoinMessage("p", PeerMetadata("st", True), ("1",)), ALICE)
+    assert peer is not None
+    await run_sync(hub, peer, conn, doc_id, make_changes(3))
+    await hub.leave(peer)
+    assert storage.load_sync_state(doc_id, "st") is None
+
+
+async def test_cache_stays_bounded_and_reloads_from_storage() -> None:
+    storage = MemoryStorage()
+    hub = SyncHub(
+        storage,
+        SyncMetrics(CollectorRegistry(), storage.stats),
+        peer_id="srv",
+        max_cached_documents=2,
+    )
+    docs = {}
+    for _ in range(5):
+        conn = Conn([])
+        peer = await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+        assert peer is not None
+        doc_id = new_document_id()
+        docs[doc_id] = make_changes(3)
+        await run_sync(hub, peer, conn, doc_id, docs[doc_id])
+        await hub.leave(peer)
+    assert len(hub._docs) <= 2
+    for doc_id, doc in docs.items():
+        assert await hub.export(doc_id) == doc.save()
