@@ -85,6 +85,9 @@ class Reader:
 
     def uleb(self, what: str = "uleb") -> int:
         data, pos, end = self.data, self.pos, self.end
+        if pos < end and data[pos] < 0x80:  # fast path: most values fit in one byte
+            self.pos = pos + 1
+            return data[pos]
         start = pos
         result = 0
         shift = 0

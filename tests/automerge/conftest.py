@@ -19,7 +19,7 @@ def js() -> Iterator[JsHelper]:
 
 @pytest.fixture(scope="session")
 def big(js: JsHelper) -> dict[str, Any]:
-    """A JS document: 4 actors, ~2000 changes, concurrent branches and merges."""
-    reply = js.call("generate", seed=11, changes=2000, actors=4, name="big")
+    """A JS document: 4 actors, ~3000 changes, concurrent branches and merges."""
+    reply = js.call("generate", seed=11, changes=3000, actors=4, merges=0.03, name="big")
     reply["change_bytes"] = [unb64(c) for c in reply["changes"]]
     return reply

@@ -85,8 +85,8 @@ function docOut(doc) {
   return { heads: A.getHeads(doc), json: JSON.parse(JSON.stringify(doc)) }
 }
 
-function runSync(a, b) {
-  let sa = A.initSyncState()
+function runSync(a, b, stateA) {
+  let sa = stateA ? A.decodeSyncState(unb64(stateA)) : A.initSyncState()
   let sb = A.initSyncState()
   let messages = 0
   let bytes = 0
@@ -181,7 +181,7 @@ const ops = {
     }
   },
   js_sync(req) {
-    const { a, b, messages, bytes, ms } = runSync(docs.get(req.a), docs.get(req.b))
+    const { a, b, messages, bytes, ms } = runSync(docs.get(req.a), docs.get(req.b), req.state_a)
     docs.set(req.a, a)
     docs.set(req.b, b)
     return { messages, bytes, ms, heads_a: A.getHeads(a), heads_b: A.getHeads(b) }
