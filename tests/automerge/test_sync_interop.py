@@ -194,3 +194,31 @@ def test_receive_reports_newly_applied_hashes(js: JsHelper) -> None:
             break
     assert len(reported) == len(set(reported)) == 35
     assert set(reported) == {c.hash for c in doc.changes()} - known
+
+
+def js_first_sync(js: JsHelper, doc: Document, js_doc: str, state: SyncState, js_state: str) -> int:
+    """Like py_js_sync, but the JS peer speaks first."""
+    messages = 0
+    for _ in range(MAX_ROUNDS):
+        reply = js.call("generate_sync", doc=js_doc, state=js_state)["msg"]
+        if reply is not None:
+            messages += 1
+            doc.receive_sync_message(state, unb64(reply))
+        ours = doc.generate_sync_message(state)
+        if ours is not None:
+            messages += 1
+            js.call("receive_sync", doc=js_doc, state=js_state, msg=b64(ours))
+        if ours is None and reply is None:
+            return messages
+    pytest.fail("sync did not quiesce")
+
+
+@pytest.mark.parametrize("seed", [71, 72, 73])
+def test_js_initiates_on_diverged_documents(js: JsHelper, seed: int) -> None:
+    doc = diverged(js, seed)
+    x_save, y_save = doc.save(), unb64(js_doc(js, "y")["save"])
+    js.call("sync_state", name="s9")
+    messages = js_first_sync(js, doc, "y", SyncState(), "s9")
+    assert_converged(js, doc, "y")
+    baseline = js_js_sync(js, y_save, x_save)  # JS "y" speaks first there too
+    assert messages <= baseline["messages"] + 1
