@@ -218,6 +218,11 @@ class SequencedStream:
         self._ack_owed = False
         return _ACK.pack(ACK, self._expected - 1)
 
+    def current_ack(self) -> bytes:
+        """The cumulative ack for everything received so far (to repeat it on a new path)."""
+        self._ack_owed = False
+        return _ACK.pack(ACK, self._expected - 1)
+
     @property
     def received_upto(self) -> int:
         """Highest sequence number received with nothing missing before it."""

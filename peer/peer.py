@@ -1,0 +1,249 @@
+"""The Python peer: router events in, one `PeerLink` per other connection.
+
+    async with RouterClient(url, did_key_auth(signer, router_did)) as client:
+        peer = Peer(client, PeerConfig(), on_message=handle)
+        await peer.start()
+        await peer.listen("doc1")
+        peer.send(conn_id, "doc1", b"hello")     # channel or relay, once, in order
+        peer.stats()                              # path and bytes per path, per link
+
+`on_message(link, doc, data)` runs for every application message, in order per
+link; `on_link(link, doc, up)` when a connection starts or stops sharing a
+document with us. A connection that leaves every shared document, or a router
+disconnect, closes its link (its messages in flight are lost with it: the
+layer above, e.g. Automerge sync, starts over with the next link).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hearth.types import ConnId, Did, DocumentId
+from peer.link import Path, PeerConfig, PeerLink
+from peer.messages import PeerMessageError, decode_envelope, encode_envelope, parse_signal_body
+from router.client import (
+    Deliver,
+    Disconnected,
+    ErrorMessage,
+    Join,
+    Leave,
+    RouterClient,
+    Unknown,
+    Welcome,
+)
+from router.frames import encode_frame
+from router.messages import MessageError
+from router.signaling import parse_ice_servers, parse_signal
+
+log = logging.getLogger("hearth.peer")
+
+__all__ = ["Path", "Peer", "PeerConfig", "PeerLink"]
+
+OnMessage = Callable[[PeerLink, DocumentId, bytes], None]
+OnLink = Callable[[PeerLink, DocumentId, bool], None]
+
+ICE_SERVERS_TIMEOUT = 10.0
+
+
+class Peer:
+    """Joins documents through a started `RouterClient` and keeps links to the others."""
+
+    def __init__(
+        self,
+        client: RouterClient,
+        config: PeerConfig | None = None,
+        *,
+        on_message: OnMessage | None = None,
+        on_link: OnLink | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config or PeerConfig()
+        self.on_message = on_message
+        self.on_link = on_link
+        self.links: dict[ConnId, PeerLink] = {}
+        self.closed_links: list[dict[str, Any]] = []  # stats of links that ended
+        self.errors: list[ErrorMessage] = []
+        self.changed = asyncio.Event()  # set whenever a link appears or goes
+        self._task: asyncio.Task[None] | None = None
+        self._ice: tuple[float, list[dict[str, Any]]] | None = None
+        self._ice_waiter: asyncio.Future[list[dict[str, Any]]] | None = None
+        self._ice_lock = asyncio.Lock()
+
+    @property
+    def did(self) -> Did:
+        return self.client.did
+
+    @property
+    def conn_id(self) -> ConnId | None:
+        return self.client.conn_id
+
+    async def start(self) -> None:
+        """Start handling router events; the client must be started."""
+        self._task = asyncio.create_task(self._run())
+
+    async def listen(self, *docs: str) -> None:
+        await self.client.listen(*docs)
+
+    def send(self, conn_id: str, doc: str, data: bytes) -> None:
+        """Queue `data` about `doc` for that connection; dropped if it is not linked."""
+        link = self.links.get(ConnId(conn_id))
+        if link is not None:
+            link.send(encode_envelope(doc, data))
+
+    def stats(self) -> dict[str, Any]:
+        """Per link: path in use, bytes and packets per path, channel attempts."""
+        return {
+            "did": self.did,
+            "connId": self.conn_id,
+            "links": [link.stats() for link in self.links.values()],
+            "closedLinks": list(self.closed_links),
+        }
+
+    async def wait_link(self, pred: Callable[[PeerLink], bool] | None = None) -> PeerLink:
+        """The first link (satisfying `pred`) once there is one."""
+        while True:
+            for link in self.links.values():
+                if pred is None or pred(link):
+                    return link
+            self.changed.clear()
+            await self.changed.wait()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._drop_all()
+
+    # ------------------------------------------------------------ events
+
+    async def _run(self) -> None:
+        async for event in self.client:
+            try:
+                await self._handle(event)
+            except Exception:
+                log.exception("peer: handling %r failed", type(event).__name__)
+
+    async def _handle(self, event: object) -> None:
+        match event:
+            case Deliver(from_did, from_conn, _doc, body):
+                link = self.links.get(from_conn)
+                if link is not None and link.did == from_did:
+                    link.receive(body, Path.RELAY)
+            case Join(did, conn_id, doc):
+                await self._join(did, conn_id, doc)
+            case Leave(did, conn_id, doc):
+                await self._leave(did, conn_id, doc)
+            case Unknown(header, body):
+                self._unknown(header, body)
+            case Welcome() | Disconnected():
+                # a new connection: every link belonged to the old one
+                await self._drop_all()
+            case ErrorMessage():
+                log.info("router error: %s", event)
+                self.errors.append(event)
+
+    async def _join(self, did: Did, conn_id: ConnId, doc: DocumentId) -> None:
+        link = self.links.get(conn_id)
+        if link is not None and link.did != did:
+            return
+        if link is None:
+            local = self.client.conn_id
+            if local is None:
+                return
+            link = PeerLink(
+                local=(self.did, local),
+                remote=(did, conn_id),
+                doc=doc,
+                config=self.config,
+                send_signal=self._send_signal,
+                send_relay=self._send_relay,
+                ice_source=self._ice_servers,
+                deliver=self._deliver,
+            )
+            self.links[conn_id] = link
+            link.start()
+            self.changed.set()
+        else:
+            link.docs[doc] = None
+        if self.on_link is not None:
+            self.on_link(link, doc, True)
+
+    async def _leave(self, did: Did, conn_id: ConnId, doc: DocumentId) -> None:
+        link = self.links.get(conn_id)
+        if link is None or link.did != did or doc not in link.docs:
+            return
+        del link.docs[doc]
+        if self.on_link is not None:
+            self.on_link(link, doc, False)
+        if not link.docs:
+            await self._drop(link)
+
+    async def _drop(self, link: PeerLink) -> None:
+        self.links.pop(link.conn_id, None)
+        self.closed_links.append(link.stats())
+        self.changed.set()
+        await link.close()
+
+    async def _drop_all(self) -> None:
+        for link in list(self.links.values()):
+            docs = list(link.docs)
+            link.docs.clear()
+            if self.on_link is not None:
+                for doc in docs:
+                    self.on_link(link, doc, False)
+            await self._drop(link)
+
+    def _unknown(self, header: list[Any], body: bytes) -> None:
+        verb = header[0] if header else None
+        try:
+            if verb == "signal":
+                signal = parse_signal(header, body)
+                link = self.links.get(signal.conn_id)
+                if link is not None and link.did == signal.did:
+                    link.signal(parse_signal_body(signal.body))
+            elif verb == "ice-servers":
+                answer = parse_ice_servers(header, body)
+                waiter = self._ice_waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(answer.servers)
+                ttl = answer.ttl or float("inf")
+                self._ice = (time.monotonic() + ttl * 0.8, answer.servers)
+        except (MessageError, PeerMessageError) as e:
+            log.warning("dropping bad %s frame: %s", verb, e)
+
+    def _deliver(self, link: PeerLink, message: bytes) -> None:
+        try:
+            doc, data = decode_envelope(message)
+        except PeerMessageError as e:
+            log.warning("bad envelope from %s: %s", link.conn_id, e)
+            return
+        if self.on_message is not None:
+            self.on_message(link, doc, data)
+
+    # ------------------------------------------------------------ router I/O for links
+
+    async def _send_signal(self, did: Did, conn_id: ConnId, doc: DocumentId, body: bytes) -> None:
+        await self.client.send_frame(encode_frame(["signal", did, conn_id, doc], body))
+
+    async def _send_relay(self, did: Did, conn_id: ConnId, doc: DocumentId, body: bytes) -> None:
+        await self.client.send(did, conn_id, doc, body)
+
+    async def _ice_servers(self) -> list[dict[str, Any]]:
+        """The router's ICE servers (cached until 80% of their ttl)."""
+        async with self._ice_lock:
+            cached = self._ice
+            if cached is not None and cached[0] > time.monotonic():
+                return cached[1]
+            self._ice_waiter = asyncio.get_running_loop().create_future()
+            await self.client.send_frame(encode_frame(["ice-servers"]))
+            try:
+                return await asyncio.wait_for(self._ice_waiter, ICE_SERVERS_TIMEOUT)
+            except TimeoutError:
+                log.warning("router sent no ice-servers answer; using none")
+                return []

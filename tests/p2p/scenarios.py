@@ -1,0 +1,384 @@
+"""Peer-to-peer scenarios, each run in its own network namespace by tests/p2p.
+
+    unshare -n python -m tests.p2p.scenarios NAME '{"arg": ...}'
+
+prints `SCENARIO-RESULT {json}`. A scenario starts a real router (and coturn
+where needed) inside the namespace, runs real peers against it, and reports
+what happened; the pytest side asserts on the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hearth.jwt import Signer
+from peer.link import PeerConfig, PeerLink
+from peer.peer import Peer
+from peer.sync import DocumentSync
+from router.client import RouterClient, did_key_auth
+from syncserver.automerge import Document
+from tests.p2p.harness import RESULT_PREFIX, add_veth, setup_loopback
+from tests.router.conftest import RunningRouter, start_router, stop_router
+from tests.timing import MS
+
+WAIT = 60_000 * MS  # any single wait for something that should happen
+DOC = "p2p-doc-6c1b0f2e"
+RAW = "raw"  # envelope docId of the numbered messages in ice_fail
+
+
+@dataclass
+class Node:
+    client: RouterClient
+    peer: Peer
+    sync: DocumentSync
+
+    async def close(self) -> None:
+        await self.peer.close()
+        await self.client.close()
+
+
+@dataclass
+class Env:
+    router: RunningRouter
+    tmp: Path
+
+    async def node(self, config: PeerConfig, document: Document | None = None) -> Node:
+        client = RouterClient(self.router.url, did_key_auth(Signer.generate(), self.router.did))
+        await client.start()
+        peer = Peer(client, config)
+        sync = DocumentSync(peer)
+        sync.add(DOC, document if document is not None else Document())
+        await peer.start()
+        await peer.listen(DOC)
+        return Node(client, peer, sync)
+
+    async def metrics(self) -> dict[str, float]:
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(self.router.url + "/metrics")).text
+        out: dict[str, float] = {}
+        for name in (
+            "hearth_router_relayed_bytes",
+            "hearth_router_relayed_frames",
+            "hearth_router_signal_bytes",
+            "hearth_router_signal_frames",
+        ):
+            m = re.search(rf"^{name}(?:_total)? (\S+)$", text, re.M)
+            out[name] = float(m.group(1)) if m else -1.0
+        return out
+
+
+@contextlib.asynccontextmanager
+async def router_env(**options: object) -> AsyncIterator[Env]:
+    with tempfile.TemporaryDirectory() as tmp:
+        router, task = await start_router(Path(tmp), **options)
+        try:
+            yield Env(router, Path(tmp))
+        finally:
+            await stop_router(router, task)
+
+
+async def until(cond: Callable[[], bool], event: Callable[[], asyncio.Event]) -> None:
+    """Wait (bounded by WAIT) until `cond()`, re-checking whenever `event()` fires."""
+    async with asyncio.timeout(WAIT):
+        while not cond():
+            ev = event()
+            ev.clear()
+            if cond():
+                return
+            await ev.wait()
+
+
+def load_changes(path: str) -> list[bytes]:
+    return [base64.b64decode(c) for c in json.loads(Path(path).read_text())]
+
+
+def config(**kw: Any) -> PeerConfig:
+    base: dict[str, Any] = {
+        "ice_timeout": 30_000 * MS,
+        "relay_delay": 60_000 * MS,
+        "retry_min": 500 * MS,
+        "retry_max": 2_000 * MS,
+        "rto": 2_000 * MS,
+    }
+    base.update(kw)
+    return PeerConfig(**base)
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+async def sync_1000(changes_file: str) -> dict[str, Any]:
+    """Two peers, a channel, a 1,000-change document from A to B."""
+    add_veth()
+    changes = load_changes(changes_file)
+    async with router_env() as env:
+        a = await env.node(config(), Document.from_chunks(changes))
+        b = await env.node(config())
+        heads = a.sync.docs[DOC].heads
+        await until(lambda: b.sync.docs[DOC].heads == heads, lambda: b.sync.changed)
+        result = {
+            "changes": len(changes),
+            "a_len": len(a.sync.docs[DOC]),
+            "b_len": len(b.sync.docs[DOC]),
+            "equal_heads": b.sync.docs[DOC].heads == heads,
+            "b_save_equal": b.sync.docs[DOC].save() == a.sync.docs[DOC].save(),
+            "a": a.peer.stats(),
+            "b": b.peer.stats(),
+            "sync_messages": [a.sync.messages_sent, b.sync.messages_sent],
+            "metrics": await env.metrics(),
+        }
+        await a.close()
+        await b.close()
+        return result
+
+
+async def ice_fail(n1: int, after_open: int) -> dict[str, Any]:
+    """No usable addresses: ICE fails, the relay carries everything; then a channel takes over."""
+    got: list[int] = []
+    got_event = asyncio.Event()
+
+    def on_message(_link: PeerLink, doc: str, data: bytes) -> None:
+        assert doc == RAW, doc
+        got.append(int(data))
+        got_event.set()
+
+    cfg = config(relay_delay=0.0, ice_timeout=3_000 * MS, retry_min=300 * MS, retry_max=1_000 * MS)
+    async with router_env() as env:
+        a = await env.node(cfg)
+        b = await env.node(cfg)
+        b.peer.on_message = on_message  # numbered raw messages, not Automerge
+        a.peer.on_message = b.peer.on_link = a.peer.on_link = None
+        link = await asyncio.wait_for(a.peer.wait_link(), WAIT)
+        blink = await asyncio.wait_for(b.peer.wait_link(), WAIT)
+        for i in range(n1):
+            a.peer.send(link.conn_id, RAW, b"%d" % i)
+        await until(lambda: len(got) >= n1, lambda: got_event)
+        await until(lambda: link.attempts_failed >= 1, lambda: link.changed)
+        phase1 = {"a": link.stats(), "b": blink.stats(), "metrics": await env.metrics()}
+
+        # the network appears; keep sending while the next attempt opens a channel
+        add_veth()
+        sent = n1
+        sent_at_open = -1
+        async with asyncio.timeout(WAIT):
+            while sent_at_open < 0 or sent < sent_at_open + after_open:
+                if sent_at_open < 0 and link.channel_open_event.is_set():
+                    sent_at_open = sent
+                for _ in range(5):
+                    a.peer.send(link.conn_id, RAW, b"%d" % sent)
+                    sent += 1
+                await asyncio.sleep(2 * MS)  # pace the sender so the switch happens mid-stream
+        await until(lambda: len(got) >= sent, lambda: got_event)
+        result = {
+            "sent": sent,
+            "sent_at_open": sent_at_open,
+            "in_order": got == list(range(sent)),
+            "received": len(got),
+            "phase1": phase1,
+            "a": link.stats(),
+            "b": blink.stats(),
+            "metrics": await env.metrics(),
+        }
+        await a.close()
+        await b.close()
+        return result
+
+
+def start_coturn(tmp: Path, port: int, secret: str) -> subprocess.Popen[bytes]:
+    log = tmp / "turn.log"
+    return subprocess.Popen(
+        [
+            "turnserver",
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            f"--listening-port={port}",
+            "--min-port=49160",
+            "--max-port=49200",
+            "--use-auth-secret",
+            f"--static-auth-secret={secret}",
+            "--realm=hearth.test",
+            "--allow-loopback-peers",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--no-software-attribute",
+            "--no-stdout-log",
+            f"--log-file={log}",
+            "--simple-log",
+            f"--pidfile={tmp / 'turn.pid'}",
+            "--fingerprint",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def turn_allocate(port: int, username: str, password: str) -> str:
+    """'ok' if coturn grants a relay allocation with these credentials, else the error."""
+    from aioice.turn import create_turn_endpoint
+
+    try:
+        transport, _ = await asyncio.wait_for(
+            create_turn_endpoint(
+                asyncio.DatagramProtocol,
+                ("127.0.0.1", port),
+                username,
+                password,
+            ),
+            5_000 * MS,
+        )
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    transport.close()
+    return "ok"
+
+
+async def turn(secret: str, changes_file: str) -> dict[str, Any]:
+    """Relay-only peers through coturn with the router's TURN REST credentials."""
+    from router.ice import turn_credential
+
+    add_veth()
+    port = 3478  # a fresh namespace: nothing else can hold it
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        coturn = start_coturn(tmp, port, secret)
+        try:
+            async with router_env(
+                turn_urls=(f"turn:127.0.0.1:{port}?transport=udp",),
+                turn_secret=secret,
+                turn_ttl=600,
+            ) as env:
+                a = await env.node(config(ice_transport_policy="relay"))
+                servers = await a.peer._ice_servers()
+                creds = servers[0]
+                # coturn may still be starting: retry the good credentials a while
+                good = ""
+                for _attempt in range(100):
+                    good = await turn_allocate(port, creds["username"], creds["credential"])
+                    if good == "ok":
+                        break
+                    await asyncio.sleep(100 * MS)
+                expired = turn_credential(secret, a.peer.did, time.time() - 3600, 60)
+                forged = turn_credential("not-the-secret", a.peer.did, time.time(), 600)
+                checks = {
+                    "router_credentials": good,
+                    "expired": await turn_allocate(port, expired.username, expired.credential),
+                    "forged": await turn_allocate(port, forged.username, forged.credential),
+                }
+                changes = load_changes(changes_file)[:100]
+                doc_a = a.sync.docs[DOC]
+                a.sync.apply_local(DOC, b"".join(changes))
+                b = await env.node(config(ice_transport_policy="relay"))
+                heads = doc_a.heads
+                await until(lambda: b.sync.docs[DOC].heads == heads, lambda: b.sync.changed)
+                link = await asyncio.wait_for(a.peer.wait_link(), WAIT)
+                pair_types = _nominated_types(link)
+                result = {
+                    "servers": servers,
+                    "checks": checks,
+                    "equal_heads": b.sync.docs[DOC].heads == heads,
+                    "nominated": pair_types,
+                    "a": a.peer.stats(),
+                    "b": b.peer.stats(),
+                    "metrics": await env.metrics(),
+                }
+                await a.close()
+                await b.close()
+                return result
+        finally:
+            coturn.terminate()
+            coturn.wait(10)
+
+
+def _nominated_types(link: PeerLink) -> list[list[str]]:
+    """(local, remote) candidate types of the ICE pair in use (aioice internals)."""
+    pc = link._pc
+    if pc is None or pc.sctp is None:
+        return []
+    connection = pc.sctp.transport.transport._connection
+    return [
+        [pair.local_candidate.type, pair.remote_candidate.type]
+        for pair in connection._nominated.values()
+    ]
+
+
+async def vanish(changes_file: str, vanish_at: int) -> dict[str, Any]:
+    """B disappears mid-transfer; A notices; B comes back with what it had and catches up."""
+    add_veth()
+    changes = load_changes(changes_file)
+    batch = 25
+    async with router_env() as env:
+        a = await env.node(config())
+        doc_b = Document()
+        b = await env.node(config(), doc_b)
+        first_link = await asyncio.wait_for(a.peer.wait_link(), WAIT)
+        await asyncio.wait_for(first_link.wait_channel(), WAIT)
+        fed = 0
+        while len(doc_b) < vanish_at:
+            a.sync.apply_local(DOC, b"".join(changes[fed : fed + batch]))
+            fed += batch
+            await until(lambda fed=fed: len(doc_b) >= fed, lambda: b.sync.changed)
+        # feed more and vanish while it is in flight
+        a.sync.apply_local(DOC, b"".join(changes[fed : fed + batch * 4]))
+        fed += batch * 4
+        had_before = len(doc_b)
+        await b.close()
+        await until(lambda: not a.peer.links, lambda: a.peer.changed)
+        noticed = a.peer.closed_links[-1]
+        a.sync.apply_local(DOC, b"".join(changes[fed:]))
+        had = len(doc_b)
+        b2 = await env.node(config(), doc_b)
+        heads = a.sync.docs[DOC].heads
+        await until(lambda: doc_b.heads == heads, lambda: b2.sync.changed)
+        link2 = await asyncio.wait_for(a.peer.wait_link(), WAIT)
+        result = {
+            "changes": len(changes),
+            "b_had_at_vanish": had_before,
+            "b_had_on_return": had,
+            "b_final": len(doc_b),
+            "equal_heads": doc_b.heads == heads,
+            "noticed": noticed,
+            "first_conn": first_link.conn_id,
+            "second_conn": link2.conn_id,
+            "b2": b2.peer.stats(),
+            "metrics": await env.metrics(),
+        }
+        await a.close()
+        await b2.close()
+        return result
+
+
+SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "sync_1000": sync_1000,
+    "ice_fail": ice_fail,
+    "turn": turn,
+    "vanish": vanish,
+}
+
+
+def main() -> None:
+    name, args = sys.argv[1], json.loads(sys.argv[2])
+    logging.basicConfig(level=os.environ.get("P2P_LOG", "WARNING"), stream=sys.stderr)
+    setup_loopback()
+    result = asyncio.run(SCENARIOS[name](**args))
+    print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)
+
+
+if __name__ == "__main__":
+    main()
