@@ -364,7 +364,60 @@ async def vanish(changes_file: str, vanish_at: int) -> dict[str, Any]:
         return result
 
 
+async def channel_drop(before: int, after: int) -> dict[str, Any]:
+    """The answerer's peer connection dies under a stream: relay, then a new generation."""
+    add_veth()
+    got: list[int] = []
+    got_event = asyncio.Event()
+
+    def on_message(_link: PeerLink, doc: str, data: bytes) -> None:
+        assert doc == RAW, doc
+        got.append(int(data))
+        got_event.set()
+
+    cfg = config(relay_delay=0.0, retry_min=200 * MS, retry_max=1_000 * MS)
+    async with router_env() as env:
+        a = await env.node(cfg)
+        b = await env.node(cfg)
+        for node in (a, b):
+            node.peer.on_link = None
+        b.peer.on_message = on_message
+        link = await asyncio.wait_for(a.peer.wait_link(), WAIT)
+        blink = await asyncio.wait_for(b.peer.wait_link(), WAIT)
+        await asyncio.wait_for(link.wait_channel(), WAIT)
+        await asyncio.wait_for(blink.wait_channel(), WAIT)
+        answerer = blink if link.offerer else link
+        sent = 0
+        for _ in range(before):
+            a.peer.send(link.conn_id, RAW, b"%d" % sent)
+            sent += 1
+        # drop the channel under the stream, then keep sending until a new one carries `after`
+        await answerer._pc.close()
+        sent_at_reopen = -1
+        async with asyncio.timeout(WAIT):
+            while sent_at_reopen < 0 or sent < sent_at_reopen + after:
+                if sent_at_reopen < 0 and link.channels_opened >= 2 and link.path == "channel":
+                    sent_at_reopen = sent
+                for _ in range(5):
+                    a.peer.send(link.conn_id, RAW, b"%d" % sent)
+                    sent += 1
+                await asyncio.sleep(2 * MS)  # pace the sender so the outage spans messages
+        await until(lambda: len(got) >= sent, lambda: got_event)
+        result = {
+            "sent": sent,
+            "received": len(got),
+            "in_order": got == list(range(sent)),
+            "a": link.stats(),
+            "b": blink.stats(),
+            "metrics": await env.metrics(),
+        }
+        await a.close()
+        await b.close()
+        return result
+
+
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "channel_drop": channel_drop,
     "sync_1000": sync_1000,
     "ice_fail": ice_fail,
     "turn": turn,

@@ -74,3 +74,15 @@ async def test_peer_vanishes_mid_transfer_and_resumes(changes_file: str) -> None
     link = only_link(r["b2"])
     assert link["path"] == "channel"
     assert link["receivedBytes"]["relay"] == 0
+
+
+async def test_dropped_channel_is_renegotiated_without_loss() -> None:
+    r = await run_scenario("channel_drop", before=200, after=200)
+    assert r["received"] == r["sent"] and r["in_order"]
+    a, b = r["a"], r["b"]
+    # the relay bridged the outage, then a second generation carried the rest
+    assert a["attemptsFailed"] >= 1 and b["attemptsFailed"] >= 1
+    assert a["channelsOpened"] >= 2 and b["channelsOpened"] >= 2
+    assert a["generation"] == b["generation"] >= 2
+    assert a["path"] == b["path"] == "channel"
+    assert a["sentBytes"]["relay"] > 0 and a["sentBytes"]["channel"] > 0
