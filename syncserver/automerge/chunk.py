@@ -93,13 +93,28 @@ def _parse_change_body(body: bytes, digest: bytes, raw: bytes, base: int) -> Cha
     n_cols = r.count(2, "change columns")
     total = 0
     last_spec = -1
+    # The column metadata is most of the LEB128s in a change: one-byte values inline.
+    pos, end = r.pos, r.end
     for _ in range(n_cols):
-        spec_pos = r.pos
-        spec = r.uleb("column spec")
+        spec_pos = pos
+        if pos < end and body[pos] < 0x80:
+            spec = body[pos]
+            pos += 1
+        else:
+            r.pos = pos
+            spec = r.uleb("column spec")
+            pos = r.pos
         if spec <= last_spec:
             raise r.error("column specs not in ascending order", spec_pos)
         last_spec = spec
-        total += r.uleb("column length")
+        if pos < end and body[pos] < 0x80:
+            total += body[pos]
+            pos += 1
+        else:
+            r.pos = pos
+            total += r.uleb("column length")
+            pos = r.pos
+    r.pos = pos
     if total > r.remaining:
         raise r.error(f"columns need {total} bytes, only {r.remaining} left")
     return Change(digest, deps, actor, seq, start_op, time, message, other_actors, raw)
