@@ -54,6 +54,9 @@ from peer.transport import SequencedStream, TransportError
 log = logging.getLogger("hearth.peer")
 
 
+ACK_DELAY = 0.01  # seconds an ack may wait to cover more packets
+
+
 class Path(StrEnum):
     CHANNEL = "channel"
     RELAY = "relay"
@@ -202,8 +205,10 @@ class PeerLink:
         if self.stream.window_open:
             self._window_event.set()
         if not self._ack_scheduled and packet[:1] == b"\x01":
+            # one cumulative ack per ACK_DELAY: on a busy channel acks would
+            # otherwise double the number of SCTP messages
             self._ack_scheduled = True
-            self._loop.call_soon(self._flush_ack)
+            self._loop.call_later(ACK_DELAY, self._flush_ack)
         for message in messages:
             self._deliver(self, message)
 
@@ -307,7 +312,8 @@ class PeerLink:
         period = max(self.config.rto / 4, 0.01)
         while True:
             await asyncio.sleep(period)
-            if self._channel_ready() or self._hold_until <= self._loop.time():
+            # SCTP already retransmits on a channel; the relay may drop (rate limits, restarts)
+            if not self._channel_ready() and self._hold_until <= self._loop.time():
                 self._enqueue(self.stream.due(time.monotonic()))
 
     # ------------------------------------------------------------ WebRTC

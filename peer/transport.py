@@ -85,6 +85,7 @@ class SequencedStream:
         self._next_seq = 1
         self._unacked: OrderedDict[int, _Unacked] = OrderedDict()
         self._unacked_bytes = 0
+        self._progress_at = 0.0  # last ack progress, or first send after idle
         # receiving
         self._expected = 1
         self._ahead: dict[int, tuple[int, bytes]] = {}
@@ -116,6 +117,8 @@ class SequencedStream:
         size = self.max_fragment
         pieces = [message[i : i + size] for i in range(0, len(message), size)] or [b""]
         packets = []
+        if not self._unacked:
+            self._progress_at = now
         last = len(pieces) - 1
         for i, piece in enumerate(pieces):
             seq = self._next_seq
@@ -128,6 +131,7 @@ class SequencedStream:
 
     def retransmit_all(self, now: float) -> list[bytes]:
         """Every unacknowledged packet, oldest first (after a path switch)."""
+        self._progress_at = now
         out = []
         for entry in self._unacked.values():
             entry.sent_at = now
@@ -136,17 +140,25 @@ class SequencedStream:
         return out
 
     def due(self, now: float) -> list[bytes]:
-        """Unacknowledged packets older than `rto`, oldest first, marked as resent."""
+        """Every unacknowledged packet if the ack has not advanced for `rto`, else [].
+
+        One timer for the whole stream, as TCP has: it restarts whenever an ack
+        makes progress, so a slow but moving path is never flooded with copies.
+        """
+        if not self._unacked or now - self._progress_at < self.rto:
+            return []
+        self._progress_at = now
         out = []
         for entry in self._unacked.values():
-            if now - entry.sent_at >= self.rto:
-                entry.sent_at = now
-                out.append(entry.packet)
+            entry.sent_at = now
+            out.append(entry.packet)
         self.retransmitted += len(out)
         return out
 
-    def _acked(self, upto: int) -> None:
+    def _acked(self, upto: int, now: float) -> None:
         unacked = self._unacked
+        if unacked and next(iter(unacked)) <= upto:
+            self._progress_at = now
         while unacked:
             seq = next(iter(unacked))
             if seq > upto:
@@ -170,7 +182,7 @@ class SequencedStream:
             _, upto = _ACK.unpack(packet)
             if upto >= self._next_seq:
                 raise TransportError(f"ack for {upto}, never sent")
-            self._acked(upto)
+            self._acked(upto, now)
             return []
         if kind != DATA:
             raise TransportError(f"unknown packet type {kind}")

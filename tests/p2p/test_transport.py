@@ -53,13 +53,20 @@ def test_reordering_across_paths() -> None:
     assert b.receive(p[3], 0.0) == []  # late duplicate
 
 
-def test_due_resends_only_old_packets() -> None:
-    a = SequencedStream(rto=1.0)
+def test_due_resends_after_rto_without_ack_progress() -> None:
+    a, b = SequencedStream(rto=1.0), SequencedStream()
     first = a.send(b"a", 0.0)
-    a.send(b"b", 0.8)
+    second = a.send(b"b", 0.8)
     assert a.due(0.5) == []
-    assert a.due(1.0) == first
-    assert a.due(1.1) == []
+    assert a.due(1.0) == first + second
+    assert a.due(1.5) == []  # the timer restarted
+    # progress (an ack for the first) restarts the timer too
+    b.receive(first[0], 1.6)
+    ack = b.take_ack()
+    assert ack is not None
+    a.receive(ack, 1.9)
+    assert a.due(2.5) == []
+    assert a.due(2.9) == second
 
 
 def test_window() -> None:
