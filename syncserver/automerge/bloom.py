@@ -9,12 +9,14 @@ Bit ``p`` is ``bits[p >> 3] & (1 << (p & 7))``.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 
 from .leb128 import Reader, encode_uleb
 
 BITS_PER_ENTRY = 10
 NUM_PROBES = 7
+_WORDS = struct.Struct("<III")
 
 
 def _capacity(entries: int, bits_per_entry: int) -> int:
@@ -49,9 +51,8 @@ class BloomFilter:
 
     def _positions(self, h: bytes) -> list[int]:
         m = 8 * len(self.bits)
-        x = int.from_bytes(h[0:4], "little") % m
-        y = int.from_bytes(h[4:8], "little") % m
-        z = int.from_bytes(h[8:12], "little") % m
+        x, y, z = _WORDS.unpack_from(h)
+        x, y, z = x % m, y % m, z % m
         out = [x]
         for _ in range(1, self.probes):
             x = (x + y) % m
@@ -65,10 +66,19 @@ class BloomFilter:
             bits[p >> 3] |= 1 << (p & 7)
 
     def __contains__(self, h: object) -> bool:
-        if not isinstance(h, bytes) or self.entries == 0 or not self.bits:
-            return False
         bits = self.bits
-        return all(bits[p >> 3] & (1 << (p & 7)) for p in self._positions(h))
+        if not isinstance(h, bytes) or len(h) < 12 or self.entries == 0 or not bits:
+            return False
+        # Same probe sequence as _positions, inlined: this runs once per candidate change.
+        m = 8 * len(bits)
+        x, y, z = _WORDS.unpack_from(h)
+        x, y, z = x % m, y % m, z % m
+        for _ in range(max(self.probes, 1)):  # Automerge always probes at least once
+            if not bits[x >> 3] & (1 << (x & 7)):
+                return False
+            x = (x + y) % m
+            y = (y + z) % m
+        return True
 
     def encode(self) -> bytes:
         if self.entries == 0:

@@ -147,3 +147,14 @@ def test_bloom_with_hostile_header_is_bounded(header: bytes, body: bytes) -> Non
     else:
         assert len(f.bits) <= len(header) + len(body)
         assert isinstance(b"\x05" * 32 in f, bool)
+
+
+@FUZZ
+@given(st.lists(hashes32, min_size=1, max_size=30), st.lists(hashes32, max_size=30))
+def test_membership_matches_probe_positions(members: list[bytes], others: list[bytes]) -> None:
+    f = BloomFilter.from_hashes(members)
+    assert all(h in f for h in members)
+    for h in others:
+        bits = f.bits
+        expected = all(bits[p >> 3] & (1 << (p & 7)) for p in f._positions(h))
+        assert (h in f) == expected
