@@ -33,7 +33,7 @@ async function networkFirst(request, fallbackKey) {
     if (response.ok) await cache.put(fallbackKey ?? request, response.clone());
     return response;
   } catch (err) {
-    const cached = await cache.match(fallbackKey ?? request);
+    const cached = await cache.match(fallbackKey ?? request, { ignoreVary: true });
     if (cached) return cached;
     throw err;
   }
@@ -50,7 +50,8 @@ self.addEventListener("fetch", (event) => {
   } else if (url.pathname === "/config.json") {
     event.respondWith(networkFirst(request));
   } else {
-    event.respondWith(caches.match(request).then((hit) => hit ?? fetch(request)));
+    // Hashed build files never change; ignoreVary: module scripts are requested with an Origin header.
+    event.respondWith(caches.match(request, { ignoreVary: true }).then((hit) => hit ?? fetch(request)));
   }
 });
 

@@ -135,6 +135,20 @@ describe("channel messages", () => {
     expect(ids.filter((id) => id.startsWith("b"))).toEqual(["b1", "b2", "b3"]);
   });
 
+  it("shows messages in the order they were written, whatever order they merged in", () => {
+    const base = channel();
+    const a = Automerge.change(Automerge.clone(base), (d) => {
+      S.postMessage(d, { id: "a1", author: ALICE, text: "first", now: 10 });
+      S.postMessage(d, { id: "a2", author: ALICE, text: "third", now: 30 });
+    });
+    const b = Automerge.change(Automerge.clone(base), (d) =>
+      S.postMessage(d, { id: "b1", author: BOB, text: "second", now: 20 }),
+    );
+    for (const merged of [Automerge.merge(Automerge.clone(a), b), Automerge.merge(Automerge.clone(b), a)]) {
+      expect(S.timeline(merged).map((m) => m.text)).toEqual(["first", "second", "third"]);
+    }
+  });
+
   it("counts unread messages by others past the read position, ignoring deleted ones", () => {
     let c = channel();
     c = post(c, "m1", ALICE, "one");

@@ -93,12 +93,21 @@ export class HearthApp {
     });
 
     await this.openCatalog();
-    this.router?.start();
-    void this.connectSyncserver();
+    if (navigator.onLine) {
+      this.router?.start();
+      void this.connectSyncserver();
+    }
 
+    // Offline means offline: no half-alive sockets delivering behind the indicator.
     const onlineChanged = () => {
+      if (navigator.onLine) {
+        this.router?.start();
+        if (!this.syncAdapter) void this.connectSyncserver();
+      } else {
+        this.router?.stop();
+        this.disconnectSyncserver();
+      }
       this.refreshStatus(false);
-      if (navigator.onLine) this.router?.retryNow();
     };
     addEventListener("online", onlineChanged);
     addEventListener("offline", onlineChanged);
@@ -239,22 +248,34 @@ export class HearthApp {
 
   // --- syncserver -----------------------------------------------------------
 
+  private syncGeneration = 0;
+
+  private disconnectSyncserver(): void {
+    this.syncGeneration++;
+    if (this.syncAdapter) this.repo.networkSubsystem.removeNetworkAdapter(this.syncAdapter);
+    this.syncAdapter = null;
+    this.status = { ...this.status, sync: "off" };
+  }
+
   private async connectSyncserver(): Promise<void> {
     const base = this.config.services.syncserver;
     if (!base) return;
+    const generation = ++this.syncGeneration;
     this.status = { ...this.status, sync: "connecting" };
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0; generation === this.syncGeneration; attempt++) {
       try {
         const token = await this.auth.syncToken();
+        if (generation !== this.syncGeneration) return;
         const url = `${base.replace(/^http/, "ws").replace(/\/+$/, "")}/?token=${encodeURIComponent(token)}`;
-        this.syncAdapter = new BrowserWebSocketClientAdapter(url, 5000);
-        this.syncAdapter.on("peer-candidate", () => {
-          this.status = { ...this.status, sync: "open" };
+        const adapter = new BrowserWebSocketClientAdapter(url, 5000);
+        this.syncAdapter = adapter;
+        adapter.on("peer-candidate", () => {
+          if (this.syncAdapter === adapter) this.status = { ...this.status, sync: "open" };
         });
-        this.syncAdapter.on("peer-disconnected", () => {
-          this.status = { ...this.status, sync: "connecting" };
+        adapter.on("peer-disconnected", () => {
+          if (this.syncAdapter === adapter) this.status = { ...this.status, sync: "connecting" };
         });
-        this.repo.networkSubsystem.addNetworkAdapter(this.syncAdapter);
+        this.repo.networkSubsystem.addNetworkAdapter(adapter);
         return;
       } catch (e) {
         console.info("syncserver not reachable yet:", String(e));
@@ -265,14 +286,33 @@ export class HearthApp {
 
   /** Owners keep the syncserver's access list in step with the space's members. */
   private maintainAccess(): void {
-    if (!this.syncAdapter) return;
     for (const [url, doc] of Object.entries(this.docs)) {
-      if (doc.type !== "hearth.space" || doc.createdBy !== this.did) continue;
+      if (doc.type !== "hearth.space" || !S.isMember(doc, this.did)) continue;
       const members = S.activeMembers(doc).map(([did]) => did);
       for (const target of [url, ...doc.channels.map((c) => c.url)]) {
-        void this.auth.setAccess(idOf(target), { public: true, readers: members, writers: members });
+        this.ensureAccess(target, { public: true, readers: members, writers: members });
       }
     }
+  }
+
+  private accessWanted = new Map<string, string>();
+
+  /**
+   * Sets a document's access on the syncserver once it has stored the
+   * document (404 until then: retried); only owners may (403: given up).
+   */
+  private ensureAccess(url: string, access: { public: boolean; readers: string[]; writers: string[] }) {
+    if (!this.config.services.syncserver) return;
+    const key = JSON.stringify(access);
+    if (this.accessWanted.get(url) === key) return;
+    this.accessWanted.set(url, key);
+    void (async () => {
+      for (let attempt = 0; attempt < 8 && this.accessWanted.get(url) === key; attempt++) {
+        const status = await this.auth.setAccess(idOf(url), access);
+        if (status === 200 || status === 403) return;
+        await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+      }
+    })();
   }
 
   // --- status -------------------------------------------------------------
@@ -417,11 +457,7 @@ export class HearthApp {
     this.track(dm as DocHandle<AnyDoc>);
     this.catalogHandle.change((d) => S.rememberDm(d, did, dm.url));
     this.announceDm(did, dm.url);
-    void this.auth.setAccess(idOf(dm.url), {
-      public: false,
-      readers: [this.did, did],
-      writers: [this.did, did],
-    });
+    this.ensureAccess(dm.url, { public: false, readers: [this.did, did], writers: [this.did, did] });
     return dm.url;
   }
 

@@ -53,11 +53,18 @@ export class RouterConnection extends Emitter<Events> implements RouterTransport
     void this.connect();
   }
 
+  /** Closes the connection and stays away until `start()`. */
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    this.ws?.close(1000, "bye");
+    this.timer = null;
+    const ws = this.ws;
     this.ws = null;
+    ws?.close(1000, "bye");
+    this.self = null;
+    const wasOpen = this.state === "open";
+    this.setState("closed");
+    if (wasOpen) this.emitEvent("close");
   }
 
   isOpen(): boolean {
@@ -92,6 +99,7 @@ export class RouterConnection extends Emitter<Events> implements RouterTransport
 
   private async connect(): Promise<void> {
     this.timer = null;
+    if (this.stopped) return;
     this.setState("connecting");
     let token: string;
     try {
@@ -101,6 +109,7 @@ export class RouterConnection extends Emitter<Events> implements RouterTransport
       this.scheduleReconnect();
       return;
     }
+    if (this.stopped) return;
     const wsUrl = this.opts.url.replace(/^http/, "ws").replace(/\/+$/, "");
     let ws: WebSocket;
     try {
@@ -144,8 +153,8 @@ export class RouterConnection extends Emitter<Events> implements RouterTransport
   }
 
   private scheduleReconnect(): void {
-    if (this.stopped) return;
     this.setState("closed");
+    if (this.stopped) return;
     const min = this.opts.minBackoffMs ?? 500;
     const max = this.opts.maxBackoffMs ?? 10_000;
     const delay = Math.min(max, min * 2 ** this.attempt++) * (0.5 + Math.random() / 2);

@@ -246,14 +246,25 @@ export function deleteMessage(d: ChannelDoc, id: string, by: string, now: number
   return true;
 }
 
-/** Top-level messages (not replies), tombstones without replies left out. */
+/**
+ * Top-level messages (not replies) in the order they were written: concurrent
+ * appends merge in an arbitrary (if deterministic) list order, so sort by
+ * time, list order breaking ties. Tombstones without replies are left out.
+ */
 export function timeline(d: ChannelDoc): Message[] {
   const replied = new Set(d.messages.filter((m) => m.replyTo && !m.deleted).map((m) => m.replyTo));
-  return d.messages.filter((m) => !m.replyTo && (!m.deleted || replied.has(m.id)));
+  return byTime(d.messages.filter((m) => !m.replyTo && (!m.deleted || replied.has(m.id))));
+}
+
+function byTime(messages: Message[]): Message[] {
+  return messages
+    .map((m, i) => [m, i] as const)
+    .sort((a, b) => a[0].createdAt - b[0].createdAt || a[1] - b[1])
+    .map(([m]) => m);
 }
 
 export function replies(d: ChannelDoc, id: string): Message[] {
-  return d.messages.filter((m) => m.replyTo === id && !m.deleted);
+  return byTime(d.messages.filter((m) => m.replyTo === id && !m.deleted));
 }
 
 /** Messages by others, not deleted, beyond the number this reader has seen. */

@@ -67,11 +67,11 @@ export class ServiceAuth {
     return body.token;
   }
 
-  /** Owner only: who may read and write a document on the syncserver. Best effort. */
+  /** Owner only: who may read and write a document on the syncserver. Returns the HTTP status (0: unreachable). */
   async setAccess(
     documentId: string,
     access: { public: boolean; readers: string[]; writers: string[] },
-  ): Promise<boolean> {
+  ): Promise<number> {
     try {
       const res = await fetch(`${this.httpBase("syncserver")}/xrpc/${NSID.syncSetAccess}`, {
         method: "POST",
@@ -81,9 +81,9 @@ export class ServiceAuth {
         },
         body: JSON.stringify({ documentId, ...access }),
       });
-      return res.ok;
+      return res.status;
     } catch {
-      return false;
+      return 0;
     }
   }
 }
