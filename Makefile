@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install install-test lint typecheck pytest bench clean
+.PHONY: up test install install-test lint typecheck frontend-test pytest bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,10 +30,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Builds the PWA (the browser tests load it) and runs its unit tests (Vitest).
+frontend-test:
+	bash scripts/build-frontend.sh
+	cd frontend && npm test
+
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: install-test lint typecheck pytest
+test: install-test lint typecheck frontend-test pytest
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
