@@ -91,6 +91,7 @@ function runSync(a, b, stateA) {
   let messages = 0
   let bytes = 0
   const t0 = process.hrtime.bigint()
+  const cpu0 = process.cpuUsage()
   for (let round = 0; round < 1000; round++) {
     let m1, m2
     ;[sa, m1] = A.generateSyncMessage(a, sa)
@@ -108,7 +109,8 @@ function runSync(a, b, stateA) {
     if (!m1 && !m2) break
   }
   const ms = Number(process.hrtime.bigint() - t0) / 1e6
-  return { a, b, messages, bytes, ms }
+  const cpu = process.cpuUsage(cpu0)
+  return { a, b, messages, bytes, ms, cpu_ms: (cpu.user + cpu.system) / 1000 }
 }
 
 const ops = {
@@ -181,10 +183,10 @@ const ops = {
     }
   },
   js_sync(req) {
-    const { a, b, messages, bytes, ms } = runSync(docs.get(req.a), docs.get(req.b), req.state_a)
+    const { a, b, messages, bytes, ms, cpu_ms } = runSync(docs.get(req.a), docs.get(req.b), req.state_a)
     docs.set(req.a, a)
     docs.set(req.b, b)
-    return { messages, bytes, ms, heads_a: A.getHeads(a), heads_b: A.getHeads(b) }
+    return { messages, bytes, ms, cpu_ms, heads_a: A.getHeads(a), heads_b: A.getHeads(b) }
   },
 }
 
