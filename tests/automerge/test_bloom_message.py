@@ -158,3 +158,14 @@ def test_membership_matches_probe_positions(members: list[bytes], others: list[b
         bits = f.bits
         expected = all(bits[p >> 3] & (1 << (p & 7)) for p in f._positions(h))
         assert (h in f) == expected
+
+
+@pytest.mark.parametrize("changes", [1, 2, 3, 7, 13])
+def test_small_bloom_filters_identical_to_js(js: JsHelper, changes: int) -> None:
+    gen = js.call("generate", seed=changes, changes=changes, actors=1, big=False, name="small")
+    assert len(gen["hashes"]) == changes
+    js.call("sync_state", name="small")
+    msg = js.call("decode_sync", msg=js.call("generate_sync", doc="small", state="small")["msg"])
+    ours = BloomFilter.from_hashes(bytes.fromhex(h) for h in gen["hashes"]).encode()
+    assert ours == unb64(msg["have"][0]["bloom"])
+    assert len(ours) == 3 + (changes * 10 + 7) // 8
