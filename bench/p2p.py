@@ -7,7 +7,9 @@ needs non-loopback addresses, which a veth pair provides). Measures:
 * time from `join` (the second peer's `listen`) to the first message arriving
   over the data channel, median of several joins;
 * messages/s and MB/s from one peer to the other for the same workload over the
-  channel and over the relay (`PeerConfig(webrtc=False)`), and their ratio.
+  channel and over the relay (`PeerConfig(webrtc=False)`), and their ratio;
+* the same workload on a bare aiortc data channel (the anchor: what our
+  sequencing, acks and envelope cost on top of aiortc).
 
 The router's per-connection rate limits are raised for the relay run so it
 measures relaying, not the limiter.
@@ -161,6 +163,51 @@ async def throughput(router: RunningRouter, webrtc: bool, count: int, size: int)
     }
 
 
+async def raw_aiortc(count: int, size: int) -> dict[str, Any]:
+    """The anchor: one aiortc data channel, no Hearth layer, same workload and flow control."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    a = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    b = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    dc = a.createDataChannel("bench")
+    got = 0
+    done = asyncio.Event()
+    opened = asyncio.Event()
+    low = asyncio.Event()
+
+    def on_message(_data: bytes) -> None:
+        nonlocal got
+        got += 1
+        if got == count:
+            done.set()
+
+    b.on("datachannel", lambda channel: channel.on("message", on_message))
+    dc.on("open", opened.set)
+    dc.bufferedAmountLowThreshold = 64 * 1024
+    dc.on("bufferedamountlow", low.set)
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    await b.setLocalDescription(await b.createAnswer())
+    await a.setRemoteDescription(b.localDescription)
+    await asyncio.wait_for(opened.wait(), 60)
+    payload = os.urandom(size)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        dc.send(payload)
+        if dc.bufferedAmount >= 256 * 1024:
+            low.clear()
+            await low.wait()
+    await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.perf_counter() - t0
+    await a.close()
+    await b.close()
+    return {
+        "seconds": elapsed,
+        "msgs_per_s": count / elapsed,
+        "mb_per_s": count * size / elapsed / 1e6,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     setup_loopback()
     add_veth()
@@ -180,12 +227,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ):
                 channel = await throughput(router, True, count, size)
                 relay = await throughput(router, False, count, size)
+                anchor = await raw_aiortc(count, size)
                 assert channel["path"] == "channel" and relay["path"] == "relay"
                 out[f"{name} ({count} x {size} B)"] = {
                     "channel": channel,
                     "relay": relay,
-                    "channel/relay msgs/s": float(channel["msgs_per_s"])
-                    / float(relay["msgs_per_s"]),
+                    "aiortc": anchor,
+                    "channel/relay msgs/s": channel["msgs_per_s"] / relay["msgs_per_s"],
+                    "channel/aiortc msgs/s": channel["msgs_per_s"] / anchor["msgs_per_s"],
                 }
             return out
 
@@ -207,11 +256,13 @@ def main() -> None:
     print(f"join -> first channel message: {join_ms:.0f} ms (median)")
     for key, value in result.items():
         if isinstance(value, dict) and "channel" in value:
-            c, r = value["channel"], value["relay"]
+            c, r, x = value["channel"], value["relay"], value["aiortc"]
             print(
                 f"{key}: channel {c['msgs_per_s']:.0f} msg/s {c['mb_per_s']:.2f} MB/s; "
                 f"relay {r['msgs_per_s']:.0f} msg/s {r['mb_per_s']:.2f} MB/s; "
-                f"channel/relay {value['channel/relay msgs/s']:.2f}x"
+                f"bare aiortc channel {x['msgs_per_s']:.0f} msg/s {x['mb_per_s']:.2f} MB/s; "
+                f"channel/relay {value['channel/relay msgs/s']:.2f}x, "
+                f"channel/bare aiortc {value['channel/aiortc msgs/s']:.2f}x"
             )
 
 

@@ -55,6 +55,8 @@ log = logging.getLogger("hearth.peer")
 
 
 ACK_DELAY = 0.01  # seconds an ack may wait to cover more packets
+CHANNEL_HIGH_WATER = 256 * 1024  # stop writing into a data channel above this buffered amount
+CHANNEL_LOW_WATER = 64 * 1024  # and resume below this
 
 
 class Path(StrEnum):
@@ -154,6 +156,7 @@ class PeerLink:
         self._wake = asyncio.Event()
         self._hold_until = self._loop.time() + (config.relay_delay if config.webrtc else 0.0)
         self._ack_scheduled = False
+        self._buffer_low = asyncio.Event()
         self._window_event = asyncio.Event()
         self._window_event.set()
         self._signals: asyncio.Queue[SignalBody] = asyncio.Queue()
@@ -285,13 +288,18 @@ class PeerLink:
                 continue
             if self._channel_ready():
                 dc = self._dc
-                while outbox:
+                while outbox and dc.bufferedAmount < CHANNEL_HIGH_WATER:
                     packet = outbox.popleft()
                     dc.send(packet)
                     counters.sent_bytes[Path.CHANNEL] += len(packet)
                     counters.sent_packets[Path.CHANNEL] += 1
-                # let aiortc's SCTP transport run before the next batch
-                await asyncio.sleep(0)
+                if outbox and dc.bufferedAmount >= CHANNEL_HIGH_WATER:
+                    # aiortc queues without bound: wait until SCTP has sent most of it
+                    # (a failed attempt sets the event too, so we never wait on a dead channel)
+                    self._buffer_low.clear()
+                    await self._buffer_low.wait()
+                else:
+                    await asyncio.sleep(0)  # let aiortc's SCTP transport run
                 continue
             hold = self._hold_until - self._loop.time()
             if hold > 0:
@@ -381,6 +389,8 @@ class PeerLink:
             return
         log.info("channel to %s open (generation %d)", self.conn_id, gen)
         self._dc = dc
+        dc.bufferedAmountLowThreshold = CHANNEL_LOW_WATER
+        dc.on("bufferedamountlow", self._buffer_low.set)
         self.channels_opened += 1
         self.channel_open_event.set()
         self.changed.set()
@@ -403,6 +413,7 @@ class PeerLink:
         self._dc = None
         self.channel_open_event.clear()
         self.changed.set()
+        self._buffer_low.set()
         self._hold_until = 0.0  # relay from now on until a channel opens
         if had_channel or self._outbox:
             self._switch_path()

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,7 @@ OnMessage = Callable[[PeerLink, DocumentId, bytes], None]
 OnLink = Callable[[PeerLink, DocumentId, bool], None]
 
 ICE_SERVERS_TIMEOUT = 10.0
+CLOSED_LINKS_KEPT = 100
 
 
 class Peer:
@@ -66,7 +68,8 @@ class Peer:
         self.on_message = on_message
         self.on_link = on_link
         self.links: dict[ConnId, PeerLink] = {}
-        self.closed_links: list[dict[str, Any]] = []  # stats of links that ended
+        # stats of the last links that ended
+        self.closed_links: deque[dict[str, Any]] = deque(maxlen=CLOSED_LINKS_KEPT)
         self.errors: list[ErrorMessage] = []
         self.changed = asyncio.Event()  # set whenever a link appears or goes
         self._task: asyncio.Task[None] | None = None
