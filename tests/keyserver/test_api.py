@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 from typing import Any
 
 import httpx
@@ -320,6 +321,35 @@ async def test_concurrent_first_lookups_make_one_keypair(
     assert len({r.text for r in responses}) == 1
     metrics = (await keyserver.http.get("/metrics")).text
     assert 'hearth_keyserver_keys_created_total{how="lookup"} 1.0' in metrics
+    conn = sqlite3.connect(keyserver.data_dir / "keyserver" / "keys.sqlite3")
+    try:
+        rows = conn.execute("SELECT count(*) FROM keys WHERE did = ?", (ident.did,)).fetchone()
+    finally:
+        conn.close()
+    assert rows == (1,)
+
+
+async def test_rate_limit_behind_a_trusted_proxy(world: World, tmp_path: Any) -> None:
+    from tests.keyserver.conftest import running_keyserver
+
+    env = {
+        "HEARTH_KEYSERVER_CREATE_BURST": "1",
+        "HEARTH_KEYSERVER_CREATE_PER_MINUTE": "0.001",
+        "HEARTH_KEYSERVER_CLIENT_IP_HEADER": "X-Forwarded-For",
+    }
+    async with running_keyserver(world, tmp_path, env) as ks:
+
+        async def lookup(forwarded: str) -> int:
+            did = world.new_plc_identity().did
+            r = await ks.http.get(
+                PUBLIC, params={"did": did}, headers={"X-Forwarded-For": forwarded}
+            )
+            return r.status_code
+
+        # The proxy appends the real client; what the client wrote before it is ignored.
+        assert await lookup("10.0.0.1") == 200
+        assert await lookup("10.0.0.2") == 200
+        assert await lookup("10.0.0.9, 10.0.0.1") == 429
 
 
 async def test_creation_is_rate_limited_per_address(world: World, tmp_path: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import stat
 from pathlib import Path
@@ -54,3 +55,19 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
         await store.get(ALICE)
     with pytest.raises(RuntimeError):
         await store.create(ALICE, new_keys(), 1)
+
+
+async def test_concurrent_creates_across_connections_store_one(tmp_path: Path) -> None:
+    """Two stores on one file (as two processes would be): still exactly one keypair."""
+    path = tmp_path / "keys.sqlite3"
+    a = await SqliteKeyStore.open(path)
+    b = await SqliteKeyStore.open(path)
+    try:
+        results = await asyncio.gather(
+            *(store.create(ALICE, new_keys(), 1000) for store in [a, b] * 25)
+        )
+        assert len(set(results)) == 1
+        assert await a.get(ALICE) == await b.get(ALICE) == results[0]
+    finally:
+        await a.close()
+        await b.close()
