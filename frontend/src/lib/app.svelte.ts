@@ -19,6 +19,7 @@ import { ServiceAuth } from "./services";
 import * as S from "./schema";
 import type { CatalogDoc, ChannelDoc, Level, SpaceDoc } from "./schema";
 import { notifyMentions } from "./notifications";
+import { ackFrame } from "./frame";
 
 type AnyDoc = CatalogDoc | SpaceDoc | ChannelDoc;
 
@@ -70,11 +71,20 @@ export class HearthApp {
     const peerId = `hearth-${this.identity.did.slice(-8)}-${crypto.randomUUID().slice(0, 8)}` as PeerId;
 
     const network = [];
+    let deviceId = await deviceSettings.get<string>("device");
+    if (!deviceId) {
+      deviceId = `web-${crypto.randomUUID()}`;
+      await deviceSettings.set("device", deviceId);
+    }
     if (this.config.services.router) {
       this.router = new RouterConnection({
         url: this.config.services.router,
         did: this.identity.did,
         token: () => this.auth.routerToken(),
+        deviceId,
+      });
+      this.router.on("message", (m) => {
+        if (m.verb === "mail") this.onMail(m.from, m.msgId, m.body);
       });
       this.routerAdapter = new RouterNetworkAdapter({ transport: this.router });
       this.routerAdapter.onChange(() => this.refreshStatus(true));
@@ -131,8 +141,16 @@ export class HearthApp {
     this.catalogUrl = handle.url;
   }
 
-  /** Opens a document (from storage or peers) and keeps its snapshot in `docs`. */
-  open(url: string): Promise<DocHandle<AnyDoc> | null> {
+  /** DIDs that may hold documents we are still fetching (a DM, a space's channels). */
+  private expectedAudience = new Map<string, Set<string>>();
+
+  /**
+   * Opens a document (from storage or peers) and keeps its snapshot in `docs`.
+   * With `audience`, only those people (and the syncserver) are asked for it,
+   * and so only they are sent it when it arrives.
+   */
+  open(url: string, audience?: Iterable<string>): Promise<DocHandle<AnyDoc> | null> {
+    if (audience && !this.docs[url]) this.expectedAudience.set(url, new Set(audience));
     const known = this.handles.get(url);
     if (known) return Promise.resolve(known);
     let pending = this.opening.get(url);
@@ -160,11 +178,15 @@ export class HearthApp {
   private track(handle: DocHandle<AnyDoc>): void {
     if (this.handles.has(handle.url)) return;
     this.handles.set(handle.url, handle);
+    this.expectedAudience.delete(handle.url);
     const update = () => {
       const doc = handle.doc();
       if (!doc) return;
+      const first = !this.docs[handle.url];
       this.docs = { ...this.docs, [handle.url]: doc };
       this.followReferences(doc);
+      // Now that we know who it belongs to, stop syncing it with anyone else.
+      if (first) void this.repo.shareConfigChanged();
     };
     handle.on("change", update);
     update();
@@ -177,7 +199,8 @@ export class HearthApp {
       for (const url of Object.values(doc.dms ?? {})) void this.open(url);
       this.updateInterests();
     } else if (doc.type === "hearth.space") {
-      for (const ch of doc.channels ?? []) void this.open(ch.url);
+      const members = S.activeMembers(doc).map(([did]) => did);
+      for (const ch of doc.channels ?? []) void this.open(ch.url, members);
       this.maintainAccess();
     }
   }
@@ -219,7 +242,7 @@ export class HearthApp {
   /** DIDs allowed to hold a document we have open; null when anyone with its id may. */
   private audience(url: string): Set<string> | null {
     const doc = this.docs[url];
-    if (!doc) return null;
+    if (!doc) return this.expectedAudience.get(url) ?? null;
     if (doc.type === "hearth.catalog") return new Set([this.did]);
     if (doc.type === "hearth.dm") return new Set(doc.members ?? []);
     const space = doc.type === "hearth.space" ? doc : this.space(doc.space);
@@ -239,7 +262,7 @@ export class HearthApp {
     const did = this.didOfPeer(peer);
     if (did === null) return true;
     const doc = this.docs[urlOf(docId)];
-    if (!doc) return true;
+    if (!doc) return this.expectedAudience.get(urlOf(docId))?.has(did) ?? true;
     if (doc.type === "hearth.catalog" || doc.type === "hearth.dm") {
       return this.audience(urlOf(docId))!.has(did);
     }
@@ -418,7 +441,12 @@ export class HearthApp {
     this.markRead(channelUrl);
     const targets = ch?.type === "hearth.dm" ? (ch.members ?? []).filter((d) => d !== this.did) : mentions;
     if (targets.length && this.router) {
-      notifyMentions(this.router, targets, { channel: channelUrl, msgId: id, ping: !!opts.ping });
+      notifyMentions(this.router, targets, {
+        channel: channelUrl,
+        msgId: id,
+        ping: !!opts.ping,
+        dm: ch?.type === "hearth.dm",
+      });
     }
   }
 
@@ -475,13 +503,26 @@ export class HearthApp {
     const p = payload as { kind?: string; url?: string };
     if (p?.kind !== "dm" || typeof p.url !== "string" || !p.url.startsWith("automerge:")) return;
     if (this.catalog?.dms?.[from]) return;
-    const handle = await this.open(p.url);
+    const handle = await this.open(p.url, [from, this.did]);
     const doc = handle?.doc() as ChannelDoc | undefined;
     // Only accept a DM that really is between the sender and us.
     if (doc?.type !== "hearth.dm" || !doc.members?.includes(from) || !doc.members.includes(this.did)) {
       return;
     }
     this.catalogHandle.change((d) => S.rememberDm(d, from, p.url!));
+  }
+
+  /** Mail from the router's mailbox: acknowledged, then shown as a notice. */
+  private onMail(from: string, msgId: string, body: Uint8Array): void {
+    this.router?.send(ackFrame(msgId));
+    let kind = "mention";
+    try {
+      kind = (JSON.parse(new TextDecoder().decode(body)) as { kind?: string }).kind ?? kind;
+    } catch {
+      // sealed or unknown payloads still say that someone wants attention
+    }
+    const what = kind === "dm" ? "sent you a direct message" : "mentioned you";
+    this.lastPush = `${this.nameOf(from)}: ${what}`;
   }
 
   nameOf(did: string): string {

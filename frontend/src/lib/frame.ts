@@ -107,6 +107,7 @@ export const iceServersFrame = () => encodeFrame(["ice-servers"]);
 export const mailFrame = (toDid: string, msgId: string, ttl: number, urgency: string, body: Uint8Array) =>
   encodeFrame(["mail", toDid, msgId, ttl, urgency], body);
 export const ackFrame = (msgId: string) => encodeFrame(["ack", msgId]);
+export const deviceFrame = (deviceId: string) => encodeFrame(["device", deviceId]);
 
 export function decodeJsonBody(body: Uint8Array): unknown {
   return JSON.parse(decoder.decode(body));

@@ -2,7 +2,7 @@
 // the interest set across reconnects, parses frames into RouterMessages.
 
 import { Emitter } from "./emitter";
-import { FrameError, listenFrame, parseRouterFrame, type RouterMessage } from "./frame";
+import { deviceFrame, FrameError, listenFrame, parseRouterFrame, type RouterMessage } from "./frame";
 
 /** What the router adapter needs from a router connection (tests pass a fake). */
 export interface RouterTransport {
@@ -30,6 +30,8 @@ export interface RouterConnectionOptions {
   did: string;
   /** A fresh single-use token for each attempt (self-signed did:key JWT or router token). */
   token: () => Promise<string>;
+  /** Names this browser to the router's mailbox, so mail waits for it. */
+  deviceId?: string;
   minBackoffMs?: number;
   maxBackoffMs?: number;
 }
@@ -124,6 +126,7 @@ export class RouterConnection extends Emitter<Events> implements RouterTransport
     ws.onopen = () => {
       this.attempt = 0;
       this.setState("open");
+      if (this.opts.deviceId) this.send(deviceFrame(this.opts.deviceId));
       if (this.interests.length) this.send(listenFrame(this.interests));
       this.emitEvent("open");
     };
