@@ -46,7 +46,7 @@ RAW = "raw"  # envelope docId of the numbered messages in ice_fail
 class Node:
     client: RouterClient
     peer: Peer
-    sync: DocumentSync
+    sync: DocumentSync  # unused (no documents) when the node was made with on_message
 
     async def close(self) -> None:
         await self.peer.close()
@@ -58,12 +58,23 @@ class Env:
     router: RunningRouter
     tmp: Path
 
-    async def node(self, config: PeerConfig, document: Document | None = None) -> Node:
+    async def node(
+        self,
+        config: PeerConfig,
+        document: Document | None = None,
+        on_message: Callable[[PeerLink, str, bytes], None] | None = None,
+    ) -> Node:
+        """A started peer listening to DOC: Automerge sync of `document`, or raw
+        messages to `on_message` if given."""
         client = RouterClient(self.router.url, did_key_auth(Signer.generate(), self.router.did))
         await client.start()
         peer = Peer(client, config)
         sync = DocumentSync(peer)
-        sync.add(DOC, document if document is not None else Document())
+        if on_message is None:
+            sync.add(DOC, document if document is not None else Document())
+        else:
+            peer.on_message = on_message
+            peer.on_link = None
         await peer.start()
         await peer.listen(DOC)
         return Node(client, peer, sync)
@@ -160,10 +171,8 @@ async def ice_fail(n1: int, after_open: int) -> dict[str, Any]:
 
     cfg = config(relay_delay=0.0, ice_timeout=3_000 * MS, retry_min=300 * MS, retry_max=1_000 * MS)
     async with router_env() as env:
-        a = await env.node(cfg)
-        b = await env.node(cfg)
-        b.peer.on_message = on_message  # numbered raw messages, not Automerge
-        a.peer.on_message = b.peer.on_link = a.peer.on_link = None
+        a = await env.node(cfg, on_message=on_message)
+        b = await env.node(cfg, on_message=on_message)
         link = await asyncio.wait_for(a.peer.wait_link(), WAIT)
         blink = await asyncio.wait_for(b.peer.wait_link(), WAIT)
         for i in range(n1):
@@ -377,11 +386,8 @@ async def channel_drop(before: int, after: int) -> dict[str, Any]:
 
     cfg = config(relay_delay=0.0, retry_min=200 * MS, retry_max=1_000 * MS)
     async with router_env() as env:
-        a = await env.node(cfg)
-        b = await env.node(cfg)
-        for node in (a, b):
-            node.peer.on_link = None
-        b.peer.on_message = on_message
+        a = await env.node(cfg, on_message=on_message)
+        b = await env.node(cfg, on_message=on_message)
         link = await asyncio.wait_for(a.peer.wait_link(), WAIT)
         blink = await asyncio.wait_for(b.peer.wait_link(), WAIT)
         await asyncio.wait_for(link.wait_channel(), WAIT)

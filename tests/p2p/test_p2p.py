@@ -38,7 +38,7 @@ async def test_ice_failure_relays_everything_then_a_channel_takes_over() -> None
     assert p1a["attemptsFailed"] >= 1 and p1a["channelsOpened"] == 0
     assert p1a["path"] == "relay"
     assert p1a["sentBytes"]["channel"] == 0 and p1a["sentBytes"]["relay"] > 0
-    assert p1b["receivedBytes"]["relay"] == p1a["sentBytes"]["relay"]
+    assert p1b["receivedBytes"]["channel"] == 0 and p1b["receivedPackets"]["relay"] >= 300
     assert r["phase1"]["metrics"]["hearth_router_relayed_bytes"] > 0
     # phase 2: a later attempt opened a channel mid-stream and took over
     assert r["sent_at_open"] > 300

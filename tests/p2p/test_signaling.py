@@ -113,3 +113,27 @@ async def test_ice_servers_stun_and_turn(tmp_path: Path) -> None:
         await a.close()
     finally:
         await stop_router(router, task)
+
+
+def test_settings_from_environment() -> None:
+    from hearth.config import ServiceConfig, Settings, build_options
+    from router.signaling import OPTIONS, SignalingSettings
+
+    env = {
+        "HEARTH_ROUTER_STUN_URLS": "stun:s.example:3478",
+        "HEARTH_ROUTER_TURN_URLS": "turn:t.example:3478?transport=udp, turns:t.example:5349",
+        "HEARTH_ROUTER_TURN_SECRET": "x",
+        "HEARTH_ROUTER_TURN_TTL": "120",
+        "HEARTH_ROUTER_SIGNAL_RATE": "5",
+    }
+    options = build_options(None, "router", OPTIONS, env)
+    config = ServiceConfig("router", Settings(), options)
+    settings = SignalingSettings.from_config(config)
+    assert settings.ice.stun_urls == ("stun:s.example:3478",)
+    assert settings.ice.turn_urls == ("turn:t.example:3478?transport=udp", "turns:t.example:5349")
+    assert settings.ice.turn_secret == "x" and settings.ice.turn_ttl == 120
+    assert settings.rate == (5.0, 200.0)
+    defaults = SignalingSettings.from_config(
+        ServiceConfig("router", Settings(), build_options(None, "router", OPTIONS, {}))
+    )
+    assert not defaults.ice.turn_enabled and defaults.ice.stun_urls == ()
