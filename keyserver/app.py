@@ -151,7 +151,14 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     async def health() -> dict[str, Any]:
         keyring = handlers.keyring
-        return {"ready": keyring is not None}
+        if keyring is None:
+            return {"ready": False}
+        try:
+            await keyring.ping()
+        except Exception:  # noqa: BLE001 - health reports, it does not raise
+            log.exception("key store does not answer")
+            return {"ready": True, "storage": "error"}
+        return {"ready": True, "storage": "ok"}
 
     routes = [
         Route(f"/xrpc/{h.PUBLIC}", handlers.route(h.PUBLIC, handlers.public)),

@@ -139,6 +139,10 @@ class Keyring:
         # across processes too.
         self._creating: dict[Did, asyncio.Task[KeyRecord]] = {}
 
+    async def ping(self) -> None:
+        """Raise if storage cannot answer."""
+        await self._store.ping()
+
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 

@@ -454,6 +454,6 @@ async def test_well_known_health_metrics(keyserver: Keyserver) -> None:
     ids = {s["id"]: s["serviceEndpoint"] for s in doc["service"]}
     assert ids == {"#hearth_keyserver": keyserver.url, "#roomy_keyserver": keyserver.url}
     health = (await keyserver.http.get("/xrpc/_health")).json()
-    assert health["ready"] is True and "version" in health
+    assert health["ready"] is True and health["storage"] == "ok" and "version" in health
     r = await keyserver.http.get("/metrics")
     assert r.status_code == 200 and "hearth_keyserver_requests_total" in r.text

@@ -273,3 +273,34 @@ async def test_logs_carry_no_keys_or_tokens(
     for token in tokens:
         assert token not in text and token.split(".")[2] not in text
     assert master not in text
+
+
+async def test_database_writer_cannot_move_keys_between_dids(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Copying Bob's whole key row onto Alice's does not hand Alice Bob's private keys."""
+    alice, bob = world.new_plc_identity(), world.new_web_identity()
+    data = tmp_path / "data"
+    async with running_keyserver(world, data) as ks:
+        bob_keys = (await ks.private(bob)).json()
+        assert (await ks.private(alice)).status_code == 200
+    conn = sqlite3.connect(data / "keyserver" / "keys.sqlite3")
+    try:
+        conn.execute(
+            "UPDATE keys SET (signing_key, encryption_key, sealed_private) ="
+            " (SELECT signing_key, encryption_key, sealed_private FROM keys WHERE did = ?)"
+            " WHERE did = ?",
+            (bob.did, alice.did),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    with caplog.at_level(logging.ERROR):
+        async with running_keyserver(world, data) as ks:
+            r = await ks.private(alice)
+            assert r.status_code == 500
+            assert r.json()["error"] == "InternalServerError"
+            assert bob_keys["signingPrivateKey"] not in r.text
+            # Bob is unaffected.
+            assert (await ks.private(bob)).json() == bob_keys
+    assert "do not open" in caplog.text
