@@ -137,6 +137,7 @@ async def open_raw(
         subprotocols=[websockets.Subprotocol(p) for p in protos],
         compression=None,
         open_timeout=TIMEOUT,
+        max_queue=None,  # unread frames must never pause reading (and delay close)
     )
     assert ws.subprotocol == "authorization"
     data = await asyncio.wait_for(ws.recv(decode=False), TIMEOUT)
