@@ -396,12 +396,17 @@ class PeerLink:
         self.changed.set()
         self._switch_path()
 
+    def _later(self, delay: float, callback: Callable[[], None]) -> None:
+        now = self._loop.time()
+        self._timers = [t for t in self._timers if t.when() > now and not t.cancelled()]
+        self._timers.append(self._loop.call_later(delay, callback))
+
     def _arm_timeout(self, gen: int) -> None:
         def fire() -> None:
             if gen == self.generation and not self._channel_ready():
                 self._attempt_failed(gen, "ICE timeout")
 
-        self._timers.append(self._loop.call_later(self.config.ice_timeout, fire))
+        self._later(self.config.ice_timeout, fire)
 
     def _attempt_failed(self, gen: int, why: str) -> None:
         if self.closed or gen != self.generation or gen <= self._failed_gen:
@@ -426,7 +431,7 @@ class PeerLink:
                 self.config.retry_max,
                 self.config.retry_min * 2 ** min(self.attempts_failed - 1, 16),
             )
-            self._timers.append(self._loop.call_later(delay, self._retry, gen))
+            self._later(delay, lambda: self._retry(gen))
         else:
             self._spawn(self._signal(Restart(gen)))
 
@@ -450,7 +455,13 @@ class PeerLink:
 
     async def _close_pc(self) -> None:
         pc, self._pc = self._pc, None
-        self._dc = None
+        if self._dc is not None:
+            # replaced under an open channel (a newer offer): what it had in flight goes again
+            self._dc = None
+            self.channel_open_event.clear()
+            self._buffer_low.set()
+            if not self.closed:
+                self._switch_path()
         if pc is not None:
             await self._close(pc)
 
