@@ -10,7 +10,6 @@ from collections.abc import Iterable, Iterator
 
 from . import sync
 from .chunk import Change, DocumentChunk, iter_chunks
-from .errors import AutomergeError
 from .graph import ChangeGraph
 from .message import SyncMessage
 from .state import SyncState
@@ -58,6 +57,7 @@ class Document:
         """Add every chunk of ``blob``; return the hashes newly applied, in causal order.
 
         All chunks are parsed and checked before any is added, so a malformed blob
+        (or a change JS would refuse: duplicate or out-of-sequence seq for its actor)
         raises :class:`AutomergeError` and changes nothing. Changes whose deps are
         absent wait (see :meth:`missing_deps`) and are reported by the call that
         finally applies them. Persist the returned changes before advertising
@@ -77,20 +77,8 @@ class Document:
         return added
 
     def apply_changes(self, changes: Iterable[Change]) -> list[bytes]:
-        """Add parsed changes, all-or-nothing with respect to seq conflicts."""
-        batch = list(changes)
-        seen: dict[tuple[bytes, int], bytes] = {}
-        for c in batch:
-            self._graph.check(c)
-            other = seen.setdefault((c.actor, c.seq), c.hash)
-            if other != c.hash:
-                raise AutomergeError(
-                    f"two different changes by actor {c.actor.hex()} with seq {c.seq}"
-                )
-        added: list[bytes] = []
-        for c in batch:
-            added.extend(self._graph.add(c))
-        return added
+        """Add parsed changes; all or nothing (see :meth:`ChangeGraph.add_batch`)."""
+        return self._graph.add_batch(changes)
 
     # -- reading -------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator
+from itertools import chain
 
 from .chunk import Change
 from .errors import AutomergeError
@@ -30,11 +31,13 @@ class ChangeGraph:
         self._deps_idx: list[tuple[int, ...]] = []
         self._index: dict[bytes, int] = {}
         self._heads: set[bytes] = set()
-        self._clock: dict[bytes, int] = {}
-        self._seq_owner: dict[tuple[bytes, int], bytes] = {}
+        self._by_actor: dict[bytes, list[bytes]] = {}  # hashes by seq - 1
+        self._queued_seq: dict[tuple[bytes, int], bytes] = {}
         self._queue: dict[bytes, Change] = {}
         self._waiting: dict[bytes, list[bytes]] = {}
         self._missing_count: dict[bytes, int] = {}
+        #: Queued changes dropped because they broke the seq rule when released.
+        self.dropped = 0
 
     # -- reading -------------------------------------------------------------
 
@@ -64,8 +67,8 @@ class ChangeGraph:
 
     @property
     def clock(self) -> dict[bytes, int]:
-        """Highest applied ``seq`` per actor id (a copy)."""
-        return dict(self._clock)
+        """Highest applied ``seq`` per actor id (seqs are contiguous from 1)."""
+        return {actor: len(hashes) for actor, hashes in self._by_actor.items()}
 
     @property
     def queued(self) -> int:
@@ -74,52 +77,131 @@ class ChangeGraph:
 
     def missing_deps(self, heads: Iterable[bytes] = ()) -> list[bytes]:
         """Sorted hashes that queued changes (or ``heads``) need and nobody has given us."""
-        missing = {h for h in self._waiting if h not in self._queue}
+        queue = self._queue
+        missing = {
+            h
+            for h, waiters in self._waiting.items()
+            if h not in queue and any(w in queue for w in waiters)
+        }
         missing.update(h for h in heads if h not in self._index and h not in self._queue)
         return sorted(missing)
 
     # -- adding --------------------------------------------------------------
 
-    def check(self, change: Change) -> None:
-        """Raise :class:`AutomergeError` if ``change`` conflicts with what we hold."""
-        owner = self._seq_owner.get((change.actor, change.seq))
-        if owner is not None and owner != change.hash:
+    def add(self, change: Change) -> list[bytes]:
+        """Add one change; see :meth:`add_batch`."""
+        return self.add_batch([change])
+
+    def add_batch(self, changes: Iterable[Change]) -> list[bytes]:
+        """Add changes in any order; return the hashes newly applied, in causal order.
+
+        Changes whose dependencies are absent are queued and reported by the call
+        that finally applies them. All or nothing: raises :class:`AutomergeError`
+        and changes nothing if one of ``changes`` has the actor and seq of a
+        different change, or is ready to apply but does not carry its actor's next
+        seq (JS refuses such documents, so we never store them). A change queued by
+        an earlier call that turns out to break that rule when released is dropped,
+        together with the queued changes that depend on it.
+        """
+        index, queue = self._index, self._queue
+        new: dict[bytes, Change] = {}
+        batch_seq: dict[tuple[bytes, int], bytes] = {}
+        for c in changes:
+            if c.hash in index or c.hash in queue or c.hash in new:
+                continue
+            self._check_seq(c, batch_seq)
+            new[c.hash] = c
+
+        # Plan first (no mutation), so a bad change rejects the whole batch. Input
+        # order is kept where dependencies allow, so load(save()) is stable.
+        clock: dict[bytes, int] = {}
+        counts: dict[bytes, int] = {}
+        sim_waiting: dict[bytes, list[bytes]] = {}
+        planned: set[bytes] = set()
+        order: list[Change] = []
+        evicted: list[bytes] = []
+        for first in new.values():
+            missing = {d for d in first.deps if d not in index and d not in planned}
+            if missing:
+                counts[first.hash] = len(missing)
+                for d in missing:
+                    sim_waiting.setdefault(d, []).append(first.hash)
+                continue
+            ready = [first]
+            while ready:
+                c = ready.pop()
+                have = clock.get(c.actor)
+                if have is None:
+                    have = len(self._by_actor.get(c.actor, ()))
+                if c.seq != have + 1:
+                    if c.hash in new:
+                        raise AutomergeError(
+                            f"change {c.hash.hex()} by actor {c.actor.hex()} has seq {c.seq}, "
+                            f"expected {have + 1}"
+                        )
+                    evicted.append(c.hash)
+                    continue
+                clock[c.actor] = c.seq
+                order.append(c)
+                planned.add(c.hash)
+                for w in chain(self._waiting.get(c.hash, ()), sim_waiting.get(c.hash, ())):
+                    if w in counts:
+                        left = counts[w] - 1
+                    elif w in self._missing_count:
+                        left = self._missing_count[w] - 1
+                    else:
+                        continue  # a stale entry for a dropped change
+                    counts[w] = left
+                    if left == 0:
+                        ready.append(new[w] if w in new else queue[w])
+
+        # Commit.
+        for c in order:
+            if queue.pop(c.hash, None) is not None:
+                self._missing_count.pop(c.hash, None)
+                self._queued_seq.pop((c.actor, c.seq), None)
+            self._apply(c)
+            self._waiting.pop(c.hash, None)
+        for w, left in counts.items():
+            if w in queue:
+                self._missing_count[w] = left
+        applied = {c.hash for c in order}
+        for c in new.values():
+            if c.hash not in applied:
+                missing = {d for d in c.deps if d not in index}
+                queue[c.hash] = c
+                self._missing_count[c.hash] = len(missing)
+                self._queued_seq[(c.actor, c.seq)] = c.hash
+                for d in missing:
+                    self._waiting.setdefault(d, []).append(c.hash)
+        for h in evicted:
+            self._drop(h)
+        return [c.hash for c in order]
+
+    def _check_seq(self, c: Change, batch_seq: dict[tuple[bytes, int], bytes]) -> None:
+        if c.seq == 0:
+            raise AutomergeError(f"change {c.hash.hex()} has seq 0")
+        held = self._by_actor.get(c.actor)
+        other = None
+        if held is not None and c.seq <= len(held):
+            other = held[c.seq - 1]
+        other = other or self._queued_seq.get((c.actor, c.seq))
+        other = other or batch_seq.setdefault((c.actor, c.seq), c.hash)
+        if other != c.hash:
             raise AutomergeError(
-                f"actor {change.actor.hex()} already has a different change with seq {change.seq}"
+                f"actor {c.actor.hex()} already has a different change with seq {c.seq}"
             )
 
-    def add(self, change: Change) -> list[bytes]:
-        """Add one change; return the hashes newly applied (this one and released orphans).
-
-        Returns ``[]`` for a duplicate or when the change has to wait in the queue.
-        Call :meth:`check` first if the caller wants all-or-nothing batches.
-        """
-        h = change.hash
-        if h in self._index or h in self._queue:
-            return []
-        self.check(change)
-        self._seq_owner[(change.actor, change.seq)] = h
-        missing = [d for d in set(change.deps) if d not in self._index]
-        if missing:
-            self._queue[h] = change
-            self._missing_count[h] = len(missing)
-            for d in missing:
-                self._waiting.setdefault(d, []).append(h)
-            return []
-        applied: list[bytes] = []
-        stack = [change]
+    def _drop(self, h: bytes) -> None:
+        stack = [h]
         while stack:
-            c = stack.pop()
-            self._apply(c)
-            applied.append(c.hash)
-            for waiter in self._waiting.pop(c.hash, ()):
-                left = self._missing_count[waiter] - 1
-                if left:
-                    self._missing_count[waiter] = left
-                else:
-                    del self._missing_count[waiter]
-                    stack.append(self._queue.pop(waiter))
-        return applied
+            c = self._queue.pop(stack.pop(), None)
+            if c is None:
+                continue
+            self._missing_count.pop(c.hash, None)
+            self._queued_seq.pop((c.actor, c.seq), None)
+            stack.extend(self._waiting.pop(c.hash, ()))
+        self.dropped += 1
 
     def _apply(self, change: Change) -> None:
         i = len(self._history)
@@ -131,8 +213,7 @@ class ChangeGraph:
         for d in change.deps:
             heads.discard(d)
         heads.add(change.hash)
-        if self._clock.get(change.actor, 0) < change.seq:
-            self._clock[change.actor] = change.seq
+        self._by_actor.setdefault(change.actor, []).append(change.hash)
 
     # -- graph queries -------------------------------------------------------
 

@@ -7,9 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncserver.automerge import AutomergeError, Change, Document, parse_chunks
+from syncserver.automerge.chunk import encode_change
 from syncserver.automerge.graph import ChangeGraph
 
-from .strategies import FUZZ_SMALL, make_change
+from .jshelper import JsError, JsHelper, b64
+from .strategies import FUZZ_SMALL, actor, make_change
 
 
 def random_dag(seed: int, n: int, actors: int = 3) -> list[Change]:
@@ -108,3 +110,51 @@ def test_since_and_ancestors_match_brute_force(seed: int, n: int, picks: list[in
     assert [order[c.hash] for c in since] == sorted(order[c.hash] for c in since)
     candidates = {changes[(p * 7) % n].hash for p in range(5)}
     assert graph.ancestors_among(heads, candidates) == candidates & covered
+
+
+def _chain(who: int, n: int) -> list[Change]:
+    out: list[Change] = []
+    for seq in range(1, n + 1):
+        (c,) = parse_chunks(make_change([out[-1].hash] if out else [], who, seq))
+        assert isinstance(c, Change)
+        out.append(c)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [("gap", "has seq 3, expected 2"), ("zero", "seq 0"), ("dup", "different change with seq 1")],
+)
+def test_seq_rules_reject_what_js_refuses(js: JsHelper, case: str, reason: str) -> None:
+    (one,) = _chain(1, 1)
+    bad = {
+        "gap": make_change([one.hash], 1, 3),
+        "zero": encode_change(deps=[], actor=actor(2), seq=0, start_op=1),
+        "dup": make_change([], 1, 1, message="forged"),
+    }[case]
+    doc = Document.load(one.raw)
+    with pytest.raises(AutomergeError, match=reason):
+        doc.apply(bad)
+    assert doc.heads == [one.hash] and doc.queued == 0
+    with pytest.raises(JsError):
+        js.call("load", data=b64(one.raw + bad))
+    assert js.call("load", data=b64(one.raw))["heads"] == [one.hash.hex()]
+
+
+def test_queued_change_breaking_seq_rule_is_dropped_on_release() -> None:
+    c1, c2 = _chain(1, 2)
+    forged = make_change([c2.hash], 3, 5)  # actor 3's first change claims seq 5
+    (f,) = parse_chunks(forged)
+    dependent = make_change([f.hash], 4, 1)
+    doc = Document.load(c1.raw + forged + dependent)
+    assert doc.queued == 2 and doc.missing_deps() == [c2.hash]
+    assert doc.apply(c2.raw) == [c2.hash]  # the honest change is not held hostage
+    assert doc.heads == [c2.hash] and doc.queued == 0 and doc.missing_deps() == []
+    assert doc._graph.dropped == 1
+
+
+def test_load_of_save_keeps_order() -> None:
+    changes = random_dag(12, 50)
+    doc = Document.from_chunks(c.raw for c in reversed(changes))
+    blob = doc.save()
+    assert Document.load(blob).save() == blob
