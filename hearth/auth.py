@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,13 +116,17 @@ class ServiceAuthVerifier:
 
     def __init__(
         self,
-        audience: str,
+        audience: str | Collection[str],
         key_lookup: KeyLookup,
         *,
         clock: Callable[[], float] = time.time,
         jti_cache: JtiCache | None = None,
     ) -> None:
-        self.audience = audience
+        # atproto is moving proxied tokens from `aud = <service DID>` to
+        # `aud = <service DID>#<service id>`; a service accepts each form it names.
+        audiences = (audience,) if isinstance(audience, str) else tuple(audience)
+        self.audience = audiences[0]
+        self.audiences = frozenset(audiences)
         self._key_lookup = key_lookup
         self._clock = clock
         self._jtis = jti_cache if jti_cache is not None else JtiCache()
@@ -163,7 +167,7 @@ class ServiceAuthVerifier:
         if exp > now + MAX_FUTURE_SECONDS:
             raise AuthError("exp_too_far", "exp is too far in the future")
         aud = claims.get("aud")
-        if aud != self.audience:
+        if not isinstance(aud, str) or aud not in self.audiences:
             raise AuthError("bad_audience", f"aud must be {self.audience}")
         token_lxm = claims.get("lxm")
         if token_lxm is not None and not isinstance(token_lxm, str):

@@ -126,7 +126,10 @@ def create_app(config: ServiceConfig) -> Starlette:
                 log.error("%s was sealed under another master key; refusing to start", db_path)
                 raise
             resolver = Resolver.from_settings(settings)
-            handlers.verifier = ServiceAuthVerifier(did, resolver.signing_key)
+            # Tokens name the service DID, bare or (as PDSes proxying with
+            # `atproto-proxy: <did>#<service id>` now may) with a service id.
+            audiences = [did, *(f"{did}#{fragment}" for fragment, _kind in DID_SERVICES)]
+            handlers.verifier = ServiceAuthVerifier(audiences, resolver.signing_key)
             handlers.keyring = Keyring(
                 store,
                 sealer,

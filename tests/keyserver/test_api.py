@@ -457,3 +457,20 @@ async def test_well_known_health_metrics(keyserver: Keyserver) -> None:
     assert health["ready"] is True and health["storage"] == "ok" and "version" in health
     r = await keyserver.http.get("/metrics")
     assert r.status_code == 200 and "hearth_keyserver_requests_total" in r.text
+
+
+async def test_audience_with_a_service_id(keyserver: Keyserver, world: World) -> None:
+    """A PDS proxying `atproto-proxy: <did>#roomy_keyserver` may put the fragment in `aud`."""
+    alice = world.new_plc_identity()
+    for fragment, path, lxm in (
+        ("#roomy_keyserver", ROOMY_KEY, "chat.roomy.v0.key"),
+        ("#hearth_keyserver", PRIVATE, "chat.hearth.v1.key.private"),
+    ):
+        token = alice.jwt(keyserver.did + fragment, lxm)
+        r = await keyserver.http.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+    for aud in (keyserver.did + "#atproto_pds", [keyserver.did], {"x": 1}):
+        token = alice.jwt(aud, "chat.hearth.v1.key.private")  # type: ignore[arg-type]
+        r = await keyserver.http.get(PRIVATE, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401, aud
+        assert r.json()["error"] == "InvalidToken"
