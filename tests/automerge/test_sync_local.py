@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from syncserver.automerge import AutomergeError, Document, Have, SyncMessage, SyncState
 from syncserver.automerge.bloom import BloomFilter
+from syncserver.automerge.sync import make_have
 
 from .strategies import FUZZ_SMALL, actor, make_change
 from .test_graph import random_dag
@@ -168,3 +169,34 @@ def test_arbitrary_messages_never_raise_anything_but_automerge_error(
             decoded = SyncMessage.decode(reply)
             assert decoded.heads == doc.heads
             assert all(doc.has(h) for h in decoded.heads)
+
+
+def test_in_flight_and_sent_hashes_bookkeeping() -> None:
+    changes = random_dag(13, 30)
+    a = Document.from_chunks(c.raw for c in changes)
+    b = Document.from_chunks(c.raw for c in changes[:10])
+    sa, sb = SyncState(), SyncState()
+    first = a.generate_sync_message(sa)
+    assert first is not None and sa.in_flight
+    assert a.generate_sync_message(sa) is None  # waits for an answer
+    b.receive_sync_message(sb, first)
+    reply = b.generate_sync_message(sb)
+    assert reply is not None
+    a.receive_sync_message(sa, reply)
+    assert not sa.in_flight
+    sending = a.generate_sync_message(sa)
+    assert sending is not None
+    sent = SyncMessage.decode(sending).changes
+    assert len(sent) == 20 and sa.sent_hashes == {c.hash for c in changes[10:]}
+    # a message from b sent before it got them (not acknowledging): nothing is sent twice
+    stale = SyncMessage(heads=b.heads, have=[make_have(b._graph, b.heads)]).encode()
+    a.receive_sync_message(sa, stale)
+    assert len(sa.sent_hashes) == 20
+    again = a.generate_sync_message(sa)
+    assert again is not None and SyncMessage.decode(again).changes == []
+    b.receive_sync_message(sb, sending)
+    ack = b.generate_sync_message(sb)
+    assert ack is not None
+    a.receive_sync_message(sa, ack)
+    assert sa.sent_hashes == set() and sa.shared_heads == a.heads == b.heads
+    assert a.generate_sync_message(sa) is None
