@@ -41,7 +41,7 @@ async def test_ice_failure_relays_everything_then_a_channel_takes_over() -> None
     assert p1b["receivedBytes"]["channel"] == 0 and p1b["receivedPackets"]["relay"] >= 300
     assert r["phase1"]["metrics"]["hearth_router_relayed_bytes"] > 0
     # phase 2: a later attempt opened a channel mid-stream and took over
-    assert r["sent_at_open"] > 300
+    assert r["sent_at_open"] >= 300
     assert r["received"] == r["sent"] and r["in_order"]  # nothing lost, duplicated or reordered
     a, b = r["a"], r["b"]
     assert a["path"] == b["path"] == "channel"
