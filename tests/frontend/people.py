@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.frontend.conftest import WAIT
+from tests.frontend.conftest import WAIT, shot
 
 
 class Person:
@@ -19,13 +20,15 @@ class Person:
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.did = ""
 
-    def start(self) -> None:
+    def start(self, screenshot: str | None = None) -> None:
         """First run: the app makes a did:key identity; the person picks a display name."""
         self.page.goto(self.base_url)
         did = self.page.get_by_test_id("my-did")
-        expect(did).to_have_text(__import__("re").compile(r"^did:key:z6Mk"), timeout=WAIT)
+        expect(did).to_have_text(re.compile(r"^did:key:z6Mk"), timeout=WAIT)
         self.did = did.inner_text()
         self.page.get_by_test_id("display-name").fill(self.name)
+        if screenshot:
+            shot(self.page, screenshot)
         self.page.get_by_role("button", name="Start").click()
         expect(self.page.get_by_test_id("new-space")).to_be_visible(timeout=WAIT)
 

@@ -78,6 +78,14 @@ def test_edit_delete_threads_unread_mentions_and_private_dms(
         "1 reply", timeout=WAIT
     )
 
+    # Notification levels per channel and per space are kept across reloads.
+    bob.page.get_by_test_id("channel-level").select_option("quiet")
+    bob.page.get_by_test_id("space-level").select_option("busy")
+    bob.page.reload()
+    expect(bob.page.get_by_test_id("channel-level")).to_have_value("quiet", timeout=WAIT)
+    expect(bob.page.get_by_test_id("space-level")).to_have_value("busy")
+    expect(alice.member(bob.did)).to_have_attribute("data-online", "yes", timeout=WAIT)
+
     # A mention reaches Bob through the router's mailbox.
     alice.send("@Bob can you check the kiln?")
     expect(bob.page.get_by_test_id("last-push")).to_contain_text(
@@ -112,6 +120,11 @@ def test_edit_delete_threads_unread_mentions_and_private_dms(
         bob.page.wait_for_timeout(100)
     assert export_status(stack, alice, doc_id) == 200
     assert export_status(stack, carol, doc_id) == 404
+    # Carol leaves the space; the others see her go from the member list.
+    carol.page.get_by_test_id("leave-space").click()
+    bob.page.get_by_test_id("space-list").get_by_text("Studio").click()
+    expect(bob.page.get_by_test_id("member")).to_have_count(2, timeout=WAIT)
+    expect(carol.page.get_by_test_id("space-list")).not_to_contain_text("Studio")
     for p in (alice, bob, carol):
         assert not p.errors, (p.name, p.errors)
         p.close()

@@ -11,8 +11,7 @@ from tests.frontend.people import Person
 def test_space_invite_chat_presence_over_webrtc(stack: Stack, browser: Browser) -> None:
     alice = Person(browser, stack.url, "Alice")
     bob = Person(browser, stack.url, "Bob")
-    alice.start()
-    shot(alice.page, "01-first-run")
+    alice.start(screenshot="01-first-run")
     bob.start()
 
     alice.create_space("Garden")

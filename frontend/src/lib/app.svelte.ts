@@ -19,7 +19,8 @@ import { ServiceAuth } from "./services";
 import * as S from "./schema";
 import type { CatalogDoc, ChannelDoc, Level, SpaceDoc } from "./schema";
 import { notifyMentions } from "./notifications";
-import { ackFrame } from "./frame";
+import { ackFrame, encodeFrame } from "./frame";
+import { enablePush, subscribeDocument } from "./push";
 
 type AnyDoc = CatalogDoc | SpaceDoc | ChannelDoc;
 
@@ -54,6 +55,8 @@ export class HearthApp {
   /** Bumped whenever presence changes, so views recompute who is online. */
   presenceTick = $state(0);
   lastPush = $state("");
+  pushState = $state<"off" | "asking" | "on" | string>("off");
+  private deviceId = "";
   ready = $state(false);
 
   get did(): string {
@@ -76,6 +79,8 @@ export class HearthApp {
       deviceId = `web-${crypto.randomUUID()}`;
       await deviceSettings.set("device", deviceId);
     }
+    this.deviceId = deviceId;
+    if ((await deviceSettings.get<boolean>("push")) === true) this.pushState = "on";
     if (this.config.services.router) {
       this.router = new RouterConnection({
         url: this.config.services.router,
@@ -95,6 +100,9 @@ export class HearthApp {
     this.repo = new Repo({
       peerId,
       storage: new IndexedDBStorageAdapter("hearth-docs"),
+      // Chat changes are few and small: store each at once, so closing or
+      // reloading the tab right after typing loses nothing.
+      saveDebounceRate: 0,
       network,
       shareConfig: {
         announce: async (peer, docId) => !!docId && this.mayAnnounce(peer, docId),
@@ -119,6 +127,7 @@ export class HearthApp {
       }
       this.refreshStatus(false);
     };
+    addEventListener("pagehide", () => void this.repo.flush());
     addEventListener("online", onlineChanged);
     addEventListener("offline", onlineChanged);
     this.refreshStatus(false);
@@ -130,7 +139,12 @@ export class HearthApp {
   private async openCatalog(): Promise<void> {
     const saved = await deviceSettings.get<string>("catalog");
     let handle: DocHandle<CatalogDoc> | null = null;
-    if (saved) handle = (await this.open(saved)) as DocHandle<CatalogDoc> | null;
+    if (saved) {
+      // Set first: following the catalog's references (spaces, DMs, router
+      // interests) happens as soon as it loads.
+      this.catalogUrl = saved;
+      handle = (await this.open(saved)) as DocHandle<CatalogDoc> | null;
+    }
     if (!handle) {
       handle = this.repo.create<CatalogDoc>();
       handle.change((d) => S.initCatalog(d, this.did));
@@ -139,6 +153,7 @@ export class HearthApp {
     }
     this.catalogHandle = handle;
     this.catalogUrl = handle.url;
+    this.updateInterests();
   }
 
   /** DIDs that may hold documents we are still fetching (a DM, a space's channels). */
@@ -312,7 +327,11 @@ export class HearthApp {
     for (const [url, doc] of Object.entries(this.docs)) {
       if (doc.type !== "hearth.space" || !S.isMember(doc, this.did)) continue;
       const members = S.activeMembers(doc).map(([did]) => did);
-      for (const target of [url, ...doc.channels.map((c) => c.url)]) {
+      const mine = [
+        ...(doc.createdBy === this.did ? [url] : []),
+        ...doc.channels.filter((c) => c.createdBy === this.did).map((c) => c.url),
+      ];
+      for (const target of mine) {
         this.ensureAccess(target, { public: true, readers: members, writers: members });
       }
     }
@@ -393,7 +412,7 @@ export class HearthApp {
     channel.change((d) => S.initChannel(d, { name, spaceUrl }));
     this.track(channel as DocHandle<AnyDoc>);
     this.handle<SpaceDoc>(spaceUrl).change((d) =>
-      S.addChannel(d, { url: channel.url, name, createdAt: Date.now() }),
+      S.addChannel(d, { url: channel.url, name, createdAt: Date.now(), createdBy: this.did }),
     );
     this.maintainAccess();
     return channel.url;
@@ -440,6 +459,10 @@ export class HearthApp {
     );
     this.markRead(channelUrl);
     const targets = ch?.type === "hearth.dm" ? (ch.members ?? []).filter((d) => d !== this.did) : mentions;
+    if (opts.ping && !targets.length && ch?.type === "hearth.channel") {
+      // A deliberate ping with nobody named: wake the channel's subscribers.
+      this.router?.send(encodeFrame(["notify", idOf(channelUrl), "ping"]));
+    }
     if (targets.length && this.router) {
       notifyMentions(this.router, targets, {
         channel: channelUrl,
@@ -474,6 +497,23 @@ export class HearthApp {
 
   setLevel(url: string, level: Level): void {
     this.catalogHandle.change((d) => S.setLevel(d, url, level));
+    if (this.pushState === "on") {
+      subscribeDocument(this.auth, this.deviceId, idOf(url), level).catch((e) =>
+        console.warn("push subscription:", e),
+      );
+    }
+  }
+
+  /** Opt in to Web Push on this device (needs the browser's push service online). */
+  async enablePush(): Promise<void> {
+    this.pushState = "asking";
+    try {
+      await enablePush(this.auth, this.deviceId, "engaged");
+      await deviceSettings.set("push", true);
+      this.pushState = "on";
+    } catch (e) {
+      this.pushState = `failed: ${e instanceof Error ? e.message : e}`;
+    }
   }
 
   /** The DM with `did`, created (and announced to them) on first use. */

@@ -42,6 +42,8 @@ export interface ChannelRef {
   url: string;
   name: string;
   createdAt: number;
+  /** who created the channel document (its owner on the syncserver) */
+  createdBy?: string;
 }
 
 export interface SpaceDoc {
@@ -145,7 +147,9 @@ export function initSpace(
 
 export function addChannel(d: SpaceDoc, ref: ChannelRef): void {
   if (d.channels.some((c) => c.url === ref.url)) return;
-  d.channels.push({ url: ref.url, name: cleanChannelName(ref.name), createdAt: ref.createdAt });
+  const clean: ChannelRef = { url: ref.url, name: cleanChannelName(ref.name), createdAt: ref.createdAt };
+  if (ref.createdBy) clean.createdBy = ref.createdBy;
+  d.channels.push(clean);
 }
 
 export function cleanChannelName(name: string): string {
