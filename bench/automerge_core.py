@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=10_000)
     args = parser.parse_args()
 
-    js = JsHelper()
+    js = JsHelper(timeout=3600)
     try:
         t0 = time.perf_counter()
         gen = js.call(

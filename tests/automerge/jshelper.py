@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+import select
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from tests.timing import MS
+
 ROOT = Path(__file__).resolve().parents[2]
 INTEROP = ROOT / "tests" / "interop"
 HELPER = INTEROP / "automerge_helper.mjs"
+#: The slowest call (generating thousands of changes on a busy machine) takes ~30 s.
+CALL_TIMEOUT = 180_000 * MS
 
 
 def b64(data: bytes) -> str:
@@ -28,7 +33,8 @@ class JsError(RuntimeError):
 class JsHelper:
     """One Node process; ``call(op, **args)`` sends a request and returns the reply."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = CALL_TIMEOUT) -> None:
+        self.timeout = timeout
         if not (INTEROP / "node_modules" / "@automerge" / "automerge").is_dir():
             raise RuntimeError("run scripts/install-test-deps.sh (npm ci in tests/interop) first")
         self.proc = subprocess.Popen(
@@ -44,6 +50,11 @@ class JsHelper:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
         self.proc.stdin.flush()
+        # Strict request/response, so nothing is left buffered between calls.
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+        if not ready:
+            self.proc.kill()
+            raise RuntimeError(f"node helper gave no answer to {op!r} in {self.timeout:.0f} s")
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"node helper exited (code {self.proc.poll()})")
