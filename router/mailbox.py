@@ -63,6 +63,10 @@ class PutResult(enum.Enum):
     ALREADY_DELIVERED = "already-delivered"  # every device acked it before
 
 
+class MsgIdConflict(Exception):
+    """The sender already used this msgId for another recipient."""
+
+
 class QuotaExceeded(Exception):
     """A put refused because a quota is full; `kind` is "recipient" or "sender"."""
 
@@ -87,8 +91,9 @@ class Mailbox(Protocol):
         `devices=None` means the recipient's known devices (`add_device`) at
         this moment, read in the same transaction as the insert.
 
-        Raises QuotaExceeded. Returns DUPLICATE / ALREADY_DELIVERED for a known
-        (sender, msg_id) without changing anything.
+        Raises QuotaExceeded, or MsgIdConflict when the sender used `msg_id`
+        for another recipient. Returns DUPLICATE / ALREADY_DELIVERED for a
+        known (sender, msg_id) without changing anything.
         """
         ...
 
@@ -175,9 +180,12 @@ class _SqliteCore:
         if devices is None:
             devices = self.devices(mail.recipient)
         found = db.execute(
-            "SELECT done FROM mail WHERE sender = ? AND msg_id = ?", (mail.sender, mail.msg_id)
+            "SELECT done, recipient FROM mail WHERE sender = ? AND msg_id = ?",
+            (mail.sender, mail.msg_id),
         ).fetchone()
         if found is not None:
+            if found[1] != mail.recipient:
+                raise MsgIdConflict("msgId already used for another recipient")
             return PutResult.ALREADY_DELIVERED if found[0] else PutResult.DUPLICATE
         (n,) = db.execute(
             "SELECT count(*) FROM mail WHERE recipient = ? AND done = 0", (mail.recipient,)

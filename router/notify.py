@@ -37,6 +37,7 @@ from router.mailbox import (
     ANY_DEVICE,
     Mail,
     Mailbox,
+    MsgIdConflict,
     PutResult,
     QuotaExceeded,
     Quotas,
@@ -298,6 +299,9 @@ class Notifications:
             result = await self.mailbox.put(mail)
         except QuotaExceeded as e:
             self.router.error(conn, "quota_exceeded", str(e), "mail", abuse=False)
+            return
+        except MsgIdConflict as e:
+            self.router.error(conn, "msg_id_conflict", str(e), "mail", abuse=False)
             return
         if result is PutResult.ALREADY_DELIVERED:
             self._receipt(mail.sender, mail.msg_id, "delivered", only=conn)

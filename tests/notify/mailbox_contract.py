@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from hearth.types import Did
-from router.mailbox import Mail, Mailbox, PutResult, QuotaExceeded, Quotas
+from router.mailbox import Mail, Mailbox, MsgIdConflict, PutResult, QuotaExceeded, Quotas
 from router.urgency import MailUrgency
 
 ALICE, BOB, CAROL = Did("did:key:zAlice"), Did("did:key:zBob"), Did("did:key:zCarol")
@@ -74,6 +74,10 @@ class MailboxContract:
         # another sender may use the same msgId
         assert await box.put(mail(clock, "x", sender=CAROL), {"d1"}) is PutResult.STORED
         assert len(await box.pending(BOB, "d1")) == 2
+        # the same sender may not reuse it for another recipient
+        with pytest.raises(MsgIdConflict):
+            await box.put(mail(clock, "x", recipient=CAROL), {"d1"})
+        assert await box.pending(CAROL, "d1") == []
 
     async def test_per_device_ack(self, box: Mailbox, clock: Clock) -> None:
         m = mail(clock, "a")

@@ -212,6 +212,9 @@ async def test_quotas_and_bad_mail(tmp_path: Path) -> None:
         await a.send(["mail", carol.did, "c1", 60, "normal"], b"s")
         header, _ = await a.recv()
         assert header[:2] == ["error", "quota_exceeded"] and "sender" in header[2]
+        await a.send(["mail", carol.did, "b0", 60, "normal"], b"s")
+        header, _ = await a.recv()
+        assert header[:2] == ["error", "msg_id_conflict"]
         for bad, code in (
             (["mail", bob.did, "x", 0, "normal"], "bad_ttl"),
             (["mail", bob.did, "x", 10**9, "normal"], "bad_ttl"),
