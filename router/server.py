@@ -14,7 +14,9 @@ through the lifespan state under `STATE_KEY`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 from typing import Any
 
@@ -167,6 +169,13 @@ class RouterProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        # asyncio sets TCP_NODELAY only when the listening socket was created
+        # with proto=IPPROTO_TCP, which uvicorn's is not: without it, Nagle's
+        # algorithm holds small frames back for tens of milliseconds.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.server_state is not None:
             self.server_state.connections.add(self)
 
