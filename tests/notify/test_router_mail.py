@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nacl.public
@@ -229,3 +230,28 @@ async def test_quotas_and_bad_mail(tmp_path: Path) -> None:
             header, _ = await a.recv()
             assert header[:2] == ["error", code], (bad, header)
         await a.close()
+
+
+async def test_crash_after_stored_receipt_loses_nothing(tmp_path: Path) -> None:
+    # What is on disk the moment after `stored` (copied while the router still
+    # runs, as a power cut would leave it) is enough for a new router.
+    alice, bob = Person(), Person()
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    sealed = [alice.seal_for(bob, f"k{i}", f"mail {i}".encode()) for i in range(5)]
+    async with running_router(live) as r:
+        a = await Client.open(r, alice.signer)
+        await Client.open(r, bob.signer, device="bob-phone")
+        b_laptop = await Client.open(r, bob.signer, device="bob-laptop")
+        await barrier(b_laptop)
+        await b_laptop.close()
+        for i, body in enumerate(sealed):
+            await a.send(["mail", bob.did, f"k{i}", 600, "normal"], body)
+        for i in range(5):
+            assert (await a.recv())[0] == ["receipt", f"k{i}", "stored"]
+        shutil.copytree(live, crashed)
+    async with running_router(crashed) as r:
+        b = await Client.open(r, bob.signer, device="bob-laptop")
+        for i in range(5):
+            header, body = await b.recv()
+            assert header[2] == f"k{i}" and body == sealed[i]
+        await b.close()
