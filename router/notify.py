@@ -24,10 +24,13 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from hearth.config import Option, ServiceConfig, parse_bool
 from hearth.types import ConnId, Did
@@ -123,6 +126,53 @@ class NotifySettings:
         )
 
 
+@dataclass
+class MailStats:
+    stored: int = 0
+    duplicates: int = 0
+    delivered: int = 0
+    expired: int = 0
+    refused: int = 0  # quota or msgId conflict
+
+
+class NotifyMetrics(Collector):
+    """Prometheus collector for one `Notifications` (register it on the app's registry)."""
+
+    def __init__(self, notifications: Notifications) -> None:
+        self.n = notifications
+
+    def collect(self) -> Iterable[Metric]:
+        mail = self.n.stats
+        yield CounterMetricFamily("hearth_router_mail_stored", "mails stored", mail.stored)
+        yield CounterMetricFamily(
+            "hearth_router_mail_duplicates", "resent mails recognised", mail.duplicates
+        )
+        yield CounterMetricFamily(
+            "hearth_router_mail_delivered", "mails acked by every device", mail.delivered
+        )
+        yield CounterMetricFamily(
+            "hearth_router_mail_expired", "mails expired undelivered", mail.expired
+        )
+        yield CounterMetricFamily(
+            "hearth_router_mail_refused", "mails refused (quota, msgId conflict)", mail.refused
+        )
+        push = self.n.push.stats
+        pushes = CounterMetricFamily(
+            "hearth_router_pushes", "Web Push outcomes", labels=["outcome"]
+        )
+        for outcome in ("submitted", "sent", "gone", "retried", "failed", "dropped"):
+            pushes.add_metric([outcome], getattr(push, outcome))
+        yield pushes
+        yield GaugeMetricFamily(
+            "hearth_router_push_pending", "pushes queued or waiting to retry", self.n.push.pending
+        )
+        yield GaugeMetricFamily(
+            "hearth_router_device_connections",
+            "connections that said which device they are",
+            self.n.tracked_connections(),
+        )
+
+
 def _hint(kind: str, **fields: Any) -> bytes:
     return json.dumps({"hearth": kind, **fields}, separators=(",", ":")).encode()
 
@@ -156,6 +206,8 @@ class Notifications:
             on_gone=self._gone,
         )
         self._sender = sender
+        self.stats = MailStats()
+        self.metrics = NotifyMetrics(self)
         self._conn_device: dict[ConnId, tuple[Did, str]] = {}
         self._online: dict[tuple[Did, str], set[ConnId]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -298,17 +350,22 @@ class Notifications:
         try:
             result = await self.mailbox.put(mail)
         except QuotaExceeded as e:
+            self.stats.refused += 1
             self.router.error(conn, "quota_exceeded", str(e), "mail", abuse=False)
             return
         except MsgIdConflict as e:
+            self.stats.refused += 1
             self.router.error(conn, "msg_id_conflict", str(e), "mail", abuse=False)
             return
+        if result is not PutResult.STORED:
+            self.stats.duplicates += 1
         if result is PutResult.ALREADY_DELIVERED:
             self._receipt(mail.sender, mail.msg_id, "delivered", only=conn)
             return
         self._receipt(mail.sender, mail.msg_id, "stored", only=conn)
         if result is PutResult.DUPLICATE:
             return
+        self.stats.stored += 1
         frame = _delivery(mail)
         for target in list(self.router.by_did.get(mail.recipient, {}).values()):
             if target is not conn:
@@ -345,6 +402,7 @@ class Notifications:
 
     async def _ack(self, did: Did, device: str | None, msg_id: str) -> None:
         for mail in await self.mailbox.ack(did, device, msg_id):
+            self.stats.delivered += 1
             self._receipt(mail.sender, mail.msg_id, "delivered")
 
     def _on_notify(self, conn: Connection, msg: Notify, body: memoryview) -> None:
@@ -381,6 +439,7 @@ class Notifications:
     async def sweep(self) -> None:
         """Expire mail (telling senders) and forget closed connections."""
         for mail in await self.mailbox.expire(int(self.clock() * 1000)):
+            self.stats.expired += 1
             self._receipt(mail.sender, mail.msg_id, "expired")
         self.prune()
 

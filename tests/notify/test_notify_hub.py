@@ -124,6 +124,14 @@ async def test_gone_subscription_is_removed(world: World) -> None:
     world.router.receive(sender, encode_frame(["mail", "did:key:zB", "2", 60, "normal"], b"x"))
     await drain(world)
     assert world.endpoint.attempts[dev.sub_id] == 1  # never pushed again
+    samples = {
+        (s.name, tuple(s.labels.values())): s.value
+        for family in world.hub.metrics.collect()
+        for s in family.samples
+    }
+    assert samples[("hearth_router_pushes_total", ("gone",))] == 1
+    assert samples[("hearth_router_pushes_total", ("sent",))] == 0
+    assert samples[("hearth_router_mail_stored_total", ())] == 2
 
 
 async def test_large_mail_sends_a_hint(world: World) -> None:
