@@ -245,19 +245,25 @@ class SyncHub:
     async def _on_sync(self, peer: Peer, message: SyncMessage) -> None:
         document_id = message.document_id
         self.metrics.sync_rounds.inc()
-        try:
-            parsed = AutomergeSyncMessage.decode(message.data)
-        except AutomergeError as e:
-            self.metrics.refused.labels("malformed").inc()
-            self.error(peer.peer_id, peer.conn, f"malformed sync message: {e}", document_id)
-            return
         entry = self._entry(document_id)
         async with entry.lock:
             if peer.closed:
                 return
             await self._ensure_loaded(entry)
             access = entry.access
+            may_write = access.can_write(peer.did) if access is not None else True
+            parsed = None
+            if access is None or not may_write:
+                # Look inside only when the answer depends on it (writers' messages are
+                # parsed once, by the document).
+                try:
+                    parsed = AutomergeSyncMessage.decode(message.data)
+                except AutomergeError as e:
+                    self.metrics.refused.labels("malformed").inc()
+                    self.error(peer.peer_id, peer.conn, f"malformed sync message: {e}", document_id)
+                    return
             if access is None:
+                assert parsed is not None
                 if message.is_request or not parsed.heads:
                     # Someone asks for a document nobody has stored.
                     self._unavailable(peer, document_id, "unknown")
@@ -270,8 +276,7 @@ class SyncHub:
                 self._drop_session(entry, peer)
                 self._unavailable(peer, document_id, "not_reader")
                 return
-            may_write = access.can_write(peer.did) if access is not None else True
-            if parsed.changes and not may_write:
+            if parsed is not None and parsed.changes and not may_write:
                 self.metrics.refused.labels("not_writer").inc()
                 self.error(
                     peer.peer_id,

@@ -207,7 +207,7 @@ types = st.sampled_from(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(types, st.dictionaries(field_names, cbor_values, max_size=8))
 def test_wrong_field_types_are_message_errors(kind: str, fields: dict[str, Any]) -> None:
     raw = cbor2.dumps({**fields, "type": kind})

@@ -4,10 +4,11 @@
 // stdout ({"id", "ok": true, ...} or {"id", "ok": false, "error"}), plus
 // unsolicited {"event": ...} lines. Several named clients (each its own Repo
 // with its own WebSocket) live in one process.
-import { Repo } from "@automerge/automerge-repo"
+import { Repo, cbor, generateAutomergeUrl, parseAutomergeUrl } from "@automerge/automerge-repo"
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
 import * as A from "@automerge/automerge"
 import readline from "node:readline"
+import WebSocket from "ws"
 
 const clients = new Map() // name -> { repo, adapter, serverPeer }
 const handles = new Map() // `${client} ${docUrl}` -> handle
@@ -52,6 +53,23 @@ function sameHeads(a, b) {
 function serverStorageId(c) {
   return c.serverPeer ? c.repo.getStorageIdOfPeer(c.serverPeer) : undefined
 }
+
+// Resolves once the server has acknowledged every head of `handle`.
+function acked(c, handle) {
+  return new Promise(resolve => {
+    const check = () => {
+      const sid = serverStorageId(c)
+      if (sid && sameHeads(handle.getSyncInfo(sid)?.lastHeads, handle.heads())) {
+        handle.off("remote-heads", check)
+        resolve()
+      }
+    }
+    handle.on("remote-heads", check)
+    check()
+  })
+}
+
+const prepared = new Map() // tag -> [saved document binaries]
 
 async function getHandle(c, name, url) {
   const key = `${name} ${url}`
@@ -213,6 +231,97 @@ const commands = {
       }
     }
     return { sent, received }
+  },
+
+  // One client makes `changes` changes with a full sync round after each: it sends
+  // the change and waits until the server acknowledges it. Plain Automerge sync over
+  // the automerge-repo wire format, without the Repo's 100 ms sync throttle.
+  async rounds({ url, changes }) {
+    const ws = new WebSocket(url)
+    ws.binaryType = "arraybuffer"
+    const inbox = []
+    let wake = null
+    ws.on("message", data => {
+      inbox.push(cbor.decode(new Uint8Array(data)))
+      if (wake) wake()
+    })
+    let i = 0
+    const next = () =>
+      inbox.length
+        ? Promise.resolve(inbox.shift())
+        : new Promise((resolve, reject) => {
+            const timer = setTimeout(
+              () => reject(new Error(`no reply in round ${i} (${messages} received)`)),
+              60000,
+            )
+            wake = () => {
+              wake = null
+              clearTimeout(timer)
+              resolve(inbox.shift())
+            }
+          })
+    await new Promise((resolve, reject) => {
+      ws.once("open", resolve)
+      ws.once("error", reject)
+    })
+    const peerId = `bench-${Math.random().toString(36).slice(2)}`
+    const send = msg => ws.send(cbor.encode(msg))
+    send({ type: "join", senderId: peerId, peerMetadata: { isEphemeral: true }, supportedProtocolVersions: ["1"] })
+    const peer = await next()
+    if (peer.type !== "peer") throw new Error(`expected peer, got ${peer.type}`)
+    const documentId = parseAutomergeUrl(generateAutomergeUrl()).documentId
+    const base = { senderId: peerId, targetId: peer.senderId, documentId }
+    let doc = A.init()
+    let state = A.initSyncState()
+    let messages = 0
+    for (i = 0; i < changes; i++) {
+      doc = A.change(doc, d => {
+        d.n = i
+      })
+      let msg
+      ;[state, msg] = A.generateSyncMessage(doc, state)
+      if (msg) send({ type: "sync", ...base, data: msg })
+      const heads = A.getHeads(doc)
+      while (!sameHeads(state.theirHeads, heads)) {
+        const m = await next()
+        if (m.type !== "sync") throw new Error(`unexpected ${m.type}: ${m.message ?? ""}`)
+        messages++
+        ;[doc, state] = A.receiveSyncMessage(doc, state, m.data)
+        ;[state, msg] = A.generateSyncMessage(doc, state)
+        if (msg) send({ type: "sync", ...base, data: msg })
+      }
+    }
+    const raw = ws._socket
+    const wire = { sent: raw.bytesWritten, received: raw.bytesRead }
+    ws.close()
+    return { url: `automerge:${documentId}`, documentId, received: messages, wire }
+  },
+
+  // Builds `count` documents of `changes` changes each (not timed by the bench).
+  async prepareMany({ tag, count, changes }) {
+    const docs = []
+    for (let k = 0; k < count; k++) {
+      let doc = A.from({ doc: `${tag}-${k}`, n: 0 })
+      for (let i = 1; i < changes; i++) {
+        doc = A.change(doc, d => {
+          d.n = i
+        })
+      }
+      docs.push(A.save(doc))
+    }
+    prepared.set(tag, docs)
+    return { count: docs.length }
+  },
+
+  // Imports prepared documents as new documents and waits until the server has them all.
+  async uploadMany({ client: name, tag, timeoutMs = 600000 }) {
+    const c = client(name)
+    const handles = prepared.get(tag).map(binary => c.repo.import(binary))
+    await Promise.race([
+      Promise.all(handles.map(h => acked(c, h))),
+      new Promise((_, reject) => setTimeout(() => reject(new Error("uploadMany timed out")), timeoutMs)),
+    ])
+    return { count: handles.length }
   },
 
   async close({ client: name }) {
