@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -219,6 +220,14 @@ class PeerLink:
         """Handle a signal body from this connection (in arrival order)."""
         if not self.closed:
             self._signals.put_nowait(body)
+
+    def disable_webrtc(self) -> None:
+        """Stop trying channels (the router cannot signal): everything goes by relay."""
+        self.config = dataclasses.replace(self.config, webrtc=False)
+        self._hold_until = 0.0
+        self.generation += 1  # any attempt in progress is now stale
+        self._spawn(self._close_pc())
+        self._wake.set()
 
     async def wait_channel(self) -> None:
         await self.channel_open_event.wait()
@@ -436,7 +445,7 @@ class PeerLink:
             self._spawn(self._signal(Restart(gen)))
 
     def _retry(self, gen: int) -> None:
-        if not self.closed and gen == self.generation:
+        if not self.closed and gen == self.generation and self.config.webrtc:
             self._spawn(self._attempt())
 
     async def _attempt(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -50,6 +51,7 @@ OnLink = Callable[[PeerLink, DocumentId, bool], None]
 
 ICE_SERVERS_TIMEOUT = 10.0
 CLOSED_LINKS_KEPT = 100
+MAX_ERRORS_KEPT = 100
 
 
 class Peer:
@@ -147,9 +149,12 @@ class Peer:
             case Welcome() | Disconnected():
                 # a new connection: every link belonged to the old one
                 await self._drop_all()
-            case ErrorMessage():
+            case ErrorMessage(code, _message, verb):
                 log.info("router error: %s", event)
-                self.errors.append(event)
+                if len(self.errors) < MAX_ERRORS_KEPT:
+                    self.errors.append(event)
+                if code == "unknown_verb" and verb in ("signal", "ice-servers"):
+                    self._no_webrtc(verb)
 
     async def _join(self, did: Did, conn_id: ConnId, doc: DocumentId) -> None:
         link = self.links.get(conn_id)
@@ -201,6 +206,20 @@ class Peer:
                 for doc in docs:
                     self.on_link(link, doc, False)
             await self._drop(link)
+
+    def _no_webrtc(self, verb: str) -> None:
+        """The router does not serve `verb` (e.g. a Roomy v0 router): relay only."""
+        if verb == "ice-servers":
+            waiter = self._ice_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result([])
+            self._ice = (float("inf"), [])
+            return
+        if self.config.webrtc:
+            log.warning("the router does not forward signal; using its relay only")
+            self.config = dataclasses.replace(self.config, webrtc=False)
+            for link in self.links.values():
+                link.disable_webrtc()
 
     def _unknown(self, header: list[Any], body: bytes) -> None:
         verb = header[0] if header else None

@@ -60,3 +60,49 @@ async def test_frames_dropped_by_the_router_are_resent_in_order(tmp_path: Path) 
         for client in clients:
             await client.close()
         await stop_router(router, task)
+
+
+async def test_router_without_signal_means_relay_only(tmp_path: Path) -> None:
+    # A router that does not serve `signal` (a Roomy v0 router answers unknown_verb):
+    # the peers stop trying WebRTC and the held data goes by relay at once.
+    from router.signaling import IceServersRequest, Signal
+
+    router, task = await start_router(tmp_path)
+    handlers = router.state.router._handlers
+    handlers.pop(Signal)
+    handlers.pop(IceServersRequest)
+    got: list[bytes] = []
+    done = asyncio.Event()
+
+    def on_message(_link: PeerLink, _doc: str, data: bytes) -> None:
+        got.append(data)
+        done.set()
+
+    config = PeerConfig(relay_delay=WAIT * 10)  # would hold data for a channel "forever"
+    clients = [
+        RouterClient(router.url, did_key_auth(Signer.generate(), router.did)) for _ in range(2)
+    ]
+    peers: list[Peer] = []
+    try:
+        for client in clients:
+            await client.start()
+            peer = Peer(client, config, on_message=on_message)
+            await peer.start()
+            await peer.listen("d")
+            peers.append(peer)
+        offerer = await asyncio.wait_for(asyncio.gather(*(p.wait_link() for p in peers)), WAIT)
+        a_link = next(link for link in offerer if link.offerer)
+        sender = next(p for p in peers if p.links.get(a_link.conn_id) is a_link)
+        sender.send(a_link.conn_id, "d", b"hello")
+        await asyncio.wait_for(done.wait(), WAIT)
+        assert got == [b"hello"]
+        codes = {(e.code, e.verb) for p in peers for e in p.errors}
+        assert ("unknown_verb", "signal") in codes
+        assert all(not p.config.webrtc for p in peers if p.errors)
+        assert a_link.path == "relay"
+    finally:
+        for peer in peers:
+            await peer.close()
+        for client in clients:
+            await client.close()
+        await stop_router(router, task)
