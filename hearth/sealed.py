@@ -162,6 +162,24 @@ def signed_bytes(sender: str, recipient: str, msg_id: str, payload: bytes) -> by
     )
 
 
+def did_key_encryption_key(did: str) -> PublicKey:
+    """The X25519 key of an Ed25519 did:key: its Montgomery form, as the keyserver publishes.
+
+    The owner opens with its Ed25519 signing key (see `open_sealed`).
+    """
+    try:
+        key = PublicKey.from_did_key(did)
+    except KeyFormatError as e:
+        raise SealedFormatError(f"recipient is not a usable did:key: {e}") from e
+    if key.type is not KeyType.ED25519:
+        raise SealedFormatError("only Ed25519 did:keys have a derived encryption key")
+    try:
+        raw = nacl.signing.VerifyKey(key.raw).to_curve25519_public_key()
+    except nacl.exceptions.RuntimeError as e:
+        raise SealedFormatError("did:key is not a valid Ed25519 point") from e
+    return PublicKey(KeyType.X25519, bytes(raw))
+
+
 def _x25519_public(key: PublicKey | bytes | str) -> nacl.public.PublicKey:
     if isinstance(key, str):
         try:
@@ -197,7 +215,7 @@ def seal(
     sender: str,
     sender_key: Ed25519Signer | nacl.signing.SigningKey | bytes,
     recipient: str,
-    recipient_key: PublicKey | bytes | str,
+    recipient_key: PublicKey | bytes | str | None = None,
     msg_id: str,
 ) -> bytes:
     """Sign `payload` as `sender` and encrypt it for `recipient`'s X25519 key.
@@ -205,9 +223,12 @@ def seal(
     `sender_key` is the sender's Ed25519 signing key (a 32-byte seed, a
     `nacl.signing.SigningKey`, or a `hearth.jwt.Signer`); `recipient_key` is
     the recipient's X25519 key as a `PublicKey`, a multibase / did:key
-    string, or 32 raw bytes. Use the same `msg_id` in the router's `mail`
+    string, or 32 raw bytes (None: the recipient is an Ed25519 did:key and
+    its derived key is used). Use the same `msg_id` in the router's `mail`
     frame. The result is `len(payload) + sealed_overhead(sender, msg_id)` bytes.
     """
+    if recipient_key is None:
+        recipient_key = did_key_encryption_key(recipient)
     box = nacl.public.SealedBox(_x25519_public(recipient_key))
     signature = _signer(sender_key).sign(signed_bytes(sender, recipient, msg_id, payload))
     if len(signature) != SIGNATURE_LEN:
@@ -229,18 +250,27 @@ def sealed_overhead(sender: str, msg_id: str) -> int:
     return BOX_OVERHEAD + 1 + 2 + len(sender.encode()) + 2 + len(msg_id.encode()) + SIGNATURE_LEN
 
 
-def _x25519_private(key: nacl.public.PrivateKey | bytes) -> nacl.public.PrivateKey:
+RecipientPrivateKey = nacl.public.PrivateKey | nacl.signing.SigningKey | bytes
+
+
+def _x25519_private(key: RecipientPrivateKey) -> nacl.public.PrivateKey:
     if isinstance(key, nacl.public.PrivateKey):
         return key
+    if isinstance(key, nacl.signing.SigningKey):  # a did:key owner's signing key
+        return key.to_curve25519_private_key()
     if len(key) != 32:
         raise SealedFormatError("X25519 private key must be 32 bytes")
     return nacl.public.PrivateKey(key)
 
 
 def decrypt_sealed(
-    sealed: bytes, *, recipient: str, recipient_key: nacl.public.PrivateKey | bytes
+    sealed: bytes, *, recipient: str, recipient_key: RecipientPrivateKey
 ) -> SealedContents:
-    """Decrypt with the recipient's X25519 private key; the result is not yet verified."""
+    """Decrypt with the recipient's X25519 private key; the result is not yet verified.
+
+    `recipient_key`: an X25519 private key (or its 32 bytes), or, for a
+    did:key recipient using its derived key, its Ed25519 `SigningKey`.
+    """
     box = nacl.public.SealedBox(_x25519_private(recipient_key))
     try:
         inner = box.decrypt(bytes(sealed))
@@ -277,7 +307,7 @@ def open_sealed(
     sealed: bytes,
     *,
     recipient: str,
-    recipient_key: nacl.public.PrivateKey | bytes,
+    recipient_key: RecipientPrivateKey,
     sender_keys: PublicKey | Iterable[PublicKey] | None = None,
     expected_sender: str | None = None,
     expected_msg_id: str | None = None,

@@ -207,7 +207,7 @@ class _QuietServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
+async def serve(app: Any, lifespan: str = "off") -> AsyncIterator[str]:
     """Serve an ASGI app on 127.0.0.1 port 0 until the block ends; yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -215,7 +215,7 @@ async def serve(app: Any) -> AsyncIterator[str]:
     sock.setblocking(False)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
+        app, log_config=None, access_log=False, lifespan=lifespan, timeout_graceful_shutdown=1
     )
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

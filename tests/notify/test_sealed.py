@@ -17,6 +17,7 @@ from hearth.sealed import (
     SealedMismatchError,
     SealedSignatureError,
     decrypt_sealed,
+    did_key_encryption_key,
     open_sealed,
     seal,
     sealed_overhead,
@@ -199,3 +200,19 @@ def test_round_trip_and_mutation(payload: bytes, msg_id: str, flips: list[int]) 
     if bytes(tampered) != sealed:
         with pytest.raises(SealedError):
             open_sealed(bytes(tampered), recipient=BOB.did, recipient_key=BOB.enc)
+
+
+def test_did_key_recipient_without_keyserver() -> None:
+    # A did:key recipient's encryption key is its own key's Montgomery form;
+    # it opens with its Ed25519 signing key.
+    sealed = seal(b"local-first", sender=ALICE.did, sender_key=ALICE.signing, recipient=BOB.did,
+                  msg_id="dk")  # fmt: skip
+    mail = open_sealed(sealed, recipient=BOB.did, recipient_key=BOB.signing)
+    assert mail.payload == b"local-first"
+    with pytest.raises(SealedDecryptError):
+        open_sealed(sealed, recipient=BOB.did, recipient_key=BOB.enc)
+    with pytest.raises(SealedFormatError):
+        seal(b"x", sender=ALICE.did, sender_key=ALICE.signing, recipient="did:plc:abc",
+             msg_id="dk")  # fmt: skip
+    with pytest.raises(SealedFormatError):
+        did_key_encryption_key(BOB.enc_pub.did_key)  # an X25519 did:key has no derived key
