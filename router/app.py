@@ -7,7 +7,6 @@ hands them to `router.server.RouterProtocol` (see `uvicorn_options`).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -22,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 import hearth
-from hearth.auth import KeyLookup, ServiceAuthVerifier
+from hearth.auth import ServiceAuthVerifier
 from hearth.config import Option, ServiceConfig
 from hearth.http import (
     EXCEPTION_HANDLERS,
@@ -32,9 +31,8 @@ from hearth.http import (
     require_auth,
 )
 from hearth.identity import web_did_for_url
-from hearth.keys import PublicKey
 from hearth.service import Service
-from hearth.types import Did
+from resolver import Resolver
 from router.limits import Limits
 from router.notify import OPTIONS as NOTIFY_OPTIONS
 from router.notify import Notifications
@@ -85,23 +83,6 @@ def limits_from_config(config: ServiceConfig) -> Limits:
             raw = config.options[name]
             values[name] = type(default)(raw)
     return Limits(**values)
-
-
-def _key_lookup(config: ServiceConfig) -> tuple[KeyLookup, Any]:
-    """The resolver's `signing_key` when the resolver library is available."""
-    try:
-        module = importlib.import_module("resolver")
-        resolver_cls = getattr(module, "Resolver", None)
-        if resolver_cls is not None:
-            resolver = resolver_cls.from_settings(config.settings)
-            return resolver.signing_key, resolver
-    except Exception:  # pragma: no cover - depends on the resolver's state
-        log.exception("resolver unavailable; only did:key callers can get router tokens")
-
-    async def none(_did: Did, _fresh: bool) -> PublicKey | None:
-        return None
-
-    return none, None
 
 
 class _Metrics(Collector):
@@ -173,7 +154,8 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        key_lookup, resolver = _key_lookup(config)
+        # Resolves did:plc / did:web issuers of token-endpoint JWTs.
+        resolver = Resolver.from_settings(config.settings)
         server = RouterServer(
             did,
             limits,
@@ -188,15 +170,14 @@ def create_app(config: ServiceConfig) -> Starlette:
         signaling = Signaling(server.router, SignalingSettings.from_config(config))
         signaling.install()
         holder["signaling"] = signaling
-        holder["verifier"] = ServiceAuthVerifier(did, key_lookup)
+        holder["verifier"] = ServiceAuthVerifier(did, resolver.signing_key)
         metrics.server = server
         try:
             yield {STATE_KEY: server}
         finally:
             await server.aclose()
             await notifications.aclose()
-            if resolver is not None:
-                await resolver.aclose()
+            await resolver.aclose()
 
     async def token(request: Request) -> Response:
         nsid = request.url.path.rsplit("/", 1)[-1]

@@ -127,10 +127,15 @@ class Raw:
 
 
 async def open_raw(
-    router: RunningRouter, signer: Signer | None = None, *, subprotocols: list[str] | None = None
+    router: RunningRouter,
+    signer: Signer | None = None,
+    *,
+    subprotocols: list[str] | None = None,
+    did: str | None = None,
 ) -> Raw:
+    """Connect as `signer`'s did:key (or as `did`, with `subprotocols` carrying its token)."""
     signer = signer or Signer.generate()
-    did = signer.did_key
+    did = did or signer.did_key
     protos = subprotocols or ["authorization", connect_token(signer, router.did)]
     ws = await connect(
         f"{router.ws_base}/connect/as/{did}",
