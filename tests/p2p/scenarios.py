@@ -159,6 +159,38 @@ async def sync_1000(changes_file: str) -> dict[str, Any]:
         return result
 
 
+async def mesh(changes_file: str, peers: int) -> dict[str, Any]:
+    """Several peers join at once; one channel per pair; every document converges."""
+    add_veth()
+    changes = load_changes(changes_file)
+    half = len(changes) // 2
+    async with router_env() as env:
+        # two writers with different halves, the others empty, all joining together
+        docs = [Document.from_chunks(changes[:half]), Document.from_chunks(changes[half:])]
+        docs += [Document() for _ in range(peers - 2)]
+        nodes = await asyncio.gather(*(env.node(config(), d) for d in docs))
+        full = Document.from_chunks(changes).heads
+        for node in nodes:
+            await until(
+                lambda node=node: node.sync.docs[DOC].heads == full,
+                lambda node=node: node.sync.changed,
+            )
+        stats = [n.peer.stats() for n in nodes]
+        result = {
+            "converged": all(n.sync.docs[DOC].heads == full for n in nodes),
+            "links": [
+                sorted((link["connId"], link["offerer"], link["path"]) for link in s["links"])
+                for s in stats
+            ],
+            "conn_ids": [s["connId"] for s in stats],
+            "stats": stats,
+            "metrics": await env.metrics(),
+        }
+        for node in nodes:
+            await node.close()
+        return result
+
+
 async def ice_fail(n1: int, after_open: int) -> dict[str, Any]:
     """No usable addresses: ICE fails, the relay carries everything; then a channel takes over."""
     got: list[int] = []
@@ -423,6 +455,7 @@ async def channel_drop(before: int, after: int) -> dict[str, Any]:
 
 
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "mesh": mesh,
     "channel_drop": channel_drop,
     "sync_1000": sync_1000,
     "ice_fail": ice_fail,

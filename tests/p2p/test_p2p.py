@@ -86,3 +86,19 @@ async def test_dropped_channel_is_renegotiated_without_loss() -> None:
     assert a["generation"] == b["generation"] >= 2
     assert a["path"] == b["path"] == "channel"
     assert a["sentBytes"]["relay"] > 0 and a["sentBytes"]["channel"] > 0
+
+
+async def test_simultaneous_joins_one_channel_per_pair_and_convergence(changes_file: str) -> None:
+    r = await run_scenario("mesh", changes_file=changes_file, peers=3)
+    assert r["converged"]
+    ids = r["conn_ids"]
+    offers = {}
+    for me, links in zip(ids, r["links"], strict=True):
+        assert sorted(c for c, _, _ in links) == sorted(i for i in ids if i != me)
+        assert all(path == "channel" for _, _, path in links)
+        for other, offerer, _ in links:
+            offers[(me, other)] = offerer
+    # exactly one side of every pair offered
+    for (me, other), offerer in offers.items():
+        assert offers[(other, me)] is not offerer
+    assert r["metrics"]["hearth_router_relayed_bytes"] == 0
