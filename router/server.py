@@ -29,6 +29,7 @@ from router.limits import Limits
 from router.tokens import TokenStore
 from router.websocket import (
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
     EV_BINARY,
     EV_CLOSE,
     EV_OVERSIZE,
@@ -118,7 +119,11 @@ class RouterServer:
         dirty = self._dirty
         self._dirty = []
         for proto in dirty:
-            proto.flush()
+            try:
+                proto.flush()
+            except Exception:  # one broken connection must not stall the others
+                log.exception("flushing a connection failed; dropping it")
+                proto.abort()
 
     async def _sweep(self) -> None:
         limits = self.limits
@@ -308,7 +313,12 @@ class RouterProtocol(asyncio.Protocol):
         router = server.router
         for kind, payload in events:
             if kind == EV_BINARY or kind == EV_TEXT:
-                router.receive(conn, payload)
+                try:
+                    router.receive(conn, payload)
+                except Exception:  # a handler bug: fail this connection, not the loop
+                    log.exception("handling a frame from %s failed", conn.did)
+                    self.close(CLOSE_INTERNAL, "internal error", "internal_error")
+                    return
             elif kind == EV_PING:
                 self._send_raw(encode_frame_header(OP_PONG, len(payload)) + payload)
             elif kind == EV_CLOSE:
@@ -356,6 +366,16 @@ class RouterProtocol(asyncio.Protocol):
             if self.conn is not None:
                 server.router.disconnect(self.conn, "slow_consumer")
             transport.abort()
+
+    def abort(self) -> None:
+        """Drop the connection at once (no close frame), forgetting it in the core."""
+        server = self.server
+        if self.state == _OPEN and server is not None and self.conn is not None:
+            server.router.disconnect(self.conn, "error")
+        self.state = _CLOSED
+        self.out = None
+        if self.transport is not None:
+            self.transport.abort()
 
     def _send_raw(self, data: bytes) -> None:
         # Control frames go after anything already queued, preserving order.

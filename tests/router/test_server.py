@@ -446,3 +446,31 @@ async def test_did_json_health_metrics(router: RunningRouter) -> None:
     assert "hearth_router_relayed_bytes_total 5.0" in metrics
     await a.close()
     await b.close()
+
+
+async def test_a_failing_handler_closes_only_its_connection(router: RunningRouter) -> None:
+    from router.messages import CLIENT_MESSAGES, Listen
+
+    class Boom(Listen):
+        pass
+
+    def parse(header: list[object]) -> Boom:
+        return Boom(())
+
+    def explode(*_args: object) -> None:
+        raise RuntimeError("handler bug")
+
+    a, b = await open_raw(router), await open_raw(router)
+    CLIENT_MESSAGES["boom"] = parse
+    router.state.router.register(Boom, explode)
+    try:
+        await a.send(["boom"])
+        with pytest.raises(ConnectionClosed):
+            await a.recv()
+        assert a.ws.close_code == 1011
+    finally:
+        del CLIENT_MESSAGES["boom"]
+    await b.send(["listen", "d"])
+    await b.expect_nothing()
+    assert router.state.router.stats.closed["internal_error"] == 1
+    await b.close()
