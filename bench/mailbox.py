@@ -252,7 +252,7 @@ async def main(args: argparse.Namespace) -> None:
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "HEARTH_LOG_LEVEL": "warning",
+        "HEARTH_LOG_LEVEL": os.environ.get("HEARTH_LOG_LEVEL", "warning"),
         "HEARTH_ROUTER_PUSH_ALLOW_HTTP": "1",
         "HEARTH_ROUTER_MAILBOX_PER_SENDER": str(total * 2),
         "HEARTH_ROUTER_MAIL_RATE": "100000",

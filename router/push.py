@@ -241,13 +241,23 @@ class VapidKey:
 
 
 class WebPushSender:
-    """`PushSender` over HTTP: pywebpush encryption, VAPID, httpx transport."""
+    """`PushSender` over HTTP: pywebpush encryption, VAPID, an httpx connection pool.
+
+    Requests go straight to the transport (keep-alive pool, no redirects):
+    `httpx.AsyncClient` logs every request URL at INFO, and a push endpoint
+    URL is a capability that must not reach the logs.
+    """
 
     def __init__(
-        self, vapid: VapidKey, *, timeout: float = 10.0, client: httpx.AsyncClient | None = None
+        self,
+        vapid: VapidKey,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.vapid = vapid
-        self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        self._transport = transport or httpx.AsyncHTTPTransport(retries=0)
 
     def build_request(self, message: PushMessage) -> tuple[str, dict[str, str], bytes]:
         """Encrypt and sign: (url, headers, body). Exposed for benchmarks and tests."""
@@ -266,15 +276,22 @@ class WebPushSender:
 
     async def send(self, message: PushMessage) -> PushResult:
         url, headers, body = self.build_request(message)
+        request = httpx.Request(
+            "POST", url, headers=headers, content=body, extensions={"timeout": self._timeout}
+        )
         try:
-            response = await self._client.post(url, headers=headers, content=body)
+            response = await self._transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.HTTPError as e:
             log.info("push transport error: %s", type(e).__name__)
             return PushResult(PushOutcome.RETRY)
         return classify(response.status_code, response.headers.get("retry-after"))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import stat
 from pathlib import Path
 
@@ -75,7 +76,10 @@ def test_classify() -> None:
     assert classify(413).outcome is PushOutcome.FAILED
 
 
-async def test_push_is_encrypted_signed_and_carries_headers(tmp_path: Path) -> None:
+async def test_push_is_encrypted_signed_and_carries_headers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     vapid = VapidKey.load_or_create(tmp_path / "vapid.pem", SUBJECT)
     async with PushEndpoint(vapid.public_key).running() as ep:
         sender = WebPushSender(vapid)
@@ -96,6 +100,9 @@ async def test_push_is_encrypted_signed_and_carries_headers(tmp_path: Path) -> N
             assert ep.refused == []
         finally:
             await sender.aclose()
+    # endpoint URLs are capabilities: never logged (httpx's client would log them)
+    for dev in ep.devices.values():
+        assert all(dev.sub_id not in r.getMessage() for r in caplog.records)
 
 
 async def test_endpoint_refuses_a_foreign_vapid_key(tmp_path: Path) -> None:
