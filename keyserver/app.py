@@ -90,14 +90,15 @@ OPTIONS = (
 )
 
 
-def _master_key(config: ServiceConfig) -> bytes:
+def _master_key(config: ServiceConfig) -> tuple[bytes, str]:
+    """The master key and where it came from (for the start-up log line)."""
     try:
         text = config.get_str("master_key")
         if text:
-            return parse_master_key(text)
+            return parse_master_key(text), "HEARTH_KEYSERVER_MASTER_KEY"
         path_text = config.get_str("master_key_file")
         path = Path(path_text) if path_text else config.service_dir / "master.key"
-        return load_or_create_master_key(path)
+        return load_or_create_master_key(path), str(path)
     except MasterKeyError as e:
         raise ConfigError(f"keyserver master key: {e}") from e
 
@@ -106,7 +107,8 @@ def create_app(config: ServiceConfig) -> Starlette:
     """The keyserver ASGI app. Reads (or creates) the master key now; opens the
     database and the resolver when the server starts, closes them when it stops."""
     settings = config.settings
-    sealer = Sealer(_master_key(config))
+    master, source = _master_key(config)
+    sealer = Sealer(master)
     db_text = config.get_str("database")
     db_path = Path(db_text) if db_text else config.service_dir / "keys.sqlite3"
     did = web_did_for_url(settings.url)
@@ -125,6 +127,13 @@ def create_app(config: ServiceConfig) -> Starlette:
             except Exception:
                 log.error("%s was sealed under another master key; refusing to start", db_path)
                 raise
+            # The fingerprint is a keyed hash: it tells operators which key is in use.
+            log.info(
+                "keys in %s, master key from %s (fingerprint %s)",
+                db_path,
+                source,
+                sealer.fingerprint[:16],
+            )
             resolver = Resolver.from_settings(settings)
             # Tokens name the service DID, bare or (as PDSes proxying with
             # `atproto-proxy: <did>#<service id>` now may) with a service id.
