@@ -50,6 +50,7 @@ class WsConnection:
         data = encode_message(message)
         if self._queue and self._queued + len(data) > self._max:
             log.warning("closing a slow consumer (%d bytes queued)", self._queued)
+            self._metrics.refused.labels("slow_consumer").inc()
             self._queue.clear()
             self._queued = 0
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer: send queue full")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from hearth.types import Did, DocumentId
@@ -160,3 +163,47 @@ async def test_cache_stays_bounded_and_reloads_from_storage() -> None:
     assert len(hub._docs) <= 2
     for doc_id, doc in docs.items():
         assert await hub.export(doc_id) == doc.save()
+
+
+def valid_upload() -> bytes:
+    doc = make_changes(3)
+    state = SyncState()
+    state.their_have = []
+    state.their_need = []
+    message = doc.generate_sync_message(state)
+    assert message is not None
+    parsed = AutomergeSyncMessage.decode(message)
+    parsed.changes = [c.raw for c in doc.changes()]
+    return parsed.encode()
+
+
+UPLOAD = valid_upload()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.tuples(st.integers(0, len(UPLOAD) - 1), st.integers(0, 255)).map(
+            lambda p: UPLOAD[: p[0]] + bytes([p[1]]) + UPLOAD[p[0] + 1 :]
+        ),
+        st.integers(0, len(UPLOAD)).map(lambda n: UPLOAD[:n]),
+    )
+)
+def test_any_sync_payload_gets_an_answer_never_an_exception(data: bytes) -> None:
+    async def run() -> list[Message]:
+        storage = MemoryStorage()
+        hub = new_hub(storage)
+        conn = Conn([])
+        peer = await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+        assert peer is not None
+        conn.inbox.clear()
+        await hub.handle(peer, SyncMessage("p", "srv", new_document_id(), data))
+        # Whatever was stored is a loadable, causally complete document.
+        for doc_id in list(hub._docs):
+            blob = b"".join(c.chunk for c in storage.changes(doc_id))
+            assert Document.load(blob).missing_deps() == []
+        return conn.inbox
+
+    replies = asyncio.run(run())
+    assert replies, "the hub must answer every sync message"

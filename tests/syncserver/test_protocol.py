@@ -324,3 +324,43 @@ async def test_metrics_and_health(server: RunningServer) -> None:
     async with httpx.AsyncClient() as http:
         health = (await http.get(server.url + "/xrpc/_health")).json()
     assert health["documents"] == 1 and health["storageId"]
+
+
+async def test_a_slow_consumer_is_closed_and_others_keep_going(tmp_path: Path) -> None:
+    async with running_server(tmp_path, send_queue_bytes=256 * 1024) as server:
+        token = await server.token_for(Signer.generate())
+        doc_id = new_document_id()
+        doc = make_changes(2)
+        async with (
+            RawPeer.connect(server.ws(token), "talker") as talker,
+            RawPeer.connect(server.ws(token), "sleeper") as sleeper,
+            RawPeer.connect(server.ws(token), "listener") as listener,
+        ):
+            for peer in (talker, sleeper, listener):
+                await sync_until_acked(peer, doc_id, Document.load(doc.save()))
+            blob = os.urandom(64 * 1024)
+            sent = 0
+            # The sleeper never reads; the listener does. Talk until the server gives up
+            # on the sleeper (its queue passed the bound once the TCP buffers filled).
+            while (
+                await metric(server, "hearth_syncserver_refused_total", reason="slow_consumer") < 1
+            ):
+                for _ in range(20):
+                    sent += 1
+                    await talker.send_raw(
+                        {
+                            "type": "ephemeral",
+                            "senderId": "talker",
+                            "targetId": talker.server_peer_id,
+                            "documentId": doc_id,
+                            "sessionId": "s",
+                            "count": sent,
+                            "data": blob,
+                        }
+                    )
+                    assert (await listener.recv())["count"] == sent
+                assert sent < 2000, "the slow consumer was never closed"
+            assert await expect_closed(sleeper) == 1008
+            # The others still sync.
+            doc.apply(child_change(doc))
+            await sync_until_acked(talker, doc_id, doc)
