@@ -35,7 +35,7 @@ from hearth.service import Service
 from resolver import Resolver
 from router.limits import Limits
 from router.notify import OPTIONS as NOTIFY_OPTIONS
-from router.notify import Notifications
+from router.notify import Notifications, NotifyMetrics
 from router.push_routes import push_routes
 from router.server import STATE_KEY, RouterProtocol, RouterServer
 from router.signaling import OPTIONS as SIGNALING_OPTIONS
@@ -151,6 +151,7 @@ def create_app(config: ServiceConfig) -> Starlette:
     registry.register(metrics)
     holder: dict[str, Any] = {}
     registry.register(SignalingMetrics(lambda: holder.get("signaling")))
+    registry.register(NotifyMetrics(lambda: holder.get("notifications")))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:

@@ -136,13 +136,16 @@ class MailStats:
 
 
 class NotifyMetrics(Collector):
-    """Prometheus collector for one `Notifications` (register it on the app's registry)."""
+    """Prometheus collector; `get()` gives the running `Notifications` (None: nothing yet)."""
 
-    def __init__(self, notifications: Notifications) -> None:
-        self.n = notifications
+    def __init__(self, get: Callable[[], Notifications | None]) -> None:
+        self._get = get
 
     def collect(self) -> Iterable[Metric]:
-        mail = self.n.stats
+        n = self._get()
+        if n is None:
+            return
+        mail = n.stats
         yield CounterMetricFamily("hearth_router_mail_stored", "mails stored", mail.stored)
         yield CounterMetricFamily(
             "hearth_router_mail_duplicates", "resent mails recognised", mail.duplicates
@@ -156,7 +159,7 @@ class NotifyMetrics(Collector):
         yield CounterMetricFamily(
             "hearth_router_mail_refused", "mails refused (quota, msgId conflict)", mail.refused
         )
-        push = self.n.push.stats
+        push = n.push.stats
         pushes = CounterMetricFamily(
             "hearth_router_pushes", "Web Push outcomes", labels=["outcome"]
         )
@@ -164,12 +167,12 @@ class NotifyMetrics(Collector):
             pushes.add_metric([outcome], getattr(push, outcome))
         yield pushes
         yield GaugeMetricFamily(
-            "hearth_router_push_pending", "pushes queued or waiting to retry", self.n.push.pending
+            "hearth_router_push_pending", "pushes queued or waiting to retry", n.push.pending
         )
         yield GaugeMetricFamily(
             "hearth_router_device_connections",
             "connections that said which device they are",
-            self.n.tracked_connections(),
+            n.tracked_connections(),
         )
 
 
@@ -207,7 +210,7 @@ class Notifications:
         )
         self._sender = sender
         self.stats = MailStats()
-        self.metrics = NotifyMetrics(self)
+        self.metrics = NotifyMetrics(lambda: self)
         self._conn_device: dict[ConnId, tuple[Did, str]] = {}
         self._online: dict[tuple[Did, str], set[ConnId]] = {}
         self._tasks: set[asyncio.Task[None]] = set()

@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import httpx
 import nacl.public
 
 from hearth.jwt import Signer
@@ -230,6 +231,10 @@ async def test_quotas_and_bad_mail(tmp_path: Path) -> None:
             header, _ = await a.recv()
             assert header[:2] == ["error", code], (bad, header)
         await a.close()
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{r.url}/metrics")).text
+        assert "hearth_router_mail_stored_total 3.0" in text
+        assert "hearth_router_mail_refused_total 3.0" in text
 
 
 async def test_crash_after_stored_receipt_loses_nothing(tmp_path: Path) -> None:
