@@ -51,6 +51,7 @@ T = TypeVar("T")
 Runner = Callable[[Callable[[], T]], Awaitable[T]]
 
 MAX_SUBSCRIPTIONS = 256
+MAX_WAITING = 1024  # documents one peer may wait for
 EPHEMERAL_MEMORY = 10_000
 
 
@@ -74,6 +75,7 @@ class Peer:
     conn: Connection
     sessions: dict[DocumentId, SyncState] = field(default_factory=dict)
     subscriptions: set[str] = field(default_factory=set)
+    waiting: set[DocumentId] = field(default_factory=set)  # told unavailable, still interested
     closed: bool = False
 
     @property
@@ -92,6 +94,9 @@ class DocEntry:
     access: Access | None = None  # None: not stored (yet)
     doc: Document = field(default_factory=Document)
     peers: dict[str, Peer] = field(default_factory=dict)
+    # Peers that asked and were told `doc-unavailable`: like the JS server, we sync
+    # with them as soon as the document exists and they may read it.
+    waiting: dict[str, Peer] = field(default_factory=dict)
 
 
 async def _run_inline(fn: Callable[[], T]) -> T:
@@ -166,6 +171,11 @@ class SyncHub:
             del self.peers[peer.peer_id]
         self.metrics.peers.set(len(self.peers))
         states: list[tuple[DocumentId, bytes]] = []
+        for document_id in peer.waiting:
+            entry = self._docs.get(document_id)
+            if entry is not None and entry.waiting.get(peer.peer_id) is peer:
+                del entry.waiting[peer.peer_id]
+        peer.waiting.clear()
         for document_id, state in peer.sessions.items():
             entry = self._docs.get(document_id)
             if entry is not None and entry.peers.get(peer.peer_id) is peer:
@@ -238,9 +248,32 @@ class SyncHub:
         entry.access = access
         entry.loaded = True
 
-    def _unavailable(self, peer: Peer, document_id: DocumentId, reason: str) -> None:
+    def _unavailable(
+        self, peer: Peer, document_id: DocumentId, reason: str, *, wait: bool = True
+    ) -> None:
+        """Tell the peer we cannot give it the document; with `wait`, remember that it
+        asked, so it gets the document if it appears or the peer is granted access."""
         self.metrics.refused.labels(reason).inc()
         peer.conn.send(DocUnavailableMessage(self.peer_id, peer.peer_id, document_id))
+        if wait and not peer.closed and len(peer.waiting) < MAX_WAITING:
+            entry = self._entry(document_id)
+            entry.waiting[peer.peer_id] = peer
+            peer.waiting.add(document_id)
+
+    def _wake_waiting(self, entry: DocEntry) -> None:
+        """Start syncing with waiting peers that may now read; call under the lock."""
+        access = entry.access
+        if access is None:
+            return
+        for peer in list(entry.waiting.values()):
+            if peer.closed:
+                del entry.waiting[peer.peer_id]
+            elif access.can_read(peer.did):
+                del entry.waiting[peer.peer_id]
+                peer.waiting.discard(entry.document_id)
+                peer.sessions[entry.document_id] = SyncState()
+                entry.peers[peer.peer_id] = peer
+                self._send_sync(entry, peer)
 
     async def _on_sync(self, peer: Peer, message: SyncMessage) -> None:
         document_id = message.document_id
@@ -270,7 +303,7 @@ class SyncHub:
                     return
                 if peer.did is None:
                     # Anonymous peers may only read public documents, so never create one.
-                    self._unavailable(peer, document_id, "anonymous_create")
+                    self._unavailable(peer, document_id, "anonymous_create", wait=False)
                     return
             elif not access.can_read(peer.did):
                 self._drop_session(entry, peer)
@@ -292,6 +325,8 @@ class SyncHub:
                     return
                 peer.sessions[document_id] = state
             entry.peers[peer.peer_id] = peer
+            if entry.waiting.pop(peer.peer_id, None) is not None:
+                peer.waiting.discard(document_id)
             before = state.their_heads
             try:
                 added = entry.doc.receive_sync_message(state, message.data)
@@ -356,6 +391,7 @@ class SyncHub:
             raise
         if create is not None:
             entry.access = create
+            self._wake_waiting(entry)
         self.metrics.changes_received.inc(len(changes))
 
     def _send_sync(self, entry: DocEntry, peer: Peer) -> None:
@@ -451,6 +487,9 @@ class SyncHub:
                 if not access.can_read(peer.did):
                     self._drop_session(entry, peer)
                     self._unavailable(peer, document_id, "access_revoked")
+            if entry.waiting:
+                await self._ensure_loaded(entry)
+                self._wake_waiting(entry)
 
     async def export(self, document_id: DocumentId) -> bytes:
         """The stored document as one loadable blob (changes in causal order)."""
@@ -477,7 +516,12 @@ class SyncHub:
         """Forget least recently used documents that no peer is syncing."""
         while len(self._docs) > self._max_cached:
             for document_id, entry in self._docs.items():
-                if document_id != keep and not entry.peers and not entry.lock.locked():
+                if (
+                    document_id != keep
+                    and not entry.peers
+                    and not entry.waiting
+                    and not entry.lock.locked()
+                ):
                     del self._docs[document_id]
                     break
             else:

@@ -109,3 +109,19 @@ async def test_anonymous_peers_cannot_create(server: RunningServer, node: NodeCl
     r = await server.xrpc("GET", "export", params={"documentId": created["documentId"]})
     assert r.status_code == 404
     assert await metric(server, "hearth_syncserver_documents") == 0
+
+
+async def test_a_peer_told_unavailable_gets_the_document_once_it_may_read(
+    server: RunningServer, node: NodeClients
+) -> None:
+    alice, bob = Signer.generate(), Signer.generate()
+    await node.call("open", client="alice", url=server.ws(await server.token_for(alice)))
+    await node.call("open", client="bob", url=server.ws(await server.token_for(bob)))
+    created = await node.call("create", client="alice", changes=4)
+    await node.call("waitSynced", client="alice", url=created["url"])
+    assert (await node.call("findOrWait", client="bob", url=created["url"]))["state"] == (
+        "unavailable"
+    )
+    await set_access(server, alice, created["documentId"], readers=[bob.did_key])
+    ready = await node.call("waitReady", client="bob", url=created["url"])
+    assert len(ready["items"]) == 3

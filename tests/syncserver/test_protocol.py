@@ -364,3 +364,32 @@ async def test_a_slow_consumer_is_closed_and_others_keep_going(tmp_path: Path) -
             # The others still sync.
             doc.apply(child_change(doc))
             await sync_until_acked(talker, doc_id, doc)
+
+
+async def test_a_request_for_a_missing_document_is_answered_when_it_arrives(
+    server: RunningServer,
+) -> None:
+    token = await server.token_for(Signer.generate())
+    doc_id = new_document_id()
+    async with (
+        RawPeer.connect(server.ws(token), "early") as early,
+        RawPeer.connect(server.ws(token), "author") as author,
+    ):
+        mine = Document()
+        state = SyncState()
+        request = mine.generate_sync_message(state)
+        assert request is not None
+        await early.send_raw(sync_frame(early, doc_id, request, "request"))
+        assert (await early.recv())["type"] == "doc-unavailable"
+        doc = make_changes(4)
+        await sync_until_acked(author, doc_id, doc)
+        # The server starts syncing with the peer that asked, on its own.
+        state = SyncState()
+        while sorted(mine.heads) != sorted(doc.heads):
+            msg = await early.recv()
+            assert msg["type"] == "sync"
+            mine.receive_sync_message(state, msg["data"])
+            reply = mine.generate_sync_message(state)
+            if reply is not None:
+                await early.send_raw(sync_frame(early, doc_id, reply))
+        assert mine.save() == doc.save()

@@ -179,6 +179,21 @@ const commands = {
     }
   },
 
+  // Like find, but keeps the handle when the document is unavailable, so it can
+  // become ready later if the server starts syncing it.
+  async findOrWait({ client: name, url }) {
+    const c = client(name)
+    const handle = await c.repo.find(url, { allowableStates: ["ready", "unavailable"] })
+    handles.set(`${name} ${url}`, handle)
+    return { state: handle.state }
+  },
+
+  async waitReady({ client: name, url, timeoutMs = 30000 }) {
+    const handle = handles.get(`${name} ${url}`)
+    await until(() => handle.isReady(), timeoutMs, "the document to become ready")
+    return { heads: handle.heads(), items: handle.doc().items ?? [] }
+  },
+
   async value({ client: name, url }) {
     const c = client(name)
     const handle = await getHandle(c, name, url)
