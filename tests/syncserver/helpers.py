@@ -217,7 +217,9 @@ class NodeClients:
             if fut is not None and not fut.done():
                 fut.set_result(obj)
 
-    async def call(self, op: str, wait: float = TIMEOUT, **args: Any) -> dict[str, Any]:
+    async def call(self, op: str, wait: float = 2 * TIMEOUT, **args: Any) -> dict[str, Any]:
+        """Run one driver op; its own time limits (`timeoutMs`) scale with the factor too."""
+        args.setdefault("timeoutMs", int(TIMEOUT * 1000))
         self._next += 1
         ident = self._next
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

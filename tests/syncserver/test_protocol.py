@@ -89,6 +89,8 @@ async def test_handshake(server: RunningServer) -> None:
     assert reply["selectedProtocolVersion"] == "1"
     assert reply["peerMetadata"]["isEphemeral"] is False
     assert reply["peerMetadata"]["storageId"]
+    async with RawPeer.connect(server.ws_url + "/sync", "p2") as peer:
+        assert peer.server_peer_id == reply["senderId"]
 
 
 async def test_storage_id_survives_restart(tmp_path: Path) -> None:
