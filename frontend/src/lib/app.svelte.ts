@@ -18,11 +18,14 @@ import { RouterNetworkAdapter, type PeerInfo } from "./router-adapter";
 import { ServiceAuth } from "./services";
 import * as S from "./schema";
 import type { CatalogDoc, ChannelDoc, Level, SpaceDoc } from "./schema";
-import { notifyMentions } from "./notifications";
+import { notifyMentions, openMail } from "./notifications";
 import { ackFrame, encodeFrame } from "./frame";
 import { enablePush, subscribeDocument } from "./push";
 
 type AnyDoc = CatalogDoc | SpaceDoc | ChannelDoc;
+
+/** How long a new document waits for the syncserver before others hear of it. */
+const STORE_WAIT_MS = 5000;
 
 export const urlOf = (id: string) => `automerge:${id}` as AutomergeUrl;
 export const idOf = (url: string) => url.replace(/^automerge:/, "") as DocumentId;
@@ -89,7 +92,7 @@ export class HearthApp {
         deviceId,
       });
       this.router.on("message", (m) => {
-        if (m.verb === "mail") this.onMail(m.from, m.msgId, m.body);
+        if (m.verb === "mail") void this.onMail(m.from, m.msgId, m.body);
       });
       this.routerAdapter = new RouterNetworkAdapter({ transport: this.router });
       this.routerAdapter.onChange(() => this.refreshStatus(true));
@@ -146,14 +149,33 @@ export class HearthApp {
       handle = (await this.open(saved)) as DocHandle<CatalogDoc> | null;
     }
     if (!handle) {
-      handle = this.repo.create<CatalogDoc>();
-      handle.change((d) => S.initCatalog(d, this.did));
+      handle = this.createDoc<CatalogDoc>((d) => S.initCatalog(d, this.did));
       await deviceSettings.set("catalog", handle.url);
-      this.track(handle as DocHandle<AnyDoc>);
     }
     this.catalogHandle = handle;
     this.catalogUrl = handle.url;
     this.updateInterests();
+  }
+
+  /** True while a new document is being made and does not yet say whose it is. */
+  private creating = false;
+
+  /**
+   * Creates a document and fills it in. The repo asks whom to announce a new
+   * document to while creating it, before its content says who may have it:
+   * until then, only the syncserver hears of it; the share rules are
+   * re-checked as soon as it is tracked.
+   */
+  private createDoc<T extends AnyDoc>(init: (d: T) => void): DocHandle<T> {
+    this.creating = true;
+    try {
+      const handle = this.repo.create<T>();
+      handle.change(init);
+      this.track(handle as unknown as DocHandle<AnyDoc>);
+      return handle;
+    } finally {
+      this.creating = false;
+    }
   }
 
   /** DIDs that may hold documents we are still fetching (a DM, a space's channels). */
@@ -265,21 +287,33 @@ export class HearthApp {
     return new Set(S.activeMembers(space).map(([did]) => did));
   }
 
+  /** Documents we made and do not let peers have until the syncserver stored them. */
+  private unpublished = new Set<string>();
+
+  /** For a document we do not have: may `did` be asked for it (and answer)? */
+  private mayFetchFrom(url: string, did: string): boolean {
+    if (!this.opening.has(url)) return false; // never asked for: refuse what we did not want
+    return this.expectedAudience.get(url)?.has(did) ?? true;
+  }
+
   private mayAnnounce(peer: PeerId, docId: DocumentId): boolean {
     const did = this.didOfPeer(peer);
     if (did === null) return true; // the syncserver stores everything we have
-    const audience = this.audience(urlOf(docId));
-    // Unknown here means we are asking for it, which reveals nothing.
+    const url = urlOf(docId);
+    if (this.unpublished.has(url)) return false;
+    if (!this.docs[url]) return !this.creating && this.mayFetchFrom(url, did);
+    const audience = this.audience(url);
     return audience === null || audience.has(did);
   }
 
   private mayAccess(peer: PeerId, docId: DocumentId): boolean {
     const did = this.didOfPeer(peer);
     if (did === null) return true;
-    const doc = this.docs[urlOf(docId)];
-    if (!doc) return this.expectedAudience.get(urlOf(docId))?.has(did) ?? true;
+    const url = urlOf(docId);
+    const doc = this.docs[url];
+    if (!doc) return this.mayFetchFrom(url, did);
     if (doc.type === "hearth.catalog" || doc.type === "hearth.dm") {
-      return this.audience(urlOf(docId))!.has(did);
+      return this.audience(url)!.has(did);
     }
     return true; // spaces and channels: the link is the invitation
   }
@@ -337,24 +371,54 @@ export class HearthApp {
     }
   }
 
-  private accessWanted = new Map<string, string>();
+  private accessWanted = new Map<string, { key: string; done: Promise<boolean> }>();
 
   /**
    * Sets a document's access on the syncserver once it has stored the
    * document (404 until then: retried); only owners may (403: given up).
+   * Resolves true once the access is in force.
    */
-  private ensureAccess(url: string, access: { public: boolean; readers: string[]; writers: string[] }) {
-    if (!this.config.services.syncserver) return;
+  private ensureAccess(
+    url: string,
+    access: { public: boolean; readers: string[]; writers: string[] },
+  ): Promise<boolean> {
+    if (!this.config.services.syncserver) return Promise.resolve(false);
     const key = JSON.stringify(access);
-    if (this.accessWanted.get(url) === key) return;
-    this.accessWanted.set(url, key);
-    void (async () => {
-      for (let attempt = 0; attempt < 8 && this.accessWanted.get(url) === key; attempt++) {
+    const known = this.accessWanted.get(url);
+    if (known?.key === key) return known.done;
+    const entry = { key, done: Promise.resolve(false) };
+    this.accessWanted.set(url, entry);
+    entry.done = (async () => {
+      for (let attempt = 0; attempt < 10 && this.accessWanted.get(url) === entry; attempt++) {
         const status = await this.auth.setAccess(idOf(url), access);
-        if (status === 200 || status === 403) return;
-        await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+        if (status === 200) return true;
+        if (status === 403) return false;
+        await new Promise((r) => setTimeout(r, Math.min(10_000, 100 * 2 ** attempt)));
       }
+      return false;
     })();
+    return entry.done;
+  }
+
+  /**
+   * Runs `publish` (which tells others about a new document) once the
+   * syncserver holds the document under our ownership, so nobody else
+   * uploads it first and becomes its owner; at once when there is no
+   * syncserver session, after `STORE_WAIT_MS` at the latest.
+   */
+  private async publishAfterStored(
+    url: string,
+    access: { public: boolean; readers: string[]; writers: string[] },
+    publish: () => void,
+  ): Promise<void> {
+    const stored = this.ensureAccess(url, access);
+    if (this.status.sync === "open") {
+      this.unpublished.add(url);
+      await Promise.race([stored, new Promise((r) => setTimeout(r, STORE_WAIT_MS))]);
+      this.unpublished.delete(url);
+      void this.repo.shareConfigChanged();
+    }
+    publish();
   }
 
   // --- status -------------------------------------------------------------
@@ -397,24 +461,24 @@ export class HearthApp {
 
   createSpace(name: string): string {
     const now = Date.now();
-    const space = this.repo.create<SpaceDoc>();
-    space.change((d) =>
+    const space = this.createDoc<SpaceDoc>((d) =>
       S.initSpace(d, { name, creator: this.did, creatorName: this.catalog?.displayName ?? "", now }),
     );
-    this.track(space as DocHandle<AnyDoc>);
     this.catalogHandle.change((d) => S.rememberSpace(d, space.url, now));
     this.createChannel(space.url, "general");
     return space.url;
   }
 
   createChannel(spaceUrl: string, name: string): string {
-    const channel = this.repo.create<ChannelDoc>();
-    channel.change((d) => S.initChannel(d, { name, spaceUrl }));
-    this.track(channel as DocHandle<AnyDoc>);
-    this.handle<SpaceDoc>(spaceUrl).change((d) =>
-      S.addChannel(d, { url: channel.url, name, createdAt: Date.now(), createdBy: this.did }),
+    const channel = this.createDoc<ChannelDoc>((d) => S.initChannel(d, { name, spaceUrl }));
+    const space = this.space(spaceUrl);
+    const members = space ? S.activeMembers(space).map(([did]) => did) : [this.did];
+    const createdAt = Date.now();
+    void this.publishAfterStored(channel.url, { public: true, readers: members, writers: members }, () =>
+      this.handle<SpaceDoc>(spaceUrl).change((d) =>
+        S.addChannel(d, { url: channel.url, name, createdAt, createdBy: this.did }),
+      ),
     );
-    this.maintainAccess();
     return channel.url;
   }
 
@@ -464,11 +528,12 @@ export class HearthApp {
       this.router?.send(encodeFrame(["notify", idOf(channelUrl), "ping"]));
     }
     if (targets.length && this.router) {
-      notifyMentions(this.router, targets, {
+      void notifyMentions(this.router, this.identity, targets, {
         channel: channelUrl,
         msgId: id,
         ping: !!opts.ping,
         dm: ch?.type === "hearth.dm",
+        text: body,
       });
     }
   }
@@ -520,12 +585,10 @@ export class HearthApp {
   openDm(did: string): string {
     const known = this.catalog?.dms?.[did];
     if (known) return known;
-    const dm = this.repo.create<ChannelDoc>();
-    dm.change((d) => S.initDm(d, this.did, did));
-    this.track(dm as DocHandle<AnyDoc>);
+    const dm = this.createDoc<ChannelDoc>((d) => S.initDm(d, this.did, did));
     this.catalogHandle.change((d) => S.rememberDm(d, did, dm.url));
-    this.announceDm(did, dm.url);
-    this.ensureAccess(dm.url, { public: false, readers: [this.did, did], writers: [this.did, did] });
+    const access = { public: false, readers: [this.did, did], writers: [this.did, did] };
+    void this.publishAfterStored(dm.url, access, () => this.announceDm(did, dm.url));
     return dm.url;
   }
 
@@ -552,17 +615,13 @@ export class HearthApp {
     this.catalogHandle.change((d) => S.rememberDm(d, from, p.url!));
   }
 
-  /** Mail from the router's mailbox: acknowledged, then shown as a notice. */
-  private onMail(from: string, msgId: string, body: Uint8Array): void {
+  /** Mail from the router's mailbox: acknowledged, opened, shown as a notice. */
+  private async onMail(from: string, msgId: string, body: Uint8Array): Promise<void> {
     this.router?.send(ackFrame(msgId));
-    let kind = "mention";
-    try {
-      kind = (JSON.parse(new TextDecoder().decode(body)) as { kind?: string }).kind ?? kind;
-    } catch {
-      // sealed or unknown payloads still say that someone wants attention
-    }
-    const what = kind === "dm" ? "sent you a direct message" : "mentioned you";
-    this.lastPush = `${this.nameOf(from)}: ${what}`;
+    const mail = await openMail(this.identity, from, msgId, body);
+    if (!mail) return; // not sealed for us by its claimed sender: ignore it
+    const what = { dm: "sent you a message", ping: "pinged you", mention: "mentioned you" }[mail.kind];
+    this.lastPush = `${this.nameOf(from)}: ${what ?? "wants your attention"}`;
   }
 
   nameOf(did: string): string {

@@ -1,11 +1,13 @@
 // Notifications between people go through the router's mailbox (`mail`), so
 // the recipient learns about a mention or a DM even when their app is closed.
-// Until mail is sealed for the recipient's key (hearth.sealed), the payload
-// says only that something happened: the router learns nothing of the chat.
+// Every mail is sealed for its recipient and signed by its sender
+// (`sealed.ts`, compatible with hearth.sealed).
 
 import { mailFrame } from "./frame";
 import type { RouterConnection } from "./router-connection";
 import type { Level } from "./schema";
+import type { Identity } from "./identity";
+import { openSealed, seal } from "./sealed";
 
 /** Sender urgencies the router understands, gentlest first. */
 export type Urgency = "quiet" | "normal" | "ping" | "urgent";
@@ -32,16 +34,59 @@ export function shouldNotify(level: Level, opts: { mention: boolean; ping: boole
 
 const MAIL_TTL_SECONDS = 7 * 24 * 3600;
 
-export function notifyMentions(
+/** What a mail says, sealed for its recipient (hearth.sealed): the router sees only ciphertext. */
+export interface MailPayload {
+  kind: "mention" | "dm" | "ping";
+  channel: string;
+  msgId: string;
+  preview: string;
+}
+
+export async function notifyMentions(
   router: RouterConnection,
+  identity: Identity,
   dids: string[],
-  about: { channel: string; msgId: string; ping: boolean; dm?: boolean },
-): void {
-  const body = new TextEncoder().encode(
-    JSON.stringify({ kind: about.dm ? "dm" : "mention" }),
-  );
+  about: { channel: string; msgId: string; ping: boolean; dm?: boolean; text: string },
+): Promise<void> {
   const urgency = urgencyFor({ ping: about.ping, dm: !!about.dm });
+  const payload: MailPayload = {
+    kind: about.dm ? "dm" : about.ping ? "ping" : "mention",
+    channel: about.channel,
+    msgId: about.msgId,
+    preview: about.text.slice(0, 140),
+  };
+  const bytes = new TextEncoder().encode(JSON.stringify(payload));
   for (const did of dids) {
-    router.send(mailFrame(did, `${about.msgId}.${did.slice(-8)}`, MAIL_TTL_SECONDS, urgency, body));
+    const mailId = `${about.msgId}.${did.slice(-8)}`;
+    const sealed = await seal({
+      payload: bytes,
+      sender: identity.did,
+      senderSeed: identity.seed,
+      recipient: did,
+      msgId: mailId,
+    });
+    router.send(mailFrame(did, mailId, MAIL_TTL_SECONDS, urgency, sealed));
+  }
+}
+
+/** Opens a mail addressed to us; null when it is not a valid sealed mail from `from`. */
+export async function openMail(
+  identity: Identity,
+  from: string,
+  msgId: string,
+  body: Uint8Array,
+): Promise<MailPayload | null> {
+  try {
+    const opened = await openSealed({
+      sealed: body,
+      recipient: identity.did,
+      recipientSeed: identity.seed,
+      expectedSender: from,
+      expectedMsgId: msgId,
+    });
+    return JSON.parse(new TextDecoder().decode(opened.payload)) as MailPayload;
+  } catch (e) {
+    console.warn("mail from", from, "could not be opened:", e);
+    return null;
   }
 }
