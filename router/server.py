@@ -85,6 +85,7 @@ class RouterServer:
         self.slow_consumers = 0
         self._dirty: list[RouterProtocol] = []
         self._flush_scheduled = False
+        self._batch_depth = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -106,13 +107,24 @@ class RouterServer:
         self.refused[reason] = self.refused.get(reason, 0) + 1
 
     def schedule_flush(self, proto: RouterProtocol) -> None:
-        # One flush per event-loop iteration for all connections written to,
-        # so k frames to one destination cost one write() system call.
+        # Writes are coalesced per destination: inside a batch (the frames of
+        # one socket read) they are flushed when the batch ends, so k frames to
+        # one destination cost one write() system call without waiting for the
+        # next event-loop iteration; other writes flush on the next iteration.
         self._dirty.append(proto)
-        if not self._flush_scheduled:
+        if not self._batch_depth and not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None
             self._loop.call_soon(self._flush_all)
+
+    def begin_batch(self) -> None:
+        self._batch_depth += 1
+
+    def end_batch(self) -> None:
+        """Flush everything written since `begin_batch`; must pair with it."""
+        self._batch_depth -= 1
+        if not self._batch_depth and self._dirty:
+            self._flush_all()
 
     def _flush_all(self) -> None:
         self._flush_scheduled = False
@@ -310,6 +322,15 @@ class RouterProtocol(asyncio.Protocol):
         except ProtocolError as e:
             self.close(e.code, e.reason)
             return
+        server.begin_batch()
+        try:
+            self._events(events, conn, server)
+        finally:
+            server.end_batch()
+
+    def _events(
+        self, events: list[tuple[int, bytes]], conn: Connection, server: RouterServer
+    ) -> None:
         router = server.router
         for kind, payload in events:
             if kind == EV_BINARY or kind == EV_TEXT:
@@ -357,6 +378,8 @@ class RouterProtocol(asyncio.Protocol):
         transport = self.transport
         server = self.server
         assert transport is not None and server is not None
+        if transport.is_closing():
+            return  # connection_lost follows; writing now would only log warnings
         transport.write(b"".join(out))
         if transport.get_write_buffer_size() > server.limits.max_outgoing_bytes:
             # A slow consumer: drop it and everything queued for it, at once.
