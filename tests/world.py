@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import secrets
 import struct
 from collections import Counter
@@ -232,8 +233,6 @@ class _Udp(asyncio.DatagramProtocol):
 async def running_world() -> AsyncIterator[World]:
     world = World()
     loop = asyncio.get_running_loop()
-    udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(world), local_addr=("127.0.0.1", 0))
-    world.dns_port = udp.get_extra_info("sockname")[1]
 
     async def tcp_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
@@ -246,10 +245,24 @@ async def running_world() -> AsyncIterator[World]:
                 await writer.drain()
         writer.close()
 
-    tcp = await asyncio.start_server(tcp_client, "127.0.0.1", world.dns_port)
-    sock = bound_socket()
-    world.http_port = sock.getsockname()[1]
+    # DNS listens on UDP and TCP on one port: pick a UDP port, and try again
+    # when its TCP twin is already taken (any loopback socket may hold it).
+    for attempt in range(50):
+        udp, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(world), local_addr=("127.0.0.1", 0)
+        )
+        world.dns_port = udp.get_extra_info("sockname")[1]
+        try:
+            tcp = await asyncio.start_server(tcp_client, "127.0.0.1", world.dns_port)
+        except OSError as e:
+            udp.close()
+            if e.errno != errno.EADDRINUSE or attempt == 49:
+                raise
+            continue
+        break
     try:
+        sock = bound_socket()
+        world.http_port = sock.getsockname()[1]
         async with serve_app(world.http_app(), sock):
             yield world
     finally:

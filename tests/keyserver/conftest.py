@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import errno
-import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,58 +16,7 @@ from hearth.jwt import Signer, mint_service_jwt
 from hearth.keys import KeyType
 from keyserver.app import OPTIONS, create_app
 from tests.servers import bound_socket, serve_app
-from tests.world import Identity, World, _Udp
-
-
-@contextlib.asynccontextmanager
-async def _running_world() -> AsyncIterator[World]:
-    """`tests.world.running_world`, but retrying when the TCP twin of the DNS
-    server's UDP port is taken (EADDRINUSE: any TCP socket on loopback, even a
-    client's ephemeral port, can hold it while other suites run). The shared
-    fixture fails the test and leaks its UDP socket in that case; delete this
-    copy once tests/world.py retries likewise."""
-    world = World()
-    loop = asyncio.get_running_loop()
-
-    async def tcp_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while True:
-                (size,) = struct.unpack("!H", await reader.readexactly(2))
-                answer = world._answer(await reader.readexactly(size))
-                if answer is not None:
-                    writer.write(struct.pack("!H", len(answer)) + answer)
-                    await writer.drain()
-        writer.close()
-
-    for attempt in range(50):
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(world), local_addr=("127.0.0.1", 0)
-        )
-        world.dns_port = udp.get_extra_info("sockname")[1]
-        try:
-            tcp = await asyncio.start_server(tcp_client, "127.0.0.1", world.dns_port)
-        except OSError as e:
-            udp.close()
-            if e.errno != errno.EADDRINUSE or attempt == 49:
-                raise
-            continue
-        break
-    sock = bound_socket()
-    world.http_port = sock.getsockname()[1]
-    try:
-        async with serve_app(world.http_app(), sock):
-            yield world
-    finally:
-        udp.close()
-        tcp.close()
-        await tcp.wait_closed()
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    """Overrides the shared `world` fixture for the keyserver tests (see `_running_world`)."""
-    async with _running_world() as w:
-        yield w
+from tests.world import Identity, World
 
 
 @dataclass
