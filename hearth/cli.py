@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
+import socket
 import sys
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -17,6 +20,7 @@ import hearth
 from hearth.config import (
     ConfigError,
     ServiceConfig,
+    Settings,
     add_common_arguments,
     add_service_arguments,
     build_options,
@@ -33,18 +37,44 @@ FRONTEND_PORT = 8700
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to us, so several share one loop."""
+    """A uvicorn server on a socket we bound, leaving signal handling to us,
+    so several share one loop."""
+
+    def __init__(self, config: uvicorn.Config, sock: socket.socket) -> None:
+        super().__init__(config)
+        self.sock = sock
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
+    async def serve_bound(self) -> None:
+        await self.serve(sockets=[self.sock])
 
-def _uvicorn_config(app: Any, host: str, port: int, extra: dict[str, Any]) -> uvicorn.Config:
-    app = with_cors(app)
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Listen on host:port now, so a busy port is a clear error before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+    sock.setblocking(False)
+    return sock
+
+
+def _bound_settings(settings: Settings) -> tuple[Settings, socket.socket]:
+    """Bind the service's address; a port of 0 becomes the port the system chose."""
+    sock = _bind(settings.host, settings.port)
+    return dataclasses.replace(settings, port=sock.getsockname()[1]), sock
+
+
+def _make_server(app: Any, sock: socket.socket, extra: Mapping[str, Any]) -> _Server:
     options: dict[str, Any] = {
-        "host": host,
-        "port": port,
         "access_log": False,  # our middleware logs paths without query strings
         "log_config": None,
         "lifespan": "on",
@@ -52,7 +82,7 @@ def _uvicorn_config(app: Any, host: str, port: int, extra: dict[str, Any]) -> uv
         "server_header": False,
     }
     options.update(extra)
-    return uvicorn.Config(app, **options)
+    return _Server(uvicorn.Config(with_cors(app), **options), sock)
 
 
 async def _serve_all(servers: list[_Server]) -> None:
@@ -65,45 +95,45 @@ async def _serve_all(servers: list[_Server]) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    tasks = [asyncio.create_task(s.serve_bound()) for s in servers]
     try:
-        # If one server fails to start, stop the others and report.
-        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if any(not s.started for s in servers) or any(t.exception() for t in done):
-            stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # If one server stops (or fails to start), stop the others.
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    failed = [s for s in servers if not s.started]
-    if failed:
+        for s in servers:
+            s.sock.close()
+    if any(isinstance(r, BaseException) for r in results) or not all(s.started for s in servers):
         raise SystemExit(1)
 
 
 def _service_config(
     svc: Service, args: argparse.Namespace | None, common: argparse.Namespace
-) -> ServiceConfig:
-    settings = build_settings(common, svc.name, svc.default_port)
-    return ServiceConfig(svc.name, settings, build_options(args, svc.name, svc.options))
+) -> tuple[ServiceConfig, socket.socket]:
+    settings, sock = _bound_settings(build_settings(common, svc.name, svc.default_port))
+    try:
+        return ServiceConfig(svc.name, settings, build_options(args, svc.name, svc.options)), sock
+    except ConfigError:
+        sock.close()
+        raise
 
 
 def cmd_up(args: argparse.Namespace, services: dict[str, Service]) -> None:
-    configs = [_service_config(svc, None, args) for svc in services.values()]
     servers = []
     urls = {}
-    for svc, config in zip(services.values(), configs, strict=True):
+    data_dir = None
+    for svc in services.values():
+        config, sock = _service_config(svc, None, args)
         app = svc.create_app(config)
-        st = config.settings
-        servers.append(
-            _Server(_uvicorn_config(app, st.host, st.port, dict(svc.uvicorn_options(config))))
-        )
-        urls[svc.name] = st.url
-    fe_settings = build_settings(args, "frontend", FRONTEND_PORT)
-    servers.insert(
-        0,
-        _Server(_uvicorn_config(create_frontend_app(urls), fe_settings.host, fe_settings.port, {})),
-    )
-    print(f"Hearth {hearth.__version__} (data in {configs[0].settings.data_dir.resolve()})")
+        servers.append(_make_server(app, sock, svc.uvicorn_options(config)))
+        urls[svc.name] = config.settings.url
+        data_dir = config.settings.data_dir
+    fe_settings, fe_sock = _bound_settings(build_settings(args, "frontend", FRONTEND_PORT))
+    servers.insert(0, _make_server(create_frontend_app(urls), fe_sock, {}))
+    print(f"Hearth {hearth.__version__} (data in {(data_dir or Path('data')).resolve()})")
     print(f"  frontend    {fe_settings.url}")
     for name, url in urls.items():
         print(f"  {name:<11} {url}")
@@ -112,11 +142,10 @@ def cmd_up(args: argparse.Namespace, services: dict[str, Service]) -> None:
 
 
 def cmd_service(svc: Service, args: argparse.Namespace) -> None:
-    config = _service_config(svc, args, args)
+    config, sock = _service_config(svc, args, args)
     app = svc.create_app(config)
-    st = config.settings
-    server = _Server(_uvicorn_config(app, st.host, st.port, dict(svc.uvicorn_options(config))))
-    print(f"{svc.name} {hearth.__version__} on {st.url}", flush=True)
+    server = _make_server(app, sock, svc.uvicorn_options(config))
+    print(f"{svc.name} {hearth.__version__} on {config.settings.url}", flush=True)
     asyncio.run(_serve_all([server]))
 
 

@@ -123,3 +123,29 @@ def test_bad_configuration_is_a_clear_error() -> None:
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "configuration error" in out and "HEARTH_HTTP_HOSTS" in out
+
+
+def test_busy_port_is_a_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = hearth("resolver", "--port", str(port), env={})
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in out
+    assert "Traceback" not in out
+
+
+def test_port_zero_reports_the_chosen_port(tmp_path: Path) -> None:
+    proc = hearth("resolver", "--port", "0", "--data-dir", str(tmp_path), env={})
+    try:
+        line = read_until(proc, "resolver")[-1]
+        url = line.split(" on ", 1)[1].strip()
+        assert not url.endswith(":0")
+        doc = wait_http(f"{url}/.well-known/did.json").json()
+        assert doc["id"] == "did:web:127.0.0.1%3A" + url.rsplit(":", 1)[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
