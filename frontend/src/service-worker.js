@@ -55,20 +55,40 @@ self.addEventListener("fetch", (event) => {
   }
 });
 
-self.addEventListener("push", (event) => {
-  let data = {};
+// What the router pushes: a sealed mail (binary; opened by the app once it
+// connects and fetches the mail), or a JSON hint `{"hearth": "mail" | "notify",
+// ...}` when the mail is too large or a channel was pinged. Other senders may
+// push `{"title", "body"}`.
+function describePush(data) {
+  if (!data) return { title: "Hearth", body: "Something new is waiting" };
+  let text = null;
   try {
-    data = event.data ? event.data.json() : {};
+    text = data.text();
   } catch {
-    data = { body: event.data ? event.data.text() : "" };
+    text = null;
   }
-  const title = data.title || "Hearth";
+  if (text && text.startsWith("{")) {
+    try {
+      const json = JSON.parse(text);
+      if (json.hearth === "notify") return { title: "Hearth", body: "You were pinged in a channel", tag: json.doc };
+      if (json.hearth) return { title: "Hearth", body: "A message is waiting for you", tag: json.from };
+      if (json.title || json.body) return { title: json.title || "Hearth", body: json.body || "", tag: json.tag, url: json.url };
+    } catch {
+      // not JSON after all: a sealed mail
+    }
+  }
+  return { title: "Hearth", body: "Someone wrote to you", tag: "hearth-mail" };
+}
+
+self.addEventListener("push", (event) => {
+  const push = describePush(event.data);
+  const title = push.title;
   const options = {
-    body: data.body || "You have new messages",
-    tag: data.tag || data.from || "hearth",
+    body: push.body,
+    tag: push.tag || "hearth",
     icon: "/icons/icon-192.png",
     badge: "/icons/icon-192.png",
-    data: { url: data.url || "/" },
+    data: { url: push.url || "/" },
   };
   event.waitUntil(
     self.registration.showNotification(title, options).then(() =>

@@ -60,6 +60,7 @@ class Stack:
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -88,7 +89,8 @@ class Stack:
                     ready.set()
             ready.set()
 
-        threading.Thread(target=pump, args=(self.proc,), daemon=True).start()
+        self.reader = threading.Thread(target=pump, args=(self.proc,), daemon=True)
+        self.reader.start()
         if not ready.wait(30_000 * MS) or self.proc.poll() is not None:
             self.stop()
             raise AssertionError("hearth up did not start:\n" + "".join(self.output))
@@ -111,6 +113,9 @@ class Stack:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.reader is not None:
+            self.reader.join(timeout=10)  # it ends at the pipe's end of file
+            self.reader = None
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.proc = None
@@ -137,8 +142,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         pytest.fail(f"browser tests need {CHROMIUM} and node (make install-test installs them)")
     ensure_built()
     s = Stack(tmp_path / "data", {name: free_port() for name in SERVICES})
-    s.start()
     try:
+        s.start()
         yield s
     finally:
         s.stop()

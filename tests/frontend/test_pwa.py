@@ -65,23 +65,30 @@ def test_service_worker_shows_a_delivered_push(stack: Stack, browser: Browser) -
     while not registrations and time.monotonic() < deadline:
         alice.page.wait_for_timeout(50)  # Playwright delivers CDP events while it waits
     assert registrations, "no service worker registration reported"
-    payload = {"title": "Bob", "body": "pinged you in #general", "tag": "did:key:zBob"}
-    cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {
-            "origin": stack.url.rstrip("/"),
-            "registrationId": registrations[0],
-            "data": json.dumps(payload),
-        },
-    )
+
+    def deliver(data: str) -> None:
+        cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {"origin": stack.url.rstrip("/"), "registrationId": registrations[0], "data": data},
+        )
+
+    deliver(json.dumps({"title": "Bob", "body": "pinged you in #general", "tag": "did:key:zBob"}))
     # The worker tells the page once it has shown the notification.
     expect(alice.page.get_by_test_id("last-push")).to_contain_text("Bob: pinged you", timeout=WAIT)
+    # The router's hint for a mail too large to travel in the push itself.
+    deliver('{"hearth":"mail","from":"did:key:zCarol","msgId":"m1"}')
+    expect(alice.page.get_by_test_id("last-push")).to_contain_text(
+        "A message is waiting", timeout=WAIT
+    )
     notes = alice.eval(
         """navigator.serviceWorker.ready
              .then(r => r.getNotifications())
-             .then(n => n.map(x => [x.title, x.body, x.tag]))"""
+             .then(n => n.map(x => [x.title, x.body, x.tag]).sort())"""
     )
-    assert notes == [["Bob", "pinged you in #general", "did:key:zBob"]]
+    assert notes == [
+        ["Bob", "pinged you in #general", "did:key:zBob"],
+        ["Hearth", "A message is waiting for you", "did:key:zCarol"],
+    ]
     shot(alice.page, "07-push")
     cdp.detach()
     alice.close()
