@@ -61,6 +61,13 @@ export class HearthApp {
   pushState = $state<"off" | "asking" | "on" | string>("off");
   private deviceId = "";
   ready = $state(false);
+  /** A per-device choice, applied at start: never open direct connections. */
+  readonly relayOnly = localStorage.getItem("hearth-relay-only") === "1";
+
+  setRelayOnly(on: boolean): void {
+    localStorage.setItem("hearth-relay-only", on ? "1" : "0");
+    location.reload();
+  }
 
   get did(): string {
     return this.identity.did;
@@ -94,7 +101,11 @@ export class HearthApp {
       this.router.on("message", (m) => {
         if (m.verb === "mail") void this.onMail(m.from, m.msgId, m.body);
       });
-      this.routerAdapter = new RouterNetworkAdapter({ transport: this.router });
+      this.routerAdapter = new RouterNetworkAdapter({
+        transport: this.router,
+        // Relay only: no WebRTC, so peers never learn this device's addresses.
+        rtc: this.relayOnly ? null : undefined,
+      });
       this.routerAdapter.onChange(() => this.refreshStatus(true));
       this.routerAdapter.onApp((from, payload) => void this.onAppMessage(from, payload));
       this.router.on("state", () => this.refreshStatus(false));
