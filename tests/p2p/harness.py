@@ -57,6 +57,8 @@ async def run_scenario(name: str, limit: float = 120_000 * MS, **args: Any) -> d
         "unshare",
         "-n",
         sys.executable,
+        "-W",
+        "error",  # as pytest's filterwarnings = error, in the child too
         "-m",
         "tests.p2p.scenarios",
         name,
