@@ -77,7 +77,7 @@ OPTIONS = (
     Option("mail_burst", float, 200.0, "mail/notify frame burst per connection"),
     Option("push_subject", str, "mailto:admin@hearth.invalid", "VAPID contact (mailto: or https:)"),
     Option("push_allow_http", parse_bool, False, "accept http:// push endpoints (dev/tests only)"),
-    Option("push_workers", int, 4, "concurrent push deliveries"),
+    Option("push_workers", int, 16, "concurrent push deliveries"),
     Option("push_queue", int, 10_000, "pushes queued before new ones are dropped"),
     Option("push_max_attempts", int, 5, "tries per push on 429/5xx"),
     Option("push_retry_base", float, 1.0, "first retry delay (seconds), doubling"),
@@ -94,7 +94,7 @@ class NotifySettings:
     mail_rate: tuple[float, float] = (50.0, 200.0)
     push_subject: str = "mailto:admin@hearth.invalid"
     push_allow_http: bool = False
-    push_workers: int = 4
+    push_workers: int = 16
     push_queue: int = 10_000
     push_max_attempts: int = 5
     push_retry_base: float = 1.0
