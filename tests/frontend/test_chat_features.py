@@ -77,6 +77,7 @@ def test_edit_delete_threads_unread_mentions_and_private_dms(
     expect(alice.message("third thought").get_by_test_id("reply-button")).to_have_text(
         "1 reply", timeout=WAIT
     )
+    shot(bob.page, "09-thread")
 
     # Notification levels per channel and per space are kept across reloads.
     bob.page.get_by_test_id("channel-level").select_option("quiet")
@@ -86,12 +87,14 @@ def test_edit_delete_threads_unread_mentions_and_private_dms(
     expect(bob.page.get_by_test_id("space-level")).to_have_value("busy")
     expect(alice.member(bob.did)).to_have_attribute("data-online", "yes", timeout=WAIT)
 
-    # A mention reaches Bob through the router's mailbox.
+    # A mention reaches Bob through the router's mailbox, sealed for him; he
+    # gets a notice because he is looking at another channel.
+    bob.open_channel("general")
     alice.send("@Bob can you check the kiln?")
     expect(bob.page.get_by_test_id("last-push")).to_contain_text(
         "Alice: mentioned you", timeout=WAIT
     )
-    shot(bob.page, "09-thread-and-mention")
+    shot(bob.page, "10-mention")
 
     # A DM between Alice and Bob.
     alice.member(bob.did).get_by_test_id("dm-button").click()
@@ -103,7 +106,7 @@ def test_edit_delete_threads_unread_mentions_and_private_dms(
     bob.wait_texts(["just between us"])
     bob.send("sure thing")
     alice.wait_texts(["just between us", "sure thing"])
-    shot(alice.page, "10-dm")
+    shot(alice.page, "11-dm")
 
     # Carol, in the same space, neither lists it nor can fetch it from anyone.
     dm_url = alice.eval(f"hearth.catalog.dms[{bob.did!r}]")

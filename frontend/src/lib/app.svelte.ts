@@ -58,6 +58,8 @@ export class HearthApp {
   /** Bumped whenever presence changes, so views recompute who is online. */
   presenceTick = $state(0);
   lastPush = $state("");
+  /** The channel or DM on screen: mail about it needs no notice. */
+  viewing = "";
   pushState = $state<"off" | "asking" | "on" | string>("off");
   private deviceId = "";
   ready = $state(false);
@@ -631,6 +633,7 @@ export class HearthApp {
     this.router?.send(ackFrame(msgId));
     const mail = await openMail(this.identity, from, msgId, body);
     if (!mail) return; // not sealed for us by its claimed sender: ignore it
+    if (mail.channel === this.viewing && document.visibilityState === "visible") return;
     const what = { dm: "sent you a message", ping: "pinged you", mention: "mentioned you" }[mail.kind];
     this.lastPush = `${this.nameOf(from)}: ${what ?? "wants your attention"}`;
   }
