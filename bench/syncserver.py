@@ -193,9 +193,14 @@ class Driver:
         assert self.proc.stdout is not None
         while line := await self.proc.stdout.readline():
             obj = json.loads(line)
+            if "event" in obj and obj["event"] not in ("ready", "acked"):
+                print(f"  client driver: {obj}", flush=True)
             fut = self.pending.pop(obj.get("id", -1), None)
             if fut is not None:
                 fut.set_result(obj)
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(RuntimeError("the Node client driver exited"))
 
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
         self.next_id += 1

@@ -341,11 +341,20 @@ const commands = {
 
   async close({ client: name }) {
     const c = client(name)
-    await c.repo.shutdown()
     clients.delete(name)
+    try {
+      await c.repo.shutdown()
+    } catch (e) {
+      // A socket caught mid-reconnect refuses to close cleanly; it is gone either way.
+      out({ event: "close-error", client: name, error: String(e) })
+    }
     return {}
   },
 }
+
+// A client socket closed while (re)connecting emits an 'error' nobody listens to;
+// report it instead of letting it end the driver and every other client with it.
+process.on("uncaughtException", e => out({ event: "uncaught", error: String(e && e.stack ? e.stack : e) }))
 
 const rl = readline.createInterface({ input: process.stdin })
 rl.on("line", async line => {
