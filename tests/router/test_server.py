@@ -474,3 +474,21 @@ async def test_a_failing_handler_closes_only_its_connection(router: RunningRoute
     await b.expect_nothing()
     assert router.state.router.stats.closed["internal_error"] == 1
     await b.close()
+
+
+async def test_permessage_deflate_is_never_negotiated(router: RunningRouter) -> None:
+    signer = Signer.generate()
+    ws = await connect(
+        f"{router.ws_base}/connect/as/{signer.did_key}",
+        subprotocols=[
+            websockets.Subprotocol("authorization"),
+            websockets.Subprotocol(connect_token(signer, router.did)),
+        ],
+        compression="deflate",
+        open_timeout=TIMEOUT,
+    )
+    assert ws.response is not None
+    assert "Sec-WebSocket-Extensions" not in ws.response.headers
+    assert ws.protocol.extensions == []
+    assert (await asyncio.wait_for(ws.recv(decode=False), TIMEOUT))[4:16] == b'["welcome","'
+    await ws.close()
