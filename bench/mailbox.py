@@ -91,7 +91,14 @@ def serve_endpoint(port: int) -> None:
     app = Starlette(
         routes=[Route("/push/{id}", push, methods=["POST"]), Route("/count", get_count)]
     )
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=1,  # keep-alive pools would hold it open
+    )
 
 
 def wait_ready(url: str) -> None:
@@ -222,6 +229,20 @@ def anchor_sqlite(n: int, directory: str) -> float:
     return n / elapsed
 
 
+def encrypt_only(n: int, directory: str) -> float:
+    """RFC 8291 encryption + VAPID header per second, in this process, no I/O."""
+    from router.push import PushMessage, PushSubscription, VapidKey, WebPushSender
+    from router.urgency import PushUrgency
+
+    vapid = VapidKey.load_or_create(Path(directory) / "bench-vapid.pem", "mailto:b@hearth.invalid")
+    sender = WebPushSender(vapid)
+    subs = [PushSubscription.from_json(subscription(9, i), allow_insecure=True) for i in range(16)]
+    start = time.perf_counter()
+    for i in range(n):
+        sender.build_request(PushMessage(subs[i % 16], BODY, 3600, PushUrgency.LOW))
+    return n / (time.perf_counter() - start)
+
+
 def anchor_pywebpush(n: int, endpoint_port: int) -> float:
     from py_vapid import Vapid02
     from pywebpush import webpush
@@ -323,14 +344,19 @@ async def main(args: argparse.Namespace) -> None:
             await c.ws.close()
 
         sqlite_rate = await asyncio.to_thread(anchor_sqlite, min(total, 2000), data)
+        encrypt_rate = encrypt_only(500 if args.quick else 2000, data)
         pywebpush_rate = await asyncio.to_thread(
             anchor_pywebpush, 100 if args.quick else 300, endpoint_port
         )
     finally:
-        router.terminate()
-        endpoint.terminate()
-        await router.wait()
-        await endpoint.wait()
+        for proc in (router, endpoint):
+            proc.terminate()
+        for proc in (router, endpoint):
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
         log.close()
 
     print(
@@ -343,6 +369,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"  ratio stored/anchor: {stored_rate / sqlite_rate:.2f}")
     print(f"push: {n_push_recipients} offline recipients x {pushes_per} pings, local endpoint")
     print(f"  router    {push_rate:9.0f} pushes/s  (mail -> store -> RFC 8291 + VAPID -> 201)")
+    print(f"  encryption + VAPID alone, one core, no I/O: {encrypt_rate:.0f}/s")
     print(f"  anchor: pywebpush.webpush() in a loop: {pywebpush_rate:.0f}/s")
     print(f"  ratio router/anchor: {push_rate / pywebpush_rate:.2f}")
 
