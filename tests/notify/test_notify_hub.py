@@ -209,3 +209,13 @@ async def test_device_frames(world: World) -> None:
     assert peer.frames[-1][0][:2] == ["error", "bad_device"]
     assert world.hub.device_of(conn) == "one"
     assert await world.hub.mailbox.devices(Did("did:key:zB")) == {"one"}
+
+
+async def test_closed_connections_leave_no_trace(world: World) -> None:
+    for i in range(200):
+        conn, _ = world.connect(f"did:key:z{i % 7}", f"dev{i % 3}")
+        world.router.disconnect(conn)
+    await drain(world)
+    await world.hub.sweep()
+    assert world.hub.tracked_connections() == 0
+    assert world.hub._online == {}
