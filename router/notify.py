@@ -328,7 +328,8 @@ class Notifications:
 
     async def _device(self, conn: Connection, device: str) -> None:
         await self.mailbox.add_device(conn.did, device)
-        for mail in await self.mailbox.pending(conn.did, device):
+        limit = self.settings.quotas.per_recipient
+        for mail in await self.mailbox.pending(conn.did, device, limit):
             self.router.write(conn, _delivery(mail))
 
     def _on_mail(self, conn: Connection, msg: MailSend, body: memoryview) -> None:
@@ -373,6 +374,10 @@ class Notifications:
         for target in list(self.router.by_did.get(mail.recipient, {}).values()):
             if target is not conn:
                 self.router.write(target, frame)
+        own_device = self.device_of(conn)
+        if mail.sender == mail.recipient and own_device is not None:
+            # Mail to one's own other devices: the sending device already has it.
+            await self._ack(mail.sender, own_device, mail.msg_id)
         await self._push_mail(mail)
 
     async def _push_mail(self, mail: Mail) -> None:

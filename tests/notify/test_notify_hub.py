@@ -219,3 +219,16 @@ async def test_closed_connections_leave_no_trace(world: World) -> None:
     await world.hub.sweep()
     assert world.hub.tracked_connections() == 0
     assert world.hub._online == {}
+
+
+async def test_mail_to_own_other_devices(world: World) -> None:
+    phone, phone_peer = world.connect("did:key:zMe", "phone")
+    laptop, laptop_peer = world.connect("did:key:zMe", "laptop")
+    await drain(world)
+    world.router.receive(phone, encode_frame(["mail", "did:key:zMe", "self-1", 60, "normal"], b"s"))
+    await drain(world)
+    assert laptop_peer.frames[-1][0][:3] == ["mail", "did:key:zMe", "self-1"]
+    assert [h[0] for h, _ in phone_peer.frames[1:]] == ["receipt"]  # not delivered to itself
+    world.router.receive(laptop, encode_frame(["ack", "self-1"]))
+    await drain(world)
+    assert phone_peer.frames[-1][0] == ["receipt", "self-1", "delivered"]
