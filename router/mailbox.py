@@ -125,6 +125,14 @@ class Mailbox(Protocol):
 
     async def count_pending(self) -> int: ...
 
+    async def put_receipt(self, did: Did, msg_id: str, status: str, expires_at: int) -> None:
+        """Keep a receipt for a sender that is offline, until `take_receipts` or expiry."""
+        ...
+
+    async def take_receipts(self, did: Did) -> list[tuple[str, str]]:
+        """Remove and return the DID's kept receipts as (msgId, status), oldest first."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -151,6 +159,15 @@ CREATE TABLE IF NOT EXISTS mail_device (
     PRIMARY KEY (seq, device)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS mail_device_device ON mail_device (device, seq);
+CREATE TABLE IF NOT EXISTS receipt (
+    id INTEGER PRIMARY KEY,
+    did TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS receipt_did ON receipt (did, id);
+CREATE INDEX IF NOT EXISTS receipt_expiry ON receipt (expires_at);
 CREATE TABLE IF NOT EXISTS device (
     did TEXT NOT NULL,
     device TEXT NOT NULL,
@@ -253,6 +270,7 @@ class _SqliteCore:
             f"SELECT {_COLUMNS} FROM mail WHERE expires_at <= ? AND done = 0", (now,)
         ).fetchall()
         self.db.execute("DELETE FROM mail WHERE expires_at <= ?", (now,))
+        self.db.execute("DELETE FROM receipt WHERE expires_at <= ?", (now,))
         return [replace(_row(r), body=b"") for r in rows]
 
     def add_device(self, did: str, device: str, now: int) -> None:
@@ -272,6 +290,20 @@ class _SqliteCore:
             (sender, msg_id),
         ).fetchall()
         return frozenset(r[0] for r in rows)
+
+    def put_receipt(self, did: str, msg_id: str, status: str, expires_at: int) -> None:
+        self.db.execute(
+            "INSERT INTO receipt (did, msg_id, status, expires_at) VALUES (?, ?, ?, ?)",
+            (did, msg_id, status, expires_at),
+        )
+
+    def take_receipts(self, did: str, now: int) -> list[tuple[str, str]]:
+        rows = self.db.execute(
+            "SELECT msg_id, status FROM receipt WHERE did = ? AND expires_at > ? ORDER BY id",
+            (did, now),
+        ).fetchall()
+        self.db.execute("DELETE FROM receipt WHERE did = ?", (did,))
+        return [(r[0], r[1]) for r in rows]
 
     def count_pending(self) -> int:
         (n,) = self.db.execute("SELECT count(*) FROM mail WHERE done = 0").fetchone()
@@ -326,6 +358,13 @@ class SqliteMailbox:
 
     async def count_pending(self) -> int:
         return await self._call(self._core.count_pending)
+
+    async def put_receipt(self, did: Did, msg_id: str, status: str, expires_at: int) -> None:
+        await self._call(lambda: self._core.put_receipt(did, msg_id, status, expires_at))
+
+    async def take_receipts(self, did: Did) -> list[tuple[str, str]]:
+        now = self._now()
+        return await self._call(lambda: self._core.take_receipts(did, now))
 
     async def close(self) -> None:
         await self._thread.close()

@@ -13,8 +13,8 @@ connections is open; mail for an offline device is pushed. Connections that
 never say which device they are still get mail live, but stored mail only
 waits for them if the recipient had no known device at all.
 
-Receipts go to the sender's live connections; a sender that is offline when
-a mail is delivered or expires does not learn it later.
+Receipts go to the sender's live connections; final receipts for a sender
+with none are kept in the mailbox and sent after its next `device` frame.
 """
 
 from __future__ import annotations
@@ -307,12 +307,21 @@ class Notifications:
         return len(self._conn_device)
 
     def _receipt(self, did: Did, msg_id: str, status: str, only: Connection | None = None) -> None:
+        """Send a receipt to `only`, or to every live connection of `did`.
+
+        A final receipt (delivered, expired) for a sender with no live
+        connection is kept and sent when one of its devices next says `device`.
+        """
         frame = encode_frame(["receipt", msg_id, status])
         if only is not None:
             self.router.write(only, frame)
             return
-        for conn in list(self.router.by_did.get(did, {}).values()):
+        conns = list(self.router.by_did.get(did, {}).values())
+        for conn in conns:
             self.router.write(conn, frame)
+        if not conns:
+            keep_until = int(self.clock() * 1000) + self.settings.mail_max_ttl * 1000
+            self._spawn(self.mailbox.put_receipt(did, msg_id, status, keep_until))
 
     # ------------------------------------------------------------ verbs
 
@@ -327,10 +336,14 @@ class Notifications:
         self._spawn(self._device(conn, msg.device))
 
     async def _device(self, conn: Connection, device: str) -> None:
-        await self.mailbox.add_device(conn.did, device)
+        # pending() first: it is queued to the store before anything this
+        # connection sends next, so waiting mail precedes later answers.
         limit = self.settings.quotas.per_recipient
         for mail in await self.mailbox.pending(conn.did, device, limit):
             self.router.write(conn, _delivery(mail))
+        await self.mailbox.add_device(conn.did, device)
+        for msg_id, status in await self.mailbox.take_receipts(conn.did):
+            self.router.write(conn, encode_frame(["receipt", msg_id, status]))
 
     def _on_mail(self, conn: Connection, msg: MailSend, body: memoryview) -> None:
         s = self.settings

@@ -156,6 +156,16 @@ class MailboxContract:
         assert await box.waiting_devices(m) == {"d1", "d2"}
         assert await box.pending(BOB, "d3") == []
 
+    async def test_receipts_kept_for_offline_senders(self, box: Mailbox, clock: Clock) -> None:
+        await box.put_receipt(ALICE, "a", "delivered", clock.ms + 10_000)
+        await box.put_receipt(ALICE, "b", "expired", clock.ms + 20_000)
+        await box.put_receipt(BOB, "c", "delivered", clock.ms + 10_000)
+        assert await box.take_receipts(ALICE) == [("a", "delivered"), ("b", "expired")]
+        assert await box.take_receipts(ALICE) == []
+        clock.now += 10
+        await box.expire(clock.ms)
+        assert await box.take_receipts(BOB) == []
+
     async def test_concurrent_operations(self, clock: Clock) -> None:
         box = await self.make(Quotas(per_recipient=150, per_sender=10_000), clock)
         try:

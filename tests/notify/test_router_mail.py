@@ -260,3 +260,25 @@ async def test_crash_after_stored_receipt_loses_nothing(tmp_path: Path) -> None:
             header, body = await b.recv()
             assert header[2] == f"k{i}" and body == sealed[i]
         await b.close()
+
+
+async def test_receipt_kept_for_an_offline_sender(tmp_path: Path) -> None:
+    alice, bob = Person(), Person()
+    async with running_router(tmp_path) as r:
+        a = await Client.open(r, alice.signer, device="alice-phone")
+        await a.send(["mail", bob.did, "r1", 600, "normal"], alice.seal_for(bob, "r1", b"hi"))
+        assert (await a.recv())[0] == ["receipt", "r1", "stored"]
+        await a.close()
+        b = await Client.open(r, bob.signer, device="bob-phone")
+        header, _ = await b.recv()
+        assert header[:3] == ["mail", alice.did, "r1"]
+        await b.send(["ack", "r1"])
+        await barrier(b)
+        a = await Client.open(r, alice.signer, device="alice-phone")
+        assert (await a.recv())[0] == ["receipt", "r1", "delivered"]
+        await barrier(a)  # and only once
+        await a.close()
+        a = await Client.open(r, alice.signer, device="alice-phone")
+        await barrier(a)
+        await a.close()
+        await b.close()
