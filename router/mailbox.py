@@ -126,7 +126,10 @@ class Mailbox(Protocol):
     async def count_pending(self) -> int: ...
 
     async def put_receipt(self, did: Did, msg_id: str, status: str, expires_at: int) -> None:
-        """Keep a receipt for a sender that is offline, until `take_receipts` or expiry."""
+        """Keep a receipt for a sender that is offline, until `take_receipts` or expiry.
+
+        At most `Quotas.per_sender` receipts are kept per DID; older ones make room.
+        """
         ...
 
     async def take_receipts(self, did: Did) -> list[tuple[str, str]]:
@@ -292,6 +295,12 @@ class _SqliteCore:
         return frozenset(r[0] for r in rows)
 
     def put_receipt(self, did: str, msg_id: str, status: str, expires_at: int) -> None:
+        # At most `per_sender` kept receipts per DID: the oldest make room.
+        self.db.execute(
+            "DELETE FROM receipt WHERE id IN (SELECT id FROM receipt WHERE did = ?"
+            " ORDER BY id DESC LIMIT -1 OFFSET ?)",
+            (did, self.quotas.per_sender - 1),
+        )
         self.db.execute(
             "INSERT INTO receipt (did, msg_id, status, expires_at) VALUES (?, ?, ?, ?)",
             (did, msg_id, status, expires_at),

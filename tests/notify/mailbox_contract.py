@@ -165,6 +165,9 @@ class MailboxContract:
         clock.now += 10
         await box.expire(clock.ms)
         assert await box.take_receipts(BOB) == []
+        for i in range(10):  # per_sender is 7 in this fixture
+            await box.put_receipt(CAROL, f"r{i}", "delivered", clock.ms + 10_000)
+        assert [m for m, _ in await box.take_receipts(CAROL)] == [f"r{i}" for i in range(3, 10)]
 
     async def test_concurrent_operations(self, clock: Clock) -> None:
         box = await self.make(Quotas(per_recipient=150, per_sender=10_000), clock)
