@@ -42,6 +42,7 @@ from syncserver.tokens import looks_like_jwt, new_token, token_hash
 from syncserver.transport import serve_socket
 
 T = TypeVar("T")
+log = logging.getLogger("hearth.syncserver")
 
 NSID = "chat.hearth.v1.sync"
 LXM_TOKEN = f"{NSID}.token"
@@ -130,8 +131,19 @@ def create_app(config: ServiceConfig) -> Starlette:
         storage: Storage
         if config.get_bool("memory_storage"):
             storage = MemoryStorage()
+            where = "memory (nothing survives a restart)"
         else:
-            storage = SqliteStorage(config.service_dir / "syncserver.sqlite3")
+            path = config.service_dir / "syncserver.sqlite3"
+            storage = SqliteStorage(path)
+            where = str(path)
+        stats = storage.stats()
+        log.info(
+            "documents in %s (%d documents, %d changes), storageId %s",
+            where,
+            stats.documents,
+            stats.changes,
+            storage.storage_id(),
+        )
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncserver-storage")
         loop = asyncio.get_running_loop()
 
