@@ -7,8 +7,9 @@ from pathlib import Path
 
 from hearth.jwt import Signer
 from syncserver.automerge import Document
-from tests.syncserver.helpers import NodeClients, RunningServer, running_server
+from tests.syncserver.helpers import TIMEOUT, NodeClients, RunningServer, running_server
 from tests.syncserver.ids import new_document_id
+from tests.timing import MS
 
 
 async def test_thousands_of_changes_then_found_by_a_second_client(
@@ -119,10 +120,12 @@ async def test_ephemeral_messages_arrive_once_per_other_peer(
     # Wait until the second message reached both; per-connection order means
     # every copy of the first one has arrived by then too.
     for name in ("b", "c"):
-        for _ in range(2000):
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while True:
             got = (await node.call("ephemeral", client=name, url=url))["received"]
             if any(m["message"] == {"n": 2} for m in got):
                 break
-            await asyncio.sleep(0.01)
+            assert asyncio.get_running_loop().time() < deadline, got
+            await asyncio.sleep(10 * MS)
         assert [m["message"] for m in got] == [{"n": 1}, {"n": 2}]
     assert (await node.call("ephemeral", client="a", url=url))["received"] == []
