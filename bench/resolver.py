@@ -46,26 +46,43 @@ async def wait_ready(url: str) -> None:
     raise RuntimeError("resolver did not start")
 
 
+async def _request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str
+) -> tuple[int, bytes]:
+    writer.write(f"GET {target} HTTP/1.1\r\nhost: bench\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return status, await reader.readexactly(length)
+
+
 async def run(url: str, handles: list[str], concurrency: int) -> tuple[float, list[float]]:
+    """Keep-alive HTTP/1.1 over raw asyncio streams: a load generator far cheaper
+    than an HTTP client library, so the server is what gets measured."""
     latencies: list[float] = []
     queue = list(reversed(handles))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits) as client:
+    host, port = url.rsplit("/", 1)[1].split(":")
 
-        async def worker() -> None:
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
             while queue:
                 handle = queue.pop()
+                target = f"/xrpc/com.atproto.identity.resolveHandle?handle={handle}"
                 start = time.perf_counter()
-                r = await client.get(
-                    "/xrpc/com.atproto.identity.resolveHandle", params={"handle": handle}
-                )
+                status, body = await _request(reader, writer, target)
                 latencies.append(time.perf_counter() - start)
-                if r.status_code != 200:
-                    raise RuntimeError(f"{handle}: {r.status_code} {r.text}")
+                if status != 200:
+                    raise RuntimeError(f"{handle}: {status} {body[:200]!r}")
+        finally:
+            writer.close()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
     return len(handles) / elapsed, latencies
 
 
