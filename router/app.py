@@ -56,6 +56,7 @@ OPTIONS = (
         _DEFAULTS.max_connections_per_did,
         "simultaneous connections of one DID",
     ),
+    Option("max_connections", int, _DEFAULTS.max_connections, "simultaneous connections in all"),
     Option("rate_frames", float, _DEFAULTS.rate_frames, "frames/s per connection, sustained"),
     Option("burst_frames", float, _DEFAULTS.burst_frames, "frame burst per connection"),
     Option("rate_bytes", float, _DEFAULTS.rate_bytes, "bytes/s per connection, sustained"),

@@ -141,6 +141,11 @@ class Router:
 
     # ------------------------------------------------------------ connection life
 
+    @property
+    def full(self) -> bool:
+        """True when the router holds its maximum number of connections."""
+        return len(self.connections) >= self.limits.max_connections
+
     def can_connect(self, did: str) -> bool:
         """False when `did` already has the maximum number of connections."""
         conns = self.by_did.get(Did(did))

@@ -13,6 +13,7 @@ class Limits:
     max_frame_bytes: int = 1 << 20  # one WebSocket message (a whole Roomy frame)
     max_interests: int = 1000  # docs in one connection's interest set
     max_connections_per_did: int = 64
+    max_connections: int = 50_000  # whole router; did:key identities cost nothing to make
     rate_frames: float = 2000.0  # frames per second, sustained, per connection
     burst_frames: float = 4000.0
     rate_bytes: float = 8 << 20  # bytes per second, sustained, per connection

@@ -262,8 +262,7 @@ class RouterProtocol(asyncio.Protocol):
             self._reject(403, "offer subprotocols 'authorization' and a token", "no_token")
             return
         token = protocols[1]
-        if not server.router.can_connect(did):
-            self._reject(429, "too many connections for this DID", "too_many_connections")
+        if not self._admit(did):
             return
         self.did = did
         if token.count(".") == 2:
@@ -293,10 +292,21 @@ class RouterProtocol(asyncio.Protocol):
         if verified.iss != did:
             self._reject(403, "connect token was issued by another DID", "bad_jwt_issuer")
             return
-        if not server.router.can_connect(did):
-            self._reject(429, "too many connections for this DID", "too_many_connections")
+        if not self._admit(did):
             return
         self._open(did, accept)
+
+    def _admit(self, did: Did) -> bool:
+        """Check the connection caps (whole router, then per DID); refuse if over."""
+        server = self.server
+        assert server is not None
+        if server.router.full:
+            self._reject(503, "router is at its connection limit; retry later", "router_full")
+            return False
+        if not server.router.can_connect(did):
+            self._reject(429, "too many connections for this DID", "too_many_connections")
+            return False
+        return True
 
     def _open(self, did: Did, accept: str) -> None:
         server = self.server

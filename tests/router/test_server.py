@@ -492,3 +492,26 @@ async def test_permessage_deflate_is_never_negotiated(router: RunningRouter) -> 
     assert ws.protocol.extensions == []
     assert (await asyncio.wait_for(ws.recv(decode=False), TIMEOUT))[4:16] == b'["welcome","'
     await ws.close()
+
+
+async def test_router_wide_connection_limit(tmp_path: Path) -> None:
+    running, task = await start_router(tmp_path, max_connections=2)
+    try:
+        a = await open_raw(running, Signer.generate())
+        b = await open_raw(running, Signer.generate())
+        carol = Signer.generate()
+        # A third identity, however fresh, is refused before the upgrade: did:key
+        # identities cost nothing, so the per-DID cap alone cannot bound the router.
+        assert (
+            await refused(
+                running, carol.did_key, ["authorization", connect_token(carol, running.did)]
+            )
+            == 503
+        )
+        await b.close()
+        await until(lambda: len(running.state.router.connections) == 1)
+        c = await open_raw(running, carol)
+        await a.close()
+        await c.close()
+    finally:
+        await stop_router(running, task)
