@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,16 +32,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import free_port  # noqa: E402
 from tests.world import running_world  # noqa: E402
 
 PATH = "/xrpc/chat.hearth.v1.key.public?did="
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def wait_ready(url: str) -> None:

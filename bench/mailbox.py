@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import base64
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,19 +42,13 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
+from bench.common import free_port  # noqa: E402
 from hearth.identity import web_did_for_url  # noqa: E402
 from hearth.jwt import Signer, mint_service_jwt  # noqa: E402
 from router.frames import decode_frame, encode_frame  # noqa: E402
 
 CONNECT_LXM = "chat.hearth.v1.router.connect"
 BODY = os.urandom(256)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def b64u(data: bytes) -> str:

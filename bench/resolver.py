@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,14 +24,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import free_port, percentile_ms  # noqa: E402
 from tests.world import running_world  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def wait_ready(url: str) -> None:
@@ -86,11 +79,6 @@ async def run(url: str, handles: list[str], concurrency: int) -> tuple[float, li
     return len(handles) / elapsed, latencies
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--handles", type=int, default=2000)
@@ -130,11 +118,11 @@ async def main() -> None:
     print(f"resolveHandle, {args.handles} handles, {args.concurrency} concurrent clients")
     print(
         f"  cold (upstream DNS+HTTPS each): {cold_rps:8.0f} req/s  "
-        f"p50 {pct(cold, 0.5):6.2f} ms  p99 {pct(cold, 0.99):6.2f} ms"
+        f"p50 {percentile_ms(cold, 0.5):6.2f} ms  p99 {percentile_ms(cold, 0.99):6.2f} ms"
     )
     print(
         f"  warm (cache hits):              {warm_rps:8.0f} req/s  "
-        f"p50 {pct(warm, 0.5):6.2f} ms  p99 {pct(warm, 0.99):6.2f} ms"
+        f"p50 {percentile_ms(warm, 0.5):6.2f} ms  p99 {percentile_ms(warm, 0.99):6.2f} ms"
     )
     print(
         f"  warm/cold throughput ratio: {warm_rps / cold_rps:.2f}x  "
