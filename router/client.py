@@ -13,6 +13,9 @@
 interest set. After each (re)connect the iterator yields `Welcome` (with the
 new connId); after a loss it yields `Disconnected`, and the peers it knew must
 be forgotten: the router sends fresh `join`s after the `listen` is restored.
+Any failure of an attempt (refused or reset connection, token endpoint down,
+a bad first frame) is logged and retried; only `close()` stops the client, and
+the event iterator always ends after it.
 """
 
 from __future__ import annotations
@@ -162,6 +165,8 @@ class RouterClient:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # End of stream is a flag, not only a queue item: a full queue must not lose it.
+        self._eof = False
 
     @property
     def did(self) -> Did:
@@ -182,17 +187,26 @@ class RouterClient:
         await self.close()
 
     async def start(self) -> None:
-        """Connect, wait for `welcome`, and start the background reader/reconnector."""
+        """Connect, wait for `welcome`, and start the background reader/reconnector.
+
+        With `reconnect=True` this retries (with backoff) until the first
+        connection opens or `close()` is called; with `reconnect=False` the
+        first failure raises.
+        """
         if not self.reconnect:
             await self._connect_once()
         else:
-            while True:
+            attempt = 0
+            while not self._closing:
                 try:
                     await self._connect_once()
                     break
-                except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as e:
-                    log.info("router connect failed: %s", e)
-                    await asyncio.sleep(self._backoff(0))
+                except Exception as e:  # anything but cancellation: retry
+                    self._log_failure("connect", attempt, e)
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+            if self._closing:
+                return
         self._task = asyncio.create_task(self._run())
 
     async def wait_connected(self) -> None:
@@ -207,7 +221,7 @@ class RouterClient:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._put_nowait(None)
+        self._finish()
 
     # ------------------------------------------------------------ commands
 
@@ -239,19 +253,22 @@ class RouterClient:
 
     async def _iterate(self) -> AsyncIterator[Event]:
         while True:
-            event = await self._events.get()
-            if event is None:
+            try:
+                yield await self.next_event()
+            except EOFError:
                 return
-            yield event
 
     async def next_event(self) -> Event:
         """The next event; raises EOFError once the client is closed.
 
         Bound the wait with `asyncio.timeout()` if needed.
         """
+        # Events queued before the end are still delivered; the end itself is
+        # the flag, so it is seen even if the queue was too full to hold None.
+        if self._eof and self._events.empty():
+            raise EOFError("router client closed")
         event = await self._events.get()
         if event is None:
-            self._put_nowait(None)
             raise EOFError("router client closed")
         return event
 
@@ -261,11 +278,23 @@ class RouterClient:
         # Full jitter: uniformly random up to the exponential bound.
         return random.uniform(0, min(self.backoff_max, self.backoff_min * 2**attempt))
 
-    def _put_nowait(self, event: Event | None) -> None:
-        try:
-            self._events.put_nowait(event)
-        except asyncio.QueueFull:
-            log.warning("router client event queue full; dropping an event")
+    def _finish(self) -> None:
+        """Mark the end of the event stream (idempotent)."""
+        if self._eof:
+            return
+        self._eof = True
+        # Wakes a reader blocked in get(); a reader can only be blocked on an
+        # empty queue, so when the queue is full nobody needs waking.
+        with contextlib.suppress(asyncio.QueueFull):
+            self._events.put_nowait(None)
+
+    def _log_failure(self, what: str, attempt: int, e: Exception) -> None:
+        if isinstance(e, InvalidStatus):
+            detail = f"refused with HTTP {e.response.status_code}"
+        else:
+            detail = f"{type(e).__name__}: {e}"
+        level = logging.INFO if attempt < 3 else logging.WARNING
+        log.log(level, "router %s attempt %d failed: %s", what, attempt + 1, detail)
 
     async def _connect_once(self) -> None:
         token = await self.auth.token()
@@ -281,8 +310,11 @@ class RouterClient:
             welcome = self._parse(first)
             if not isinstance(welcome, Welcome):
                 raise InvalidHandshake("router did not send welcome first")
-            if self.interests:
-                await ws.send(encode_frame(["listen", *self.interests]))
+            sent: tuple[DocumentId, ...] = ()
+            # `listen()` may run while we send: repeat until what went out is current.
+            while self.interests != sent:
+                sent = self.interests
+                await ws.send(encode_frame(["listen", *sent]))
         except BaseException:
             await ws.close()
             raise
@@ -297,10 +329,22 @@ class RouterClient:
         return parse_server_message(header, bytes(body))
 
     async def _run(self) -> None:
+        try:
+            await self._read_and_reconnect()
+        except Exception:  # a bug here must not leave the iterator hanging
+            log.exception("router client stopped unexpectedly")
+        finally:
+            self._ws = None
+            self._connected.clear()
+            self._finish()
+
+    async def _read_and_reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             ws = self._ws
             assert ws is not None
+            opened_at = loop.time()
             code: int | None = None
             reason = ""
             try:
@@ -313,6 +357,9 @@ class RouterClient:
                     await self._events.put(event)
             except ConnectionClosed:
                 pass
+            except Exception as e:  # not expected from websockets; treat as a lost connection
+                log.warning("router connection failed: %s: %s", type(e).__name__, e)
+                await ws.close()
             if ws.close_code is not None:
                 code = ws.close_code
                 reason = ws.close_reason or ""
@@ -322,17 +369,18 @@ class RouterClient:
                 return
             await self._events.put(Disconnected(code, reason))
             if not self.reconnect:
-                await self._events.put(None)
                 return
+            # The backoff starts over only after a connection that lasted: a
+            # router that accepts and drops us at once must not be hammered.
+            if loop.time() - opened_at >= self.backoff_max:
+                attempt = 0
             while not self._closing:
                 await asyncio.sleep(self._backoff(attempt))
                 attempt += 1
                 try:
                     await self._connect_once()
-                    attempt = 0
                     break
-                except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as e:
-                    if isinstance(e, InvalidStatus):
-                        log.info("router refused reconnect: %s", e.response.status_code)
-                    else:
-                        log.info("router reconnect failed: %s", e)
+                except Exception as e:  # anything but cancellation: retry
+                    self._log_failure("reconnect", attempt - 1, e)
+            if self._closing:
+                return

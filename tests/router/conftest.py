@@ -37,6 +37,10 @@ class RunningRouter:
     app: Any
 
     @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].rstrip("/"))
+
+    @property
     def ws_base(self) -> str:
         return "ws" + self.url[4:]
 
@@ -49,11 +53,12 @@ class RunningRouter:
 
 
 async def start_router(
-    tmp_path: Path, **options: object
+    tmp_path: Path, port: int = 0, **options: object
 ) -> tuple[RunningRouter, asyncio.Task[None]]:
+    """A router on 127.0.0.1:`port` (0: any free port; pass the old one to restart it)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     settings = Settings(host="127.0.0.1", port=port, data_dir=tmp_path)
     opts: dict[str, object] = {o.name: o.default for o in SERVICE.options}

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
+from websockets import Subprotocol
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import InvalidStatus
 
 from hearth.jwt import Signer, mint_service_jwt
 from router.client import (
+    Auth,
     Deliver,
     Disconnected,
     ErrorMessage,
@@ -21,7 +27,7 @@ from router.client import (
     router_token_auth,
 )
 from router.server import RouterProtocol
-from tests.router.conftest import TIMEOUT, RunningRouter
+from tests.router.conftest import TIMEOUT, RunningRouter, start_router, stop_router
 
 
 async def next_of(client: RouterClient, kind: type) -> object:
@@ -114,3 +120,157 @@ async def test_without_reconnect_iteration_ends(router: RunningRouter) -> None:
     assert isinstance(events[0], Welcome)
     assert events[-1] == Disconnected(1001, "bye")
     await client.close()
+
+
+class CountingAuth:
+    """Wraps an Auth: counts attempts and failures of its token source."""
+
+    def __init__(self, inner: Auth) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.failures: list[BaseException] = []
+        self.changed = asyncio.Event()
+
+    @property
+    def auth(self) -> Auth:
+        return Auth(self.inner.did, self._token)
+
+    async def _token(self) -> str:
+        self.calls += 1
+        self.changed.set()
+        try:
+            return await self.inner.token()
+        except BaseException as e:
+            self.failures.append(e)
+            raise
+
+    async def until(self, cond: Callable[[], bool]) -> None:
+        async with asyncio.timeout(TIMEOUT):
+            while not cond():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def make_auth(kind: str, signer: Signer, url: str, router_did: str) -> Auth:
+    if kind == "did_key":
+        return did_key_auth(signer, router_did)
+    nsid = "chat.hearth.v1.router.token"
+
+    async def service_jwt() -> str:
+        return mint_service_jwt(signer, iss=signer.did_key, aud=router_did, lxm=nsid)
+
+    return router_token_auth(signer.did_key, url, service_jwt, nsid=nsid)
+
+
+@pytest.mark.parametrize("kind", ["did_key", "router_token"])
+async def test_router_restart_on_the_same_port(tmp_path: Path, kind: str) -> None:
+    # The router goes away (with its token endpoint) and comes back on the same
+    # port: the client keeps retrying through every kind of failure (refused
+    # TCP, httpx.ConnectError from the token endpoint) and restores its interests.
+    first, task = await start_router(tmp_path / "1")
+    counting = CountingAuth(make_auth(kind, Signer.generate(), first.url, first.did))
+    client = RouterClient(first.url, counting.auth, backoff_min=0.005, backoff_max=0.05)
+    try:
+        await client.start()
+        await client.listen("doc")
+        await stop_router(first, task)
+        assert isinstance(await next_of(client, Disconnected), Disconnected)
+        # several attempts fail while nothing listens on the port
+        calls = counting.calls
+        await counting.until(lambda: counting.calls >= calls + 3)
+        if kind == "router_token":
+            assert any(isinstance(e, httpx.ConnectError) for e in counting.failures)
+        second, task = await start_router(tmp_path / "2", port=first.port)
+        assert second.did == first.did
+        try:
+            welcome = await next_of(client, Welcome)
+            assert welcome.conn_id == client.conn_id  # type: ignore[attr-defined]
+            async with RouterClient(second.url, did_key_auth(Signer.generate(), second.did)) as b:
+                await b.listen("doc")
+                join = await next_of(b, Join)
+                # the interest set came back without the application asking
+                assert join == Join(client.did, welcome.conn_id, "doc")  # type: ignore[arg-type, attr-defined]
+        finally:
+            await client.close()
+            await stop_router(second, task)
+    finally:
+        await client.close()
+
+
+async def test_start_backs_off_until_the_router_appears(tmp_path: Path) -> None:
+    # Nothing listens yet: start() keeps trying, each wait longer than the last.
+    probe, task = await start_router(tmp_path / "probe")
+    port, did, url = probe.port, probe.did, probe.url
+    await stop_router(probe, task)
+    attempts: list[int] = []
+    counted = asyncio.Event()
+
+    class Recording(RouterClient):
+        def _backoff(self, attempt: int) -> float:
+            attempts.append(attempt)
+            counted.set()
+            return super()._backoff(attempt)
+
+    counting = CountingAuth(make_auth("router_token", Signer.generate(), url, did))
+    client = Recording(url, counting.auth, backoff_min=0.001, backoff_max=0.02)
+    starting = asyncio.create_task(client.start())
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while len(attempts) < 4:
+                counted.clear()
+                await counted.wait()
+        assert attempts[:4] == [0, 1, 2, 3]
+        assert not starting.done()  # httpx.ConnectError did not escape start()
+        running, task = await start_router(tmp_path / "up", port=port)
+        try:
+            await asyncio.wait_for(starting, TIMEOUT)
+            assert isinstance(await next_of(client, Welcome), Welcome)
+        finally:
+            await client.close()
+            await stop_router(running, task)
+    finally:
+        starting.cancel()
+        await client.close()
+
+
+async def test_bad_first_frame_is_retried(tmp_path: Path) -> None:
+    # A server that answers the upgrade with garbage instead of `welcome`, then a
+    # real router on the same port: the client gets through.
+    probe, task = await start_router(tmp_path / "probe")
+    port, did, url = probe.port, probe.did, probe.url
+    await stop_router(probe, task)
+    served = asyncio.Event()
+
+    async def garbage(ws: ServerConnection) -> None:
+        served.set()
+        await ws.send(b"\x00")  # a short frame: FrameError in the client
+
+    bogus = await serve(garbage, "127.0.0.1", port, subprotocols=[Subprotocol("authorization")])
+    client = RouterClient(url, did_key_auth(Signer.generate(), did), backoff_min=0.005)
+    starting = asyncio.create_task(client.start())
+    try:
+        await asyncio.wait_for(served.wait(), TIMEOUT)
+        bogus.close()
+        await bogus.wait_closed()
+        assert not starting.done()
+        running, task = await start_router(tmp_path / "up", port=port)
+        try:
+            await asyncio.wait_for(starting, TIMEOUT)
+        finally:
+            await client.close()
+            await stop_router(running, task)
+    finally:
+        starting.cancel()
+        await client.close()
+
+
+async def test_close_ends_iteration_even_with_a_full_queue(router: RunningRouter) -> None:
+    client = RouterClient(router.url, did_key_auth(Signer.generate(), router.did), queue_size=1)
+    await client.start()  # `welcome` fills the queue
+    assert client._events.full()
+    await client.close()
+    async with asyncio.timeout(TIMEOUT):
+        events = [e async for e in client]
+    assert len(events) == 1 and isinstance(events[0], Welcome)
+    with pytest.raises(EOFError):
+        await client.next_event()
