@@ -157,6 +157,7 @@ def create_app(config: ServiceConfig) -> Starlette:
             peer_id=f"hearth-syncserver-{storage.storage_id()}",
             run=run_in_worker,
             max_cached_documents=config.get_int("max_cached_documents"),
+            max_inflated=config.get_int("max_message_size"),
         )
         resolver = Resolver.from_settings(settings)
         verifier = ServiceAuthVerifier(service_did, resolver.signing_key)

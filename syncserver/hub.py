@@ -112,6 +112,7 @@ class SyncHub:
         peer_id: str,
         run: Runner[object] | None = None,
         max_cached_documents: int = 1000,
+        max_inflated: int | None = None,
     ) -> None:
         self.storage = storage
         self.metrics = metrics
@@ -119,6 +120,8 @@ class SyncHub:
         self.storage_id = storage.storage_id()
         self._run: Runner[object] = run if run is not None else _run_inline
         self._max_cached = max_cached_documents
+        # Compressed changes in one sync message inflate to at most this (bytes).
+        self._max_inflated = max_inflated
         self.peers: dict[str, Peer] = {}
         self._docs: OrderedDict[DocumentId, DocEntry] = OrderedDict()
         self._ephemeral_seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
@@ -329,7 +332,9 @@ class SyncHub:
                 peer.waiting.discard(document_id)
             before = state.their_heads
             try:
-                added = entry.doc.receive_sync_message(state, message.data)
+                added = entry.doc.receive_sync_message(
+                    state, message.data, max_inflated=self._max_inflated
+                )
             except AutomergeError as e:
                 self.metrics.refused.labels("malformed").inc()
                 self.error(peer.peer_id, peer.conn, f"malformed sync message: {e}", document_id)

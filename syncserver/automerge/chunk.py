@@ -29,9 +29,37 @@ TYPE_DOCUMENT = 0
 TYPE_CHANGE = 1
 TYPE_COMPRESSED = 2
 
-#: Largest body a compressed chunk may inflate to. DEFLATE expands at most ~1032x,
-#: so this bound is what keeps a small hostile input from allocating without limit.
+#: Absolute cap on what the compressed chunks of one input may inflate to, together.
+#: DEFLATE expands up to ~1032x, so a budget per input (not per chunk) is what keeps
+#: a small hostile input from allocating far more than its length.
 MAX_INFLATED = 64 * 1024 * 1024
+#: Per input, compressed chunks may inflate to at most ``INFLATE_RATIO`` times the
+#: input's length plus ``INFLATE_SLACK`` bytes (and never beyond ``MAX_INFLATED``).
+#: Typical change bodies compress 2-5x, but one holding a long repetitive value can
+#: compress 100x or more (a 72 KB JS test change deflates to ~500 bytes); the slack
+#: admits such a change in a small input, the ratio many ordinary ones.
+INFLATE_RATIO = 64
+INFLATE_SLACK = 1024 * 1024
+
+
+class InflateBudget:
+    """How many inflated bytes the compressed chunks of one input may still produce."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @classmethod
+    def for_input(cls, length: int, cap: int | None = None) -> InflateBudget:
+        """The budget for an input of ``length`` bytes; ``cap`` lowers ``MAX_INFLATED``."""
+        ceiling = MAX_INFLATED if cap is None else min(cap, MAX_INFLATED)
+        return cls(max(0, min(ceiling, INFLATE_RATIO * length + INFLATE_SLACK)))
+
+    @property
+    def remaining(self) -> int:
+        return self.limit - self.used
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +156,20 @@ def _parse_document_heads(body: bytes, base: int) -> tuple[bytes, ...]:
     return tuple(r.hashes("document heads"))
 
 
-def _inflate(data: bytes, offset: int) -> bytes:
+def _inflate(data: bytes, offset: int, budget: InflateBudget) -> bytes:
     d = zlib.decompressobj(-15)
+    # max_length 0 means "unlimited" to zlib: ask for one byte more than allowed.
+    allowed = budget.remaining
     try:
-        out = d.decompress(data, MAX_INFLATED)
+        out = d.decompress(data, allowed + 1)
     except zlib.error as e:
         raise AutomergeError(f"compressed change: bad DEFLATE data ({e})", offset) from None
-    if d.unconsumed_tail:
-        raise AutomergeError(f"compressed change inflates beyond {MAX_INFLATED} bytes", offset)
+    if len(out) > allowed:
+        raise AutomergeError(
+            f"compressed changes inflate beyond this input's budget of {budget.limit} bytes",
+            offset,
+        )
+    budget.used += len(out)
     if not d.eof:
         raise AutomergeError("compressed change: truncated DEFLATE stream", offset)
     if d.unused_data:
@@ -143,8 +177,13 @@ def _inflate(data: bytes, offset: int) -> bytes:
     return out
 
 
-def parse_chunk(data: bytes, pos: int = 0) -> tuple[Chunk, int]:
-    """Parse the chunk starting at ``data[pos]``; return it and the offset just past it."""
+def parse_chunk(
+    data: bytes, pos: int = 0, budget: InflateBudget | None = None
+) -> tuple[Chunk, int]:
+    """Parse the chunk starting at ``data[pos]``; return it and the offset just past it.
+
+    A compressed chunk draws on ``budget`` (by default one for ``data``'s length).
+    """
     start = pos
     r = Reader(data, pos)
     if r.take(4, "chunk magic") != MAGIC:
@@ -159,7 +198,9 @@ def parse_chunk(data: bytes, pos: int = 0) -> tuple[Chunk, int]:
     body = r.take(length, "chunk body")
     end = r.pos
     if chunk_type == TYPE_COMPRESSED:
-        body = _inflate(body, body_start)
+        if budget is None:
+            budget = InflateBudget.for_input(len(data))
+        body = _inflate(body, body_start, budget)
         header = b"\x01" + encode_uleb(len(body))
     elif chunk_type in (TYPE_CHANGE, TYPE_DOCUMENT):
         header = data[type_pos:body_start]
@@ -183,18 +224,25 @@ def parse_chunk(data: bytes, pos: int = 0) -> tuple[Chunk, int]:
         raise AutomergeError(f"compressed change: {e.reason}", body_start) from None
 
 
-def iter_chunks(data: bytes) -> Iterator[Chunk]:
-    """Yield every chunk of a concatenation; raise on the first malformed one."""
+def iter_chunks(data: bytes, budget: InflateBudget | None = None) -> Iterator[Chunk]:
+    """Yield every chunk of a concatenation; raise on the first malformed one.
+
+    All compressed chunks together draw on one ``budget`` (by default
+    :meth:`InflateBudget.for_input` of ``len(data)``); share one budget across the
+    pieces of a larger input (e.g. a sync message's change entries).
+    """
+    if budget is None:
+        budget = InflateBudget.for_input(len(data))
     pos = 0
     n = len(data)
     while pos < n:
-        chunk, pos = parse_chunk(data, pos)
+        chunk, pos = parse_chunk(data, pos, budget)
         yield chunk
 
 
-def parse_chunks(data: bytes) -> list[Chunk]:
+def parse_chunks(data: bytes, budget: InflateBudget | None = None) -> list[Chunk]:
     """All chunks of ``data``, validated before anything is returned."""
-    return list(iter_chunks(data))
+    return list(iter_chunks(data, budget))
 
 
 def wrap_chunk(chunk_type: int, body: bytes) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from . import sync
-from .chunk import Change, DocumentChunk, iter_chunks
+from .chunk import Change, DocumentChunk, InflateBudget, iter_chunks
 from .graph import ChangeGraph
 from .message import SyncMessage
 from .state import SyncState
@@ -53,8 +53,11 @@ class Document:
 
     # -- adding --------------------------------------------------------------
 
-    def apply(self, blob: bytes) -> list[bytes]:
+    def apply(self, blob: bytes, *, max_inflated: int | None = None) -> list[bytes]:
         """Add every chunk of ``blob``; return the hashes newly applied, in causal order.
+
+        Compressed chunks may inflate to a bounded multiple of ``len(blob)`` in all
+        (:class:`~.chunk.InflateBudget`), never beyond ``max_inflated`` if given.
 
         All chunks are parsed and checked before any is added, so a malformed blob
         (or a change JS would refuse: duplicate or out-of-sequence seq for its actor)
@@ -65,7 +68,7 @@ class Document:
         """
         changes: list[Change] = []
         documents: list[DocumentChunk] = []
-        for chunk in iter_chunks(blob):
+        for chunk in iter_chunks(blob, InflateBudget.for_input(len(blob), max_inflated)):
             if isinstance(chunk, Change):
                 changes.append(chunk)
             else:
@@ -147,8 +150,13 @@ class Document:
         message = sync.generate(self._graph, state)
         return None if message is None else message.encode()
 
-    def receive_sync_message(self, state: SyncState, data: bytes) -> list[bytes]:
+    def receive_sync_message(
+        self, state: SyncState, data: bytes, *, max_inflated: int | None = None
+    ) -> list[bytes]:
         """Apply a message from the peer behind ``state``; return newly applied hashes.
+
+        All compressed chunks of the message share one inflation budget: a bounded
+        multiple of ``len(data)``, never beyond ``max_inflated`` if given.
 
         The message and all its changes are parsed before anything changes, so a
         malformed message raises :class:`AutomergeError` and leaves document and
@@ -158,8 +166,9 @@ class Document:
         message = SyncMessage.decode(data)
         changes: list[Change] = []
         documents: list[DocumentChunk] = []
+        budget = InflateBudget.for_input(len(data), max_inflated)
         for entry in message.changes:
-            for chunk in iter_chunks(entry):
+            for chunk in iter_chunks(entry, budget):
                 if isinstance(chunk, Change):
                     changes.append(chunk)
                 else:

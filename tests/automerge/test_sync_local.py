@@ -9,8 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncserver.automerge import AutomergeError, Document, Have, SyncMessage, SyncState
+from syncserver.automerge import (
+    AutomergeError,
+    Change,
+    Document,
+    Have,
+    SyncMessage,
+    SyncState,
+    parse_chunks,
+)
 from syncserver.automerge.bloom import BloomFilter
+from syncserver.automerge.chunk import INFLATE_SLACK, compress_change, encode_change
 from syncserver.automerge.sync import make_have
 
 from .strategies import FUZZ_SMALL, actor, make_change
@@ -200,3 +209,43 @@ def test_in_flight_and_sent_hashes_bookkeeping() -> None:
     a.receive_sync_message(sa, ack)
     assert sa.sent_hashes == set() and sa.shared_heads == a.heads == b.heads
     assert a.generate_sync_message(sa) is None
+
+
+def _inflating_change(who: int, size: int) -> bytes:
+    """A valid compressed (type-2) change whose body inflates to about ``size`` bytes."""
+    raw = encode_change(
+        deps=[], actor=actor(who), seq=1, start_op=1, columns=b"\x00" + b"\x00" * size
+    )
+    (change,) = parse_chunks(raw)
+    assert isinstance(change, Change)
+    return compress_change(change)
+
+
+def test_compressed_changes_share_one_inflation_budget_per_message() -> None:
+    # Each chunk alone is far below the old per-chunk cap; together they inflate
+    # ~1000x the message. The budget is per message, so the message is refused.
+    chunks = [_inflating_change(who, 256 * 1024) for who in range(40)]
+    message = SyncMessage(heads=[], changes=chunks).encode()
+    assert len(message) < 20_000
+    doc, state = Document(), SyncState()
+    with pytest.raises(AutomergeError, match="budget") as err:
+        doc.receive_sync_message(state, message)
+    assert err.value.offset >= 0
+    assert len(doc) == 0 and state == SyncState()
+    # So is one blob of them, and an explicit cap lowers the budget further.
+    with pytest.raises(AutomergeError, match="budget"):
+        Document().apply(b"".join(chunks))
+    small = _inflating_change(99, 40_000)
+    with pytest.raises(AutomergeError, match="budget"):
+        Document().apply(small, max_inflated=10_000)
+
+
+def test_honest_compressed_changes_are_accepted_in_a_message() -> None:
+    changes = random_dag(11, 30)
+    packed = [compress_change(c) for c in changes]
+    doc, state = Document(), SyncState()
+    added = doc.receive_sync_message(state, SyncMessage(changes=packed).encode())
+    assert set(added) == {c.hash for c in changes}
+    # A small input may still inflate to the fixed slack, whatever its ratio.
+    big = _inflating_change(5, INFLATE_SLACK // 2)
+    assert len(Document().apply(big)) == 1
