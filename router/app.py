@@ -61,6 +61,8 @@ OPTIONS = (
     Option("burst_frames", float, _DEFAULTS.burst_frames, "frame burst per connection"),
     Option("rate_bytes", float, _DEFAULTS.rate_bytes, "bytes/s per connection, sustained"),
     Option("burst_bytes", float, _DEFAULTS.burst_bytes, "byte burst per connection"),
+    Option("rate_listen", float, _DEFAULTS.rate_listen, "listen frames/s per connection"),
+    Option("burst_listen", float, _DEFAULTS.burst_listen, "listen burst per connection (0: off)"),
     Option(
         "max_outgoing_bytes",
         int,

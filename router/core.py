@@ -122,7 +122,7 @@ class Router:
         self.docs: dict[DocumentId, dict[ConnId, Connection]] = {}
         self.stats = Stats()
         self._handlers: dict[type, tuple[Handler, float, float]] = {}
-        self.register(Listen, self._on_listen)
+        self.register(Listen, self._on_listen, rate=(limits.rate_listen, limits.burst_listen))
         self.register(Send, self._on_send)
 
     # ------------------------------------------------------------ extension point
@@ -221,7 +221,8 @@ class Router:
             if bucket is None:
                 bucket = buckets[type(msg)] = TokenBucket(per_second, burst, now)
             if not bucket.take(1.0, now):
-                self.error(conn, "rate_limited", f"too many {header[0]} frames per second", "")
+                verb = str(header[0])
+                self.error(conn, "rate_limited", f"too many {verb} frames per second", verb)
                 return
         handler(conn, msg, body)
 

@@ -18,6 +18,10 @@ class Limits:
     burst_frames: float = 4000.0
     rate_bytes: float = 8 << 20  # bytes per second, sustained, per connection
     burst_bytes: float = 16 << 20
+    # `listen` fans out (a join or leave to every other member of each doc it
+    # changes, and one back per member), so it has its own, much smaller bucket.
+    rate_listen: float = 10.0  # listen frames per second, sustained, per connection
+    burst_listen: float = 50.0  # (0: no listen bucket)
     max_outgoing_bytes: int = 4 << 20  # unsent bytes queued for one connection
     max_errors: float = 50.0  # error burst before the connection is closed
     error_rate: float = 1.0  # errors per second forgiven

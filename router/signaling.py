@@ -48,6 +48,8 @@ OPTIONS = (
     Option("signal_rate", float, 20.0, "signal frames per second per connection"),
     Option("signal_burst", float, 200.0, "signal frame burst per connection"),
     Option("max_signal_bytes", int, 64 * 1024, "largest signal body (bytes)"),
+    Option("ice_rate", float, 1.0, "ice-servers requests per second per connection"),
+    Option("ice_burst", float, 10.0, "ice-servers request burst per connection"),
 )
 
 
@@ -151,6 +153,17 @@ class SignalingSettings:
     ice: IceConfig = IceConfig()
     rate: tuple[float, float] = (20.0, 200.0)
     max_signal_bytes: int = 64 * 1024
+    ice_rate: tuple[float, float] = (1.0, 10.0)
+
+    def as_info(self) -> dict[str, Any]:
+        """These limits as reported in `welcome` (next to the router's own)."""
+        return {
+            "signal_rate": self.rate[0],
+            "signal_burst": self.rate[1],
+            "max_signal_bytes": self.max_signal_bytes,
+            "ice_rate": self.ice_rate[0],
+            "ice_burst": self.ice_rate[1],
+        }
 
     @classmethod
     def from_config(cls, config: ServiceConfig) -> SignalingSettings:
@@ -169,6 +182,7 @@ class SignalingSettings:
             ),
             rate=(float(opts["signal_rate"]), float(opts["signal_burst"])),  # type: ignore[arg-type]
             max_signal_bytes=int(opts["max_signal_bytes"]),  # type: ignore[call-overload]
+            ice_rate=(float(opts["ice_rate"]), float(opts["ice_burst"])),  # type: ignore[arg-type]
         )
 
 
@@ -197,10 +211,14 @@ class Signaling:
         self.stats = SignalStats()
 
     def install(self) -> None:
-        """Register the handlers with the router core."""
-        rate = self.settings.rate
-        self.router.register(Signal, self._on_signal, rate=rate)
-        self.router.register(IceServersRequest, self._on_ice_servers, rate=(1.0, 10.0))
+        """Register the handlers with the router core and report the limits in `welcome`.
+
+        Call before the router accepts connections.
+        """
+        settings = self.settings
+        self.router.register(Signal, self._on_signal, rate=settings.rate)
+        self.router.register(IceServersRequest, self._on_ice_servers, rate=settings.ice_rate)
+        self.router.info["limits"].update(settings.as_info())
 
     def _on_signal(self, conn: Connection, msg: Signal, body: memoryview) -> None:
         router = self.router

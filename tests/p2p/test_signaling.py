@@ -137,3 +137,49 @@ def test_settings_from_environment() -> None:
         ServiceConfig("router", Settings(), build_options(None, "router", OPTIONS, {}))
     )
     assert not defaults.ice.turn_enabled and defaults.ice.stun_urls == ()
+
+
+def signal_body(size: int) -> bytes:
+    """A JSON object body of exactly `size` bytes."""
+    head = b'{"type":"offer","gen":1,"sdp":"'
+    body = head + b"x" * (size - len(head) - 2) + b'"}'
+    assert len(body) == size
+    json.loads(body)
+    return body
+
+
+async def test_max_signal_bytes_and_limits_in_welcome(tmp_path: Path) -> None:
+    router, task = await start_router(tmp_path, max_signal_bytes=200)
+    try:
+        a, b = await open_raw(router), await open_raw(router)
+        limits = a.info["limits"]
+        assert limits["max_signal_bytes"] == 200
+        assert limits["signal_rate"] == 20.0 and limits["signal_burst"] == 200.0
+        assert limits["ice_rate"] == 1.0 and limits["ice_burst"] == 10.0
+        await a.send(["signal", b.did, b.conn_id, "d"], signal_body(200))
+        header, body = await b.recv()
+        assert header[0] == "signal" and len(body) == 200
+        await a.send(["signal", b.did, b.conn_id, "d"], signal_body(201))
+        header, _ = await a.recv()
+        assert header == ["error", "too_large", "signal body over 200 bytes", "signal"]
+        await b.expect_nothing()  # the refused body was not forwarded
+        await a.close()
+        await b.close()
+    finally:
+        await stop_router(router, task)
+
+
+async def test_ice_servers_rate_is_configurable(tmp_path: Path) -> None:
+    router, task = await start_router(tmp_path, ice_rate=0.001, ice_burst=2.0)
+    try:
+        a = await open_raw(router)
+        assert a.info["limits"]["ice_rate"] == 0.001 and a.info["limits"]["ice_burst"] == 2.0
+        for _ in range(2):
+            await a.send(["ice-servers"])
+            assert (await a.recv())[0][0] == "ice-servers"
+        await a.send(["ice-servers"])
+        header, _ = await a.recv()
+        assert header[:2] == ["error", "rate_limited"] and header[3] == "ice-servers"
+        await a.close()
+    finally:
+        await stop_router(router, task)

@@ -271,3 +271,47 @@ def test_a_new_verb_plugs_in_with_its_own_rate() -> None:
         del CLIENT_MESSAGES["ping"]
     assert seen == [("n", b"B"), ("n", b"B")]
     assert [h[:2] for h in pa.take()] == [["error", "rate_limited"]]
+
+
+def test_listen_has_its_own_rate() -> None:
+    # Each listen of a doc with N members costs ~2N frames, so listen has a bucket
+    # far below the connection's frame bucket; a flood is refused, not fanned out.
+    router, clock = make(Limits(rate_listen=2, burst_listen=4))
+    members = [join(router, f"did:key:zm{i}") for i in range(10)]
+    for conn, _ in members:
+        listen(router, conn, "d")
+    for _, peer in members:
+        peer.take()
+    a, pa = join(router, "did:key:za")
+    for i in range(100):  # join, leave, join, leave...
+        if i % 2:
+            listen(router, a, "d")
+        else:
+            listen(router, a)
+    fanned = sum(len(peer.take()) for _, peer in members)
+    assert fanned == 3 * 10  # the 4 listens allowed: 3 state changes (none/d/none/d)
+    frames = pa.take()
+    joins = [h for h in frames if h[0] == "join"]
+    refused = [h for h in frames if h[0] == "error"]
+    assert len(joins) == 2 * 10
+    assert {tuple(h[:2]) + (h[3],) for h in refused} == {("error", "rate_limited", "listen")}
+    # abusive: 96 refusals against the default error burst of 50 closed it
+    assert pa.closed is not None and pa.closed[0] == 1008
+
+
+def test_listen_rate_refills_and_leaves_send_alone() -> None:
+    router, clock = make(Limits(rate_listen=1, burst_listen=2))
+    a, pa = join(router, "did:key:za")
+    b, pb = join(router, "did:key:zb")
+    listen(router, a, "1")
+    listen(router, a, "2")
+    listen(router, a, "3")
+    assert [h[:4] for h in pa.take()] == [
+        ["error", "rate_limited", "too many listen frames per second", "listen"]
+    ]
+    assert list(a.interests) == ["2"]  # the refused listen changed nothing
+    router.receive(a, encode_frame(["send", b.did, b.conn_id, "2"], b"x"))
+    assert pb.take() == [["send", a.did, a.conn_id, "2"]]
+    clock.now += 1.0
+    listen(router, a, "3")
+    assert pa.take() == [] and list(a.interests) == ["3"]

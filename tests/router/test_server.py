@@ -515,3 +515,19 @@ async def test_router_wide_connection_limit(tmp_path: Path) -> None:
         await c.close()
     finally:
         await stop_router(running, task)
+
+
+async def test_listen_rate_is_configured_and_reported(tmp_path: Path) -> None:
+    running, task = await start_router(tmp_path, rate_listen=0.001, burst_listen=2.0)
+    try:
+        a = await open_raw(running)
+        assert a.info["limits"]["rate_listen"] == 0.001
+        assert a.info["limits"]["burst_listen"] == 2.0
+        await a.send(["listen", "d1"])
+        await a.send(["listen", "d2"])
+        await a.send(["listen", "d3"])
+        header, _ = await a.recv()
+        assert header[:2] == ["error", "rate_limited"] and header[3] == "listen"
+        await a.close()
+    finally:
+        await stop_router(running, task)
