@@ -24,6 +24,13 @@ from .leb128 import Reader, encode_bytes, encode_hashes, encode_uleb
 MESSAGE_TYPE_V1 = 0x42
 MESSAGE_TYPE_V2 = 0x43
 
+#: Most ``have`` entries a message may carry. JS sends exactly one; each entry costs
+#: objects out of proportion to its two bytes and a Bloom check per candidate change.
+MAX_HAVE = 16
+#: Most Bloom probes, summed over a message's ``have`` filters, that answering it may
+#: cost per candidate change (JS: one filter, 7 probes).
+MAX_HAVE_PROBES = 64
+
 
 @dataclass(slots=True)
 class Have:
@@ -63,14 +70,26 @@ class SyncMessage:
             raise AutomergeError(f"not a sync message (type byte {kind:#04x})", 0)
         heads = r.hashes("message heads")
         need = r.hashes("message need")
+        have_pos = r.pos
         n_have = r.count(2, "message have")
+        if n_have > MAX_HAVE:
+            raise r.error(f"{n_have} have entries; at most {MAX_HAVE} accepted", have_pos)
         have = []
+        probes = 0
         for _ in range(n_have):
             last_sync = r.hashes("have lastSync")
             bloom_pos = r.pos
             bloom_bytes = r.length_prefixed("have bloom")
             start = bloom_pos + (len(encode_uleb(len(bloom_bytes))))
-            have.append(Have(last_sync, BloomFilter.decode(bloom_bytes, base=start)))
+            bloom = BloomFilter.decode(bloom_bytes, base=start)
+            if bloom.entries and bloom.bits:
+                probes += max(bloom.probes, 1)
+                if probes > MAX_HAVE_PROBES:
+                    raise r.error(
+                        f"have Bloom filters need over {MAX_HAVE_PROBES} probes per change",
+                        bloom_pos,
+                    )
+            have.append(Have(last_sync, bloom))
         n_changes = r.count(1, "message changes")
         changes = [r.length_prefixed("message change") for _ in range(n_changes)]
         return cls(heads, need, have, changes)

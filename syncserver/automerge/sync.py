@@ -34,7 +34,8 @@ def changes_to_send(graph: ChangeGraph, have: list[Have], need: list[bytes]) -> 
     for entry in have:
         last_sync.update(entry.last_sync)
     candidates = graph.since(last_sync)
-    blooms = [entry.bloom for entry in have]
+    # Empty filters contain nothing; the decoder bounds the probes of the others.
+    blooms = [entry.bloom for entry in have if entry.bloom.entries and entry.bloom.bits]
     dependents: dict[bytes, list[bytes]] = {}
     to_send: set[bytes] = set()
     for c in candidates:

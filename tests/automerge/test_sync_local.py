@@ -20,6 +20,8 @@ from syncserver.automerge import (
 )
 from syncserver.automerge.bloom import BloomFilter
 from syncserver.automerge.chunk import INFLATE_SLACK, compress_change, encode_change
+from syncserver.automerge.leb128 import encode_uleb
+from syncserver.automerge.message import MAX_HAVE, MAX_HAVE_PROBES
 from syncserver.automerge.sync import make_have
 
 from .strategies import FUZZ_SMALL, actor, make_change
@@ -249,3 +251,69 @@ def test_honest_compressed_changes_are_accepted_in_a_message() -> None:
     # A small input may still inflate to the fixed slack, whatever its ratio.
     big = _inflating_change(5, INFLATE_SLACK // 2)
     assert len(Document().apply(big)) == 1
+
+
+def _many_haves(n: int, bloom: bytes = b"") -> bytes:
+    """A v1 message with no heads or needs and ``n`` copies of one ``have`` entry."""
+    entry = b"\x00" + encode_uleb(len(bloom)) + bloom
+    return b"\x42\x00\x00" + encode_uleb(n) + entry * n + b"\x00"
+
+
+def test_have_entries_are_capped() -> None:
+    assert len(SyncMessage.decode(_many_haves(MAX_HAVE)).have) == MAX_HAVE
+    # The audit's message: 40 KB of two-byte entries, 20,000 Have objects before.
+    for n in (MAX_HAVE + 1, 20_000):
+        with pytest.raises(AutomergeError, match="have entries") as err:
+            SyncMessage.decode(_many_haves(n))
+        assert err.value.offset == 3
+    doc = Document.load(b"".join(c.raw for c in random_dag(12, 50)))
+    state = SyncState()
+    with pytest.raises(AutomergeError):
+        doc.receive_sync_message(state, _many_haves(20_000))
+    assert state == SyncState()
+
+
+@FUZZ_SMALL
+@given(
+    st.integers(0, 3 * MAX_HAVE),
+    st.integers(1, 40),
+    st.lists(st.binary(min_size=32, max_size=32), max_size=20),
+)
+def test_bloom_work_per_candidate_is_bounded(n: int, probes: int, members: list[bytes]) -> None:
+    filt = BloomFilter.from_hashes(members)
+    filt.probes = probes
+    message = _many_haves(n, filt.encode())
+    nonempty = n if members else 0
+    if n > MAX_HAVE or nonempty * probes > MAX_HAVE_PROBES:
+        with pytest.raises(AutomergeError):
+            SyncMessage.decode(message)
+        return
+    decoded = SyncMessage.decode(message)
+    assert len(decoded.have) == n
+    assert sum(h.bloom.probes for h in decoded.have if h.bloom.entries) <= MAX_HAVE_PROBES
+
+
+def test_answering_many_haves_checks_only_non_empty_filters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    changes = random_dag(13, 300)
+    doc = Document.load(b"".join(c.raw for c in changes))
+    calls = 0
+    original = BloomFilter.__contains__
+
+    def counting(self: BloomFilter, h: object) -> bool:
+        nonlocal calls
+        calls += 1
+        return original(self, h)
+
+    monkeypatch.setattr(BloomFilter, "__contains__", counting)
+    one = BloomFilter.from_hashes(c.hash for c in changes[:10]).encode()
+    message = b"\x42\x00\x00" + encode_uleb(MAX_HAVE)
+    message += (b"\x00\x00") * (MAX_HAVE - 1) + b"\x00" + encode_uleb(len(one)) + one + b"\x00"
+    state = SyncState()
+    doc.receive_sync_message(state, message)
+    reply = doc.generate_sync_message(state)
+    assert reply is not None
+    # One non-empty filter: one check per candidate, not MAX_HAVE.
+    assert calls <= len(changes) + 10
+    assert len(SyncMessage.decode(reply).changes) >= len(changes) - 10
