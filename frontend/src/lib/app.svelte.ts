@@ -11,7 +11,8 @@ import {
 } from "@automerge/automerge-repo/slim";
 import { IndexedDBStorageAdapter } from "@automerge/automerge-repo-storage-indexeddb";
 import { BrowserWebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
-import { deviceSettings, loadOrCreateIdentity, type Identity } from "./identity";
+import { deviceSettings, type Identity } from "./identity";
+import { loadIdentity, startKeys } from "./account";
 import { loadConfig, type Config } from "./config";
 import { RouterConnection, type RouterState } from "./router-connection";
 import { RouterNetworkAdapter, type PeerInfo } from "./router-adapter";
@@ -80,9 +81,10 @@ export class HearthApp {
   }
 
   async start(): Promise<void> {
-    this.identity = await loadOrCreateIdentity();
+    this.identity = await loadIdentity();
     this.config = await loadConfig();
     this.auth = new ServiceAuth(this.identity, this.config);
+    void startKeys(this.identity, this.config, this.auth);
     const peerId = `hearth-${this.identity.did.slice(-8)}-${crypto.randomUUID().slice(0, 8)}` as PeerId;
 
     const network = [];
@@ -153,7 +155,9 @@ export class HearthApp {
   // --- documents ----------------------------------------------------------
 
   private async openCatalog(): Promise<void> {
-    const saved = await deviceSettings.get<string>("catalog");
+    // One catalog per identity: an atproto account signed in on this device has its own.
+    const key = this.did.startsWith("did:key:") ? "catalog" : `catalog:${this.did}`;
+    const saved = await deviceSettings.get<string>(key);
     let handle: DocHandle<CatalogDoc> | null = null;
     if (saved) {
       // Set first: following the catalog's references (spaces, DMs, router
@@ -163,7 +167,7 @@ export class HearthApp {
     }
     if (!handle) {
       handle = this.createDoc<CatalogDoc>((d) => S.initCatalog(d, this.did));
-      await deviceSettings.set("catalog", handle.url);
+      await deviceSettings.set(key, handle.url);
     }
     this.catalogHandle = handle;
     this.catalogUrl = handle.url;

@@ -1,5 +1,7 @@
 // The user's identity: a did:key (Ed25519) created in the browser on first run
-// and kept in IndexedDB, plus self-signed service-auth JWTs for our services.
+// and kept in IndexedDB, plus self-signed service-auth JWTs for our services;
+// or an atproto account signed in through its PDS (`account.ts`), whose keys
+// come from the keyserver and whose service-auth JWTs the PDS mints.
 
 import * as ed from "@noble/ed25519";
 import { base58Decode, base58Encode } from "./base58";
@@ -8,9 +10,17 @@ const ED25519_MULTICODEC = [0xed, 0x01];
 
 export interface Identity {
   did: string;
-  /** 32-byte Ed25519 seed; never leaves this device. */
+  /** 32-byte Ed25519 signing seed: the did:key's own (never leaves this device), or the keyserver's for atproto. */
   seed: Uint8Array;
   publicKey: Uint8Array;
+  /** atproto only: the handle, and the PDS session that mints our service-auth JWTs. */
+  handle?: string;
+  pds?: ServiceJwtSource;
+}
+
+/** Something that mints service-auth JWTs for us (an atproto PDS). */
+export interface ServiceJwtSource {
+  serviceJwt(aud: string, lxm: string, ttl: number): Promise<string>;
 }
 
 export function didKeyFromPublicKey(publicKey: Uint8Array): string {
@@ -104,7 +114,7 @@ function openDb(): Promise<IDBDatabase> {
   });
 }
 
-async function idbGet<T>(key: string): Promise<T | undefined> {
+export async function idbGet<T>(key: string): Promise<T | undefined> {
   const db = await openDb();
   return new Promise((resolve, reject) => {
     const req = db.transaction(STORE, "readonly").objectStore(STORE).get(key);
@@ -113,7 +123,7 @@ async function idbGet<T>(key: string): Promise<T | undefined> {
   });
 }
 
-async function idbPut(key: string, value: unknown): Promise<void> {
+export async function idbPut(key: string, value: unknown): Promise<void> {
   const db = await openDb();
   return new Promise((resolve, reject) => {
     const tx = db.transaction(STORE, "readwrite");
@@ -123,7 +133,17 @@ async function idbPut(key: string, value: unknown): Promise<void> {
   });
 }
 
-/** The stored identity, created (and stored) on first call. */
+export async function idbDelete(key: string): Promise<void> {
+  const db = await openDb();
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction(STORE, "readwrite");
+    tx.objectStore(STORE).delete(key);
+    tx.oncomplete = () => resolve();
+    tx.onerror = () => reject(tx.error);
+  });
+}
+
+/** The stored did:key identity, created (and stored) on first call. */
 export async function loadOrCreateIdentity(): Promise<Identity> {
   const seed = await idbGet<Uint8Array>("seed");
   if (seed) return identityFromSeed(new Uint8Array(seed));

@@ -3,15 +3,19 @@
 // encrypted for the recipient's X25519 key with a NaCl SealedBox, so the
 // router and push services only ever carry ciphertext.
 //
-// For did:key users the X25519 keys are the Montgomery forms of their Ed25519
-// keys (libsodium's crypto_sign_ed25519_{pk,sk}_to_curve25519), which is what
-// the keyserver publishes for them too.
+// The recipient's X25519 key comes from the keyserver (`keys.ts`); for a
+// did:key without keys there, it is the Montgomery form of its Ed25519 key
+// (libsodium's crypto_sign_ed25519_{pk,sk}_to_curve25519), which is what the
+// keyserver publishes for an unregistered did:key too. Opening uses our own
+// secrets as remembered in `keys.ts` (an atproto user's come from the
+// keyserver), else the form derived from our did:key seed.
 
 import * as ed from "@noble/ed25519";
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { hsalsa, secretbox } from "@noble/ciphers/salsa.js";
 import { blake2b } from "@noble/hashes/blake2.js";
 import { publicKeyFromDidKey } from "./identity";
+import { keyDirectory, ownSecrets } from "./keys";
 
 const VERSION = 1;
 const DOMAIN = new TextEncoder().encode("hearth.sealed.v1\0");
@@ -93,7 +97,11 @@ export function sealedBoxDecrypt(sealed: Uint8Array, secret: Uint8Array): Uint8A
   }
 }
 
-/** Signs `payload` as `sender` (Ed25519 seed) and seals it for the did:key `recipient`. */
+/**
+ * Signs `payload` as `sender` (Ed25519 seed) and seals it for `recipient`:
+ * for `recipientKey` when given, else for the key the keyserver publishes
+ * (throws when there is none and the recipient is no did:key).
+ */
 export async function seal(opts: {
   payload: Uint8Array;
   sender: string;
@@ -113,7 +121,20 @@ export async function seal(opts: {
     signature,
     opts.payload,
   );
-  return sealedBoxEncrypt(inner, opts.recipientKey ?? x25519PublicOfDidKey(opts.recipient));
+  const key = opts.recipientKey ?? (await keyDirectory().encryptionKeyFor(opts.recipient));
+  return sealedBoxEncrypt(inner, key);
+}
+
+/** Tries each of our secrets (current first): mail may be sealed to an older generation. */
+function openWithAny(sealed: Uint8Array, secrets: Uint8Array[]): Uint8Array {
+  for (const secret of secrets) {
+    try {
+      return sealedBoxDecrypt(sealed, secret);
+    } catch {
+      // sealed to another of our generations, or not to us at all
+    }
+  }
+  throw new SealedError("cannot decrypt: not sealed for this key, or altered");
 }
 
 export interface OpenedMail {
@@ -123,18 +144,22 @@ export interface OpenedMail {
 }
 
 /**
- * Decrypts with our seed and verifies the sender's signature (senders are
- * did:keys here, whose key is the DID). Pass the router's fromDid and msgId:
- * a mail presented under other ids is rejected.
+ * Decrypts with our X25519 secrets (`recipientSecrets`, else those remembered
+ * for `recipient`, else the one derived from `recipientSeed`) and verifies the
+ * sender's signature (a did:key is its own key; other senders' keys come from
+ * the keyserver). Pass the router's fromDid and msgId: a mail presented under
+ * other ids is rejected.
  */
 export async function openSealed(opts: {
   sealed: Uint8Array;
   recipient: string;
   recipientSeed: Uint8Array;
+  recipientSecrets?: Uint8Array[];
   expectedSender?: string;
   expectedMsgId?: string;
 }): Promise<OpenedMail> {
-  const inner = sealedBoxDecrypt(opts.sealed, x25519SecretOfSeed(opts.recipientSeed));
+  const secrets = opts.recipientSecrets ?? ownSecrets(opts.recipient) ?? [x25519SecretOfSeed(opts.recipientSeed)];
+  const inner = openWithAny(opts.sealed, secrets);
   if (inner[0] !== VERSION) throw new SealedError("unknown sealed mail version");
   const view = new DataView(inner.buffer, inner.byteOffset, inner.byteLength);
   const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -159,11 +184,21 @@ export async function openSealed(opts: {
   if (opts.expectedMsgId !== undefined && opts.expectedMsgId !== msgId) {
     throw new SealedError("sealed mail carries another msgId");
   }
-  const ok = await ed.verifyAsync(
-    signature,
-    signedBytes(sender, opts.recipient, msgId, payload),
-    publicKeyFromDidKey(sender),
-  );
+  const message = signedBytes(sender, opts.recipient, msgId, payload);
+  const keys = sender.startsWith("did:key:")
+    ? [publicKeyFromDidKey(sender)]
+    : await keyDirectory()
+        .signingKeysOf(sender)
+        .catch((e) => {
+          throw new SealedError(`no signing key for the sender: ${e instanceof Error ? e.message : e}`);
+        });
+  let ok = false;
+  for (const key of keys) {
+    if (await ed.verifyAsync(signature, message, key)) {
+      ok = true;
+      break;
+    }
+  }
   if (!ok) throw new SealedError("sender signature does not verify");
   return { sender, msgId, payload };
 }

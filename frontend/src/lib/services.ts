@@ -1,13 +1,19 @@
 // Talking to our services as the user: each service's DID (for `aud`), fresh
-// self-signed service-auth JWTs, router connect tokens and syncserver sessions.
+// service-auth JWTs (self-signed for a did:key, minted by the PDS for an
+// atproto account), router connect tokens, syncserver sessions, and our keys
+// on the keyserver.
 
 import type { Config, ServiceName } from "./config";
 import { didWebForUrl, mintServiceJwt, type Identity } from "./identity";
+import { ed25519DidKey, parsePrivate, x25519DidKey, x25519OfDidKey, type PrivateKeys } from "./keys";
 
 export const NSID = {
   routerConnect: "chat.hearth.v1.router.connect",
+  routerToken: "chat.hearth.v1.router.token",
   syncToken: "chat.hearth.v1.sync.token",
   syncSetAccess: "chat.hearth.v1.sync.setAccess",
+  keyPrivate: "chat.hearth.v1.key.private",
+  keyRegister: "chat.hearth.v1.key.register",
 } as const;
 
 export class ServiceAuth {
@@ -47,13 +53,60 @@ export class ServiceAuth {
     return did;
   }
 
+  /** A service-auth JWT for calling `lxm` on the service `name` as the user. */
   async jwt(name: ServiceName, lxm: string, ttl = 60): Promise<string> {
-    return mintServiceJwt(this.identity, { aud: await this.serviceDid(name), lxm, ttl });
+    const aud = await this.serviceDid(name);
+    if (this.identity.pds) return this.identity.pds.serviceJwt(aud, lxm, ttl);
+    return mintServiceJwt(this.identity, { aud, lxm, ttl });
   }
 
-  /** A self-signed did:key token for `/connect/as/{did}` (short-lived, single use). */
-  routerToken(): Promise<string> {
-    return this.jwt("router", NSID.routerConnect, 30);
+  /**
+   * A token for `/connect/as/{did}` (short-lived, single use): self-signed for
+   * a did:key; for an atproto account, a router token fetched with a
+   * PDS-minted JWT (the router takes self-signed ones from did:keys only).
+   */
+  async routerToken(): Promise<string> {
+    if (!this.identity.pds) return this.jwt("router", NSID.routerConnect, 30);
+    const res = await fetch(`${this.httpBase("router")}/xrpc/${NSID.routerToken}`, {
+      headers: { Authorization: `Bearer ${await this.jwt("router", NSID.routerToken)}` },
+    });
+    if (!res.ok) throw new Error(`router token: HTTP ${res.status}`);
+    const body = (await res.json()) as { token?: unknown };
+    if (typeof body.token !== "string") throw new Error("router token: no token in answer");
+    return body.token;
+  }
+
+  /** The keys the keyserver holds for us (atproto accounts: they have no usable key of their own). */
+  async privateKeys(): Promise<PrivateKeys> {
+    const res = await fetch(`${this.httpBase("keyserver")}/xrpc/${NSID.keyPrivate}`, {
+      headers: { Authorization: `Bearer ${await this.jwt("keyserver", NSID.keyPrivate)}` },
+    });
+    if (!res.ok) {
+      const body = (await res.json().catch(() => ({}))) as { message?: unknown };
+      throw new Error(`keyserver: HTTP ${res.status}${typeof body.message === "string" ? `: ${body.message}` : ""}`);
+    }
+    return parsePrivate(this.identity.did, await res.json());
+  }
+
+  /**
+   * did:key only: publishes our own public keys on the keyserver
+   * (`key.register`: Ed25519 = the DID's key, X25519 = its Montgomery form),
+   * so others find them there. Returns true once the keyserver has them.
+   */
+  async registerKeys(): Promise<boolean> {
+    if (this.identity.pds || !this.identity.did.startsWith("did:key:")) return false;
+    const res = await fetch(`${this.httpBase("keyserver")}/xrpc/${NSID.keyRegister}`, {
+      method: "POST",
+      headers: {
+        Authorization: `Bearer ${await this.jwt("keyserver", NSID.keyRegister)}`,
+        "Content-Type": "application/json",
+      },
+      body: JSON.stringify({
+        signingKey: ed25519DidKey(this.identity.publicKey),
+        encryptionKey: x25519DidKey(x25519OfDidKey(this.identity.did)),
+      }),
+    });
+    return res.ok;
   }
 
   /** A DID-bound syncserver session token for `ws://…/?token=`. */
