@@ -60,6 +60,12 @@ OPTIONS = (
         64 * 1024 * 1024,
         "largest WebSocket message accepted, bytes (larger ones close the socket with 1009)",
     ),
+    Option(
+        "max_unjoined_message_size",
+        int,
+        64 * 1024,
+        "largest WebSocket message accepted before the peer's join, bytes (larger: 1009)",
+    ),
     Option("token_ttl", int, 24 * 3600, "session token lifetime, seconds"),
     Option("max_cached_documents", int, 1000, "documents kept in memory when no peer syncs them"),
     Option(
@@ -185,7 +191,14 @@ def create_app(config: ServiceConfig) -> Starlette:
                 await ws.close(4001, "invalid, expired or revoked token")
                 return
         await ws.accept()
-        await serve_socket(ws, st.hub, st.metrics, did, config.get_int("send_queue_bytes"))
+        await serve_socket(
+            ws,
+            st.hub,
+            st.metrics,
+            did,
+            config.get_int("send_queue_bytes"),
+            config.get_int("max_unjoined_message_size"),
+        )
 
     async def caller(request: Request, lxm: str, *, optional: bool = False) -> Did | None:
         """The DID behind the request's bearer JWT or session token."""

@@ -24,6 +24,12 @@ PROTOCOL_VERSION = "1"
 # Longest peer, session and storage id we accept; JS ids are ~20-40 characters.
 MAX_ID_LENGTH = 256
 MAX_LIST_LENGTH = 1024
+# Most CBOR items (every map, array, key and value counts one) and nesting depth a
+# frame may hold. A real message has a few dozen items; each decoded item costs
+# 30-70 bytes of Python objects however small its encoding, so the item count, not
+# the frame length, is what bounds decoding memory.
+MAX_CBOR_ITEMS = 16_384
+MAX_CBOR_DEPTH = 16
 
 
 class MessageError(ValueError):
@@ -219,8 +225,82 @@ def _remote_heads(value: object) -> dict[str, RemoteHeads]:
     return out
 
 
+def check_cbor_shape(frame: bytes) -> None:
+    """Walk the CBOR item headers of ``frame`` without decoding anything.
+
+    Raises MessageError unless the frame is exactly one well-formed item whose
+    top level is a map, with at most MAX_CBOR_ITEMS items, at most
+    MAX_CBOR_DEPTH levels of nesting, and no tags (automerge-repo writes none).
+    Costs one step per item header; string bodies are skipped, not copied.
+    """
+    n = len(frame)
+    if not n or frame[0] >> 5 != 5:
+        raise MessageError("a message must be a CBOR map")
+    pos = 0
+    items = 0
+    # Items still expected in each open container; -1 for indefinite length.
+    open_: list[int] = [1]
+    while open_:
+        left = open_[-1]
+        if left == 0:
+            open_.pop()
+            continue
+        if pos >= n:
+            raise MessageError("not CBOR: truncated")
+        initial = frame[pos]
+        pos += 1
+        if initial == 0xFF:
+            if left != -1:
+                raise MessageError("not CBOR: unexpected break")
+            open_.pop()
+            continue
+        if left > 0:
+            open_[-1] = left - 1
+        items += 1
+        if items > MAX_CBOR_ITEMS:
+            raise MessageError(f"too many CBOR items (more than {MAX_CBOR_ITEMS})")
+        major, info = initial >> 5, initial & 0x1F
+        value = -1  # indefinite
+        if info < 24:
+            value = info
+        elif info < 28:
+            size = 1 << (info - 24)
+            if pos + size > n:
+                raise MessageError("not CBOR: truncated")
+            value = int.from_bytes(frame[pos : pos + size], "big")
+            pos += size
+        elif info != 31 or major in (0, 1, 6):
+            raise MessageError("not CBOR: reserved additional information")
+        if major in (0, 1, 7):
+            if major == 7 and info == 31:
+                raise MessageError("not CBOR: unexpected break")
+            continue
+        if major == 6:
+            raise MessageError("CBOR tags are not accepted")
+        if major in (2, 3) and value >= 0:
+            if value > n - pos:
+                raise MessageError("not CBOR: string longer than the frame")
+            pos += value
+            continue
+        # An array, a map, or an indefinite-length string (its chunks follow).
+        if value >= 0:
+            value = value * 2 if major == 5 else value
+            if value > n - pos:
+                raise MessageError("not CBOR: container longer than the frame")
+        if len(open_) > MAX_CBOR_DEPTH:
+            raise MessageError(f"CBOR nested deeper than {MAX_CBOR_DEPTH}")
+        open_.append(value)
+    if pos != n:
+        raise MessageError("not CBOR: bytes after the message")
+
+
 def decode_message(frame: bytes) -> Message:
-    """Parse one binary frame. Raises MessageError (and nothing else) for bad input."""
+    """Parse one binary frame. Raises MessageError (and nothing else) for bad input.
+
+    The frame's shape is checked first (:func:`check_cbor_shape`), so a hostile
+    frame cannot make the decoder build more than MAX_CBOR_ITEMS objects.
+    """
+    check_cbor_shape(frame)
     try:
         raw = cbor2.loads(frame)
     except Exception as e:  # cbor2 raises several types, incl. RecursionError on deep nesting

@@ -84,10 +84,24 @@ class WsConnection:
             self._closing = self._closing or (1006, "gone")
 
 
+CLOSE_TOO_BIG = 1009
+#: Largest frame accepted before the peer has joined (a JS `join` is ~150 bytes).
+DEFAULT_MAX_UNJOINED_FRAME = 64 * 1024
+
+
 async def serve_socket(
-    ws: WebSocket, hub: SyncHub, metrics: SyncMetrics, did: Did | None, max_queue_bytes: int
+    ws: WebSocket,
+    hub: SyncHub,
+    metrics: SyncMetrics,
+    did: Did | None,
+    max_queue_bytes: int,
+    max_unjoined_frame: int = DEFAULT_MAX_UNJOINED_FRAME,
 ) -> None:
-    """Run one accepted WebSocket until it closes."""
+    """Run one accepted WebSocket until it closes.
+
+    Until the peer has joined, a frame over ``max_unjoined_frame`` bytes gets an
+    `error` and closes the socket with 1009 without being decoded.
+    """
     conn = WsConnection(ws, metrics, max_queue_bytes)
     writer = asyncio.create_task(conn.run_writer())
     peer: Peer | None = None
@@ -104,6 +118,13 @@ async def serve_socket(
                 conn.send(_error(hub, peer, "frames must be binary CBOR"))
                 continue
             metrics.bytes_in.inc(len(data))
+            if peer is None and len(data) > max_unjoined_frame:
+                metrics.refused.labels("unjoined_too_big").inc()
+                conn.send(
+                    _error(hub, peer, f"frames before join may be {max_unjoined_frame} bytes")
+                )
+                conn.close(CLOSE_TOO_BIG, "frame too big before join")
+                break
             try:
                 message = decode_message(data)
             except MessageError as e:

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncserver.messages import (
+    MAX_CBOR_DEPTH,
+    MAX_CBOR_ITEMS,
     DocUnavailableMessage,
     EphemeralMessage,
     ErrorMessage,
@@ -22,6 +24,7 @@ from syncserver.messages import (
     RemoteSubscriptionChange,
     SyncMessage,
     UnknownMessage,
+    check_cbor_shape,
     decode_message,
     encode_message,
     parse_document_id,
@@ -234,3 +237,66 @@ def test_wrong_field_types_are_message_errors(kind: str, fields: dict[str, Any])
 )
 def test_ephemeral_round_trip(message: EphemeralMessage) -> None:
     assert decode_message(encode_message(message)) == message
+
+
+def test_a_frame_of_empty_containers_is_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 1 byte per item on the wire, 60-70 bytes each once decoded: the audit's
+    # 64 MiB frame of these held ~4.6 GB. Now the header walk stops it at the cap.
+    def never(*_: object, **__: object) -> object:
+        raise AssertionError("cbor2.loads ran on a hostile frame")
+
+    pad = [{}] * 200_000
+    frames = [
+        cbor2.dumps({"type": "x", "pad": pad}),
+        cbor2.dumps({"type": "x", "pad": [[]] * 200_000}),
+        cbor2.dumps({"type": "x", **{str(i): {} for i in range(MAX_CBOR_ITEMS)}}),
+    ]
+    monkeypatch.setattr(cbor2, "loads", never)
+    for frame in frames:
+        with pytest.raises(MessageError, match="too many CBOR items"):
+            decode_message(frame)
+
+
+def test_nesting_tags_and_trailing_bytes_are_refused() -> None:
+    deep: Any = "leaf"
+    for _ in range(MAX_CBOR_DEPTH + 1):
+        deep = [deep]
+    for frame in (
+        cbor2.dumps({"type": "x", "deep": deep}),
+        cbor2.dumps({"type": "x", "t": cbor2.CBORTag(4, [-100000000, 1])}),
+        cbor2.dumps({"type": "x"}) + b"\x00",
+        b"\xa1\x64type",  # truncated
+        b"\xbb" + (2**63).to_bytes(8, "big"),  # a map claiming 2^63 pairs
+    ):
+        with pytest.raises(MessageError):
+            check_cbor_shape(frame)
+
+
+JSON_ISH = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=5)
+    | st.binary(max_size=5),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=3), kids, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=5), JSON_ISH, max_size=5))
+def test_shape_check_accepts_every_ordinary_map(value: dict[str, Any]) -> None:
+    check_cbor_shape(cbor2.dumps(value))
+
+
+def test_big_data_with_few_items_still_decodes() -> None:
+    message = SyncMessage("p", "s", DOC, b"\x42" * 5_000_000)
+    assert decode_message(encode_message(message)) == message
+    # Indefinite-length maps and strings (other encoders may write them) pass too.
+    assert decode_message(b"\xbf\x64type\x63xyz\xff") == UnknownMessage("xyz")
+    assert decode_message(b"\xbf\x64type\x7f\x61x\x62yz\xff\xff") == UnknownMessage("xyz")

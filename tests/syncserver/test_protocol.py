@@ -128,6 +128,25 @@ async def test_messages_before_join_are_refused(server: RunningServer) -> None:
         assert (await peer.recv())["type"] == "error"
 
 
+async def test_big_frames_before_join_close_the_socket(tmp_path: Path) -> None:
+    async with running_server(tmp_path, max_unjoined_message_size=1000) as server:
+        async with RawPeer.connect(server.ws(), "p1", join=False) as peer:
+            await peer.ws.send(cbor2.dumps({"type": "x", "pad": b"\x00" * 1001}))
+            reply = await peer.recv()
+            assert reply["type"] == "error" and "before join" in reply["message"]
+            assert await expect_closed(peer) == 1009
+        # After a join the same frame is an ordinary (ignored) message.
+        async with RawPeer.connect(server.ws(), "p2") as peer:
+            await peer.ws.send(cbor2.dumps({"type": "x", "pad": b"\x00" * 1001}))
+            request = Document().generate_sync_message(SyncState())
+            assert request is not None
+            await peer.send_raw(sync_frame(peer, new_document_id(), request, "request"))
+            assert (await peer.recv())["type"] == "doc-unavailable"
+        assert (
+            await metric(server, "hearth_syncserver_refused_total", reason="unjoined_too_big") == 1
+        )
+
+
 async def test_request_for_unknown_document_is_unavailable(server: RunningServer) -> None:
     doc_id = new_document_id()
     async with RawPeer.connect(server.ws()) as peer:
