@@ -68,7 +68,7 @@ def parse_http_hosts(text: str) -> dict[str, tuple[str, int]]:
             continue
         name, eq, target = item.partition("=")
         host, colon, port = target.rpartition(":")
-        if not eq or not colon or not port.isdigit() or not name:
+        if not eq or not colon or not (port.isascii() and port.isdigit()) or not name:
             raise ConfigError(f"HEARTH_HTTP_HOSTS entry must be hostname=host:port, got {item!r}")
         out[name.strip().lower()] = (host.strip("[]"), int(port))
     return out

@@ -47,10 +47,19 @@ async def method_not_allowed_handler(_request: Request, _exc: Exception) -> Resp
     return xrpc_error(405, "MethodNotAllowed", "method not allowed")
 
 
+async def internal_error_handler(_request: Request, _exc: Exception) -> Response:
+    # Starlette re-raises the exception after this response is sent, so the
+    # server (uvicorn) logs it once with its traceback; logging it here too
+    # would log it twice. The caller learns nothing about it.
+    return xrpc_error(500, "InternalServerError", "internal server error")
+
+
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     XrpcError: xrpc_error_handler,
     404: not_found_handler,
     405: method_not_allowed_handler,
+    # Anything else a handler lets escape: an atproto body instead of text/plain.
+    Exception: internal_error_handler,
 }
 
 
@@ -146,6 +155,10 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # The 500 is sent by Starlette's outermost middleware, outside this one.
+            status = status or 500
+            raise
         finally:
             access_log.info(
                 "%s %s %s %d %.1fms",

@@ -11,9 +11,11 @@ from hearth.types import Did, Handle
 MAX_DID_LENGTH = 2048
 MAX_HANDLE_LENGTH = 253
 
-_DID_RE = re.compile(r"^did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]$")
-_PLC_RE = re.compile(r"^did:plc:[a-z2-7]{24}$")
-_LABEL_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+# Always used with fullmatch: `$` would also match before a trailing newline.
+_DID_RE = re.compile(r"did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]")
+_PLC_RE = re.compile(r"did:plc:[a-z2-7]{24}")
+_LABEL_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
+_PORT_RE = re.compile(r"[0-9]{1,5}")  # ASCII only: str.isdigit() accepts '²' and '٣'
 _PCT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 # Top-level domains atproto never resolves (spec: "Additional Non-Syntax Restrictions").
@@ -33,10 +35,10 @@ def parse_did(text: str) -> Did:
     """
     if not isinstance(text, str) or len(text) > MAX_DID_LENGTH:
         raise IdentitySyntaxError("DID too long")
-    if not _DID_RE.match(text) or _PCT_RE.search(text):
+    if not _DID_RE.fullmatch(text) or _PCT_RE.search(text):
         raise IdentitySyntaxError(f"invalid DID syntax: {text[:80]!r}")
     method = text.split(":", 2)[1]
-    if method == "plc" and not _PLC_RE.match(text):
+    if method == "plc" and not _PLC_RE.fullmatch(text):
         raise IdentitySyntaxError("did:plc must be 24 base32 characters")
     if method == "web":
         web_did_host(text)
@@ -54,7 +56,9 @@ class WebDid:
     def document_url_path(self) -> str:
         if not self.path:
             return "/.well-known/did.json"
-        return "/" + "/".join(self.path) + "/did.json"
+        # Segments are percent-decoded; encode them again so no '?', '#' or
+        # control character decoded from the DID can change the URL.
+        return "/" + "/".join(urllib.parse.quote(p, safe="") for p in self.path) + "/did.json"
 
 
 def web_did_host(did: str) -> WebDid:
@@ -63,10 +67,10 @@ def web_did_host(did: str) -> WebDid:
         raise IdentitySyntaxError("not a did:web")
     parts = did[len("did:web:") :].split(":")
     host = urllib.parse.unquote(parts[0]).lower()
-    hostname, _, port = host.partition(":")
-    if port and (not port.isdigit() or not 0 < int(port) < 65536):
+    hostname, colon, port = host.partition(":")
+    if colon and (not _PORT_RE.fullmatch(port) or not 0 < int(port) < 65536):
         raise IdentitySyntaxError("did:web port must be a number")
-    if not hostname or not all(_LABEL_RE.match(label) for label in hostname.split(".")):
+    if not hostname or not all(_LABEL_RE.fullmatch(label) for label in hostname.split(".")):
         raise IdentitySyntaxError("did:web host is not a hostname")
     path = tuple(urllib.parse.unquote(p) for p in parts[1:])
     if any(not p or "/" in p or p in (".", "..") for p in path):
@@ -99,7 +103,7 @@ def normalize_handle(text: str) -> Handle:
     labels = text.split(".")
     if len(labels) < 2:
         raise IdentitySyntaxError("handle needs at least two labels")
-    if not all(_LABEL_RE.match(label) for label in labels):
+    if not all(_LABEL_RE.fullmatch(label) for label in labels):
         raise IdentitySyntaxError(f"invalid handle syntax: {text[:80]!r}")
     if labels[-1][0].isdigit():
         raise IdentitySyntaxError("handle top-level domain may not start with a digit")

@@ -66,7 +66,8 @@ def _json_part(text: str, what: str) -> dict[str, Any]:
     raw = b64url_decode(text)
     try:
         value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as e:
+    # Deeply nested JSON raises RecursionError, not ValueError.
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise JwtFormatError(f"{what} is not JSON") from e
     if not isinstance(value, dict):
         raise JwtFormatError(f"{what} must be a JSON object")

@@ -57,7 +57,8 @@ class RegisterRequest:
         """`{"signingKey": did:key Ed25519, "encryptionKey": did:key X25519}`."""
         try:
             data = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as e:
+        # Deeply nested JSON raises RecursionError, not ValueError.
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise BadRequest("body must be a JSON object") from e
         if not isinstance(data, dict):
             raise BadRequest("body must be a JSON object")

@@ -125,6 +125,9 @@ class Upstream:
             raise NotFound(f"{host} is not reachable") from e
         except httpx.HTTPError as e:
             raise UpstreamError(f"request to {host} failed: {type(e).__name__}") from e
+        except (httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict) as e:
+            # httpx raises these outside its HTTPError hierarchy.
+            raise UpstreamError(f"request to {host} failed: {type(e).__name__}") from e
 
     async def fetch_json(self, url: str, headers: Mapping[str, str], what: str) -> dict[str, Any]:
         """GET a JSON object (a DID document). NotFound on 404/410, UpstreamError otherwise."""
@@ -135,7 +138,7 @@ class Upstream:
             raise UpstreamError(f"{what} answered HTTP {status}")
         try:
             doc = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as e:
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise UpstreamError(f"{what} is not JSON") from e
         if not isinstance(doc, dict):
             raise UpstreamError(f"{what} is not a JSON object")

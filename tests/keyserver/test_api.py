@@ -14,6 +14,7 @@ import nacl.signing
 import pytest
 
 from hearth import crockford, sealed
+from hearth.jwt import b64url_encode
 from hearth.keys import KeyType, PublicKey
 from keyserver.keypair import ED25519_PRIV, X25519_PRIV, parse_private_multibase
 from tests.keyserver.conftest import KeyIdentity, Keyserver
@@ -228,6 +229,35 @@ async def test_register_rejects_bad_bodies(keyserver: Keyserver, world: World) -
         )
         assert r.status_code == 400, (body, r.text)
         assert r.json()["error"] == "InvalidRequest"
+
+
+async def test_parser_edge_inputs_are_client_errors_never_500(
+    keyserver: Keyserver, world: World
+) -> None:
+    # Trailing newlines (`$` matched before them) and non-ASCII port digits.
+    for did in (
+        "did:plc:" + "a" * 24 + "\n",
+        "did:web:example.test\n",
+        "did:web:a.test%3A%C2%B2",
+        "did:web:a.test%3A%D9%A3",
+    ):
+        r = await keyserver.http.get(PUBLIC, params={"did": did})
+        assert r.status_code == 400, (did, r.text)
+        assert r.json()["error"] == "InvalidRequest"
+    # JSON nested deeper than the interpreter's recursion limit, in a body ...
+    alice = world.new_plc_identity()
+    r = await keyserver.http.post(
+        REGISTER,
+        content=b"[" * 2000 + b"]" * 2000,
+        headers=keyserver.auth(alice, "chat.hearth.v1.key.register"),
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "InvalidRequest"
+    # ... and in a token's header.
+    deep = b64url_encode(b"[" * 2000 + b"]" * 2000)
+    r = await keyserver.http.get(PRIVATE, headers={"Authorization": f"Bearer {deep}.e30.AA"})
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "InvalidToken" and r.json()["message"].startswith("malformed")
 
 
 async def test_register_rejects_swapped_key_types(keyserver: Keyserver, world: World) -> None:

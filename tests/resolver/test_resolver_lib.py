@@ -7,10 +7,16 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from hearth.keys import KeyType
 from resolver import InvalidInput, NotFound, Resolver, UpstreamError
 from resolver.cache import Lifetimes
+from resolver.upstream import Upstream
+from tests.servers import serve_app
 from tests.world import World
 
 
@@ -278,3 +284,27 @@ async def test_rotated_key_seen_with_fresh_lookup(world: World, resolver: Resolv
     new = world.rotate_key(ident)
     assert await resolver.signing_key(ident.did, False) == old  # cached
     assert await resolver.signing_key(ident.did, True) == new.public_key
+
+
+async def test_upstream_maps_every_httpx_failure_to_its_own_errors() -> None:
+    upstream = Upstream(timeout=1.0)
+    try:
+        # httpx.InvalidURL is not an httpx.HTTPError: it must not escape either.
+        with pytest.raises(UpstreamError):
+            await upstream.fetch_url("https://a\n.test/", {}, 100, "a.test")
+        with pytest.raises(UpstreamError):
+            await upstream.fetch_url("https://a.test/\x00", {}, 100, "a.test")
+    finally:
+        await upstream.aclose()
+
+
+async def test_deeply_nested_document_is_an_upstream_error(
+    world: World, resolver: Resolver
+) -> None:
+    async def deep(_request: Request) -> Response:
+        return Response(b"[" * 20_000 + b"]" * 20_000, media_type="application/json")
+
+    app = Starlette(routes=[Route("/{path:path}", deep)])
+    async with serve_app(app) as url:
+        with pytest.raises(UpstreamError, match="not JSON"):
+            await resolver.upstream.fetch_json(url + "/plc/x", {}, "PLC directory")

@@ -63,6 +63,28 @@ async def test_errors(
     assert isinstance(body["message"], str) and body["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "name", "value"),
+    [
+        ("resolveDid", "did", "did:plc:" + "a" * 24 + "\n"),
+        ("resolveDid", "did", "did:web:a.test%3A%C2%B2"),
+        ("resolveDid", "did", "did:web:a.test%3A%D9%A3"),
+        ("resolveDid", "did", "did:web:a.test\n"),
+        ("resolveHandle", "handle", "alice.test\n"),
+        ("resolveHandle", "handle", "alice.test\r\n"),
+        ("resolveIdentity", "identifier", "did:web:a.test%3A%C2%B2"),
+        ("resolveIdentity", "identifier", "alice.test\n"),
+    ],
+)
+async def test_parser_edge_inputs_are_400_never_500(
+    world: World, client: httpx.AsyncClient, path: str, name: str, value: str
+) -> None:
+    r = await client.get(f"/xrpc/com.atproto.identity.{path}", params={name: value})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "InvalidRequest"
+    assert not world.http_requests and not world.dns_queries
+
+
 async def test_upstream_timeout_is_502(world: World, client: httpx.AsyncClient) -> None:
     handle = world.new_handle()
     world.slow_dns.add(f"_atproto.{handle}")

@@ -1,0 +1,54 @@
+"""hearth.http: what every service answers when a handler fails."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hearth.http import EXCEPTION_HANDLERS, AccessLogMiddleware, XrpcError
+from tests.servers import serve_app
+
+
+class _Boom(Exception):
+    pass
+
+
+async def boom(_request: Request) -> Response:
+    raise _Boom("secret-detail at /srv/keys")
+
+
+async def refused(_request: Request) -> Response:
+    raise XrpcError(400, "InvalidRequest", "no")
+
+
+async def test_unexpected_exception_is_an_atproto_500_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = Starlette(
+        routes=[Route("/xrpc/boom", boom), Route("/xrpc/refused", refused)],
+        middleware=[Middleware(AccessLogMiddleware, service="test")],
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
+    caplog.set_level(logging.INFO)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+        r = await client.get("/xrpc/boom")
+        assert r.status_code == 500
+        assert r.headers["content-type"] == "application/json"
+        assert r.json() == {"error": "InternalServerError", "message": "internal server error"}
+        assert "secret" not in r.text and "_Boom" not in r.text
+        # Own errors still use their own status and body.
+        r = await client.get("/xrpc/refused")
+        assert r.status_code == 400 and r.json()["error"] == "InvalidRequest"
+    with_traceback = [
+        rec for rec in caplog.records if rec.exc_info and isinstance(rec.exc_info[1], _Boom)
+    ]
+    assert len(with_traceback) == 1
+    access = [rec.getMessage() for rec in caplog.records if rec.name == "hearth.access"]
+    assert any("/xrpc/boom 500" in line for line in access), access
