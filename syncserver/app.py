@@ -66,6 +66,18 @@ OPTIONS = (
         64 * 1024,
         "largest WebSocket message accepted before the peer's join, bytes (larger: 1009)",
     ),
+    Option(
+        "max_queued_changes",
+        int,
+        1000,
+        "changes per document that may wait in memory for missing dependencies",
+    ),
+    Option(
+        "max_queued_bytes",
+        int,
+        16 * 1024 * 1024,
+        "bytes of changes per document that may wait in memory for missing dependencies",
+    ),
     Option("token_ttl", int, 24 * 3600, "session token lifetime, seconds"),
     Option("max_cached_documents", int, 1000, "documents kept in memory when no peer syncs them"),
     Option(
@@ -164,6 +176,8 @@ def create_app(config: ServiceConfig) -> Starlette:
             run=run_in_worker,
             max_cached_documents=config.get_int("max_cached_documents"),
             max_inflated=config.get_int("max_message_size"),
+            max_queued_changes=config.get_int("max_queued_changes"),
+            max_queued_bytes=config.get_int("max_queued_bytes"),
         )
         resolver = Resolver.from_settings(settings)
         verifier = ServiceAuthVerifier(service_did, resolver.signing_key)

@@ -26,7 +26,7 @@ from typing import Protocol, TypeVar
 
 from hearth.base58 import b58check_encode
 from hearth.types import ChangeHash, Did, DocumentId
-from syncserver.automerge import AutomergeError, Document, SyncState
+from syncserver.automerge import AutomergeError, Document, QueueFullError, SyncState
 from syncserver.automerge import SyncMessage as AutomergeSyncMessage
 from syncserver.messages import (
     PROTOCOL_VERSION,
@@ -113,6 +113,8 @@ class SyncHub:
         run: Runner[object] | None = None,
         max_cached_documents: int = 1000,
         max_inflated: int | None = None,
+        max_queued_changes: int | None = 1000,
+        max_queued_bytes: int | None = 16 * 1024 * 1024,
     ) -> None:
         self.storage = storage
         self.metrics = metrics
@@ -122,9 +124,17 @@ class SyncHub:
         self._max_cached = max_cached_documents
         # Compressed changes in one sync message inflate to at most this (bytes).
         self._max_inflated = max_inflated
+        # Changes waiting for missing dependencies, per document (held in memory only).
+        self._queue_limits = {
+            "max_queued": max_queued_changes,
+            "max_queued_bytes": max_queued_bytes,
+        }
         self.peers: dict[str, Peer] = {}
         self._docs: OrderedDict[DocumentId, DocEntry] = OrderedDict()
         self._ephemeral_seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+
+    def _new_document(self) -> Document:
+        return Document(**self._queue_limits)
 
     async def _call(self, fn: Callable[[], T]) -> T:
         result = await self._run(fn)
@@ -228,7 +238,7 @@ class SyncHub:
     def _entry(self, document_id: DocumentId) -> DocEntry:
         entry = self._docs.get(document_id)
         if entry is None:
-            entry = self._docs[document_id] = DocEntry(document_id)
+            entry = self._docs[document_id] = DocEntry(document_id, doc=self._new_document())
             self.metrics.loaded_documents.set(len(self._docs))
         else:
             self._docs.move_to_end(document_id)
@@ -245,7 +255,9 @@ class SyncHub:
         if access is not None:
 
             def load() -> Document:
-                return Document.from_chunks(c.chunk for c in self.storage.changes(document_id))
+                return Document.from_chunks(
+                    (c.chunk for c in self.storage.changes(document_id)), **self._queue_limits
+                )
 
             entry.doc = await self._call(load)
         entry.access = access
@@ -335,6 +347,15 @@ class SyncHub:
                 added = entry.doc.receive_sync_message(
                     state, message.data, max_inflated=self._max_inflated
                 )
+            except QueueFullError as e:
+                self.metrics.refused.labels("queue_full").inc()
+                self.error(
+                    peer.peer_id,
+                    peer.conn,
+                    f"document {document_id}: {e.reason}; changes not stored",
+                    document_id,
+                )
+                return
             except AutomergeError as e:
                 self.metrics.refused.labels("malformed").inc()
                 self.error(peer.peer_id, peer.conn, f"malformed sync message: {e}", document_id)
@@ -391,7 +412,7 @@ class SyncHub:
                 self.error(other.peer_id, other.conn, "storage failure; retry later", document_id)
             entry.peers.clear()
             entry.loaded = False
-            entry.doc = Document()
+            entry.doc = self._new_document()
             entry.access = None
             raise
         if create is not None:

@@ -33,7 +33,7 @@ from their modules.
 from .bloom import BloomFilter
 from .chunk import Change, DocumentChunk, parse_chunks
 from .document import Document
-from .errors import AutomergeError
+from .errors import AutomergeError, QueueFullError
 from .message import Have, SyncMessage
 from .state import SyncState
 
@@ -44,6 +44,7 @@ __all__ = [
     "Document",
     "DocumentChunk",
     "Have",
+    "QueueFullError",
     "SyncMessage",
     "SyncState",
     "parse_chunks",

@@ -26,8 +26,13 @@ class Document:
         reply = doc.generate_sync_message(state)             # ... advertise the heads
     """
 
-    def __init__(self) -> None:
-        self._graph = ChangeGraph()
+    def __init__(
+        self, *, max_queued: int | None = None, max_queued_bytes: int | None = None
+    ) -> None:
+        """``max_queued`` / ``max_queued_bytes`` bound the changes that may wait for
+        missing dependencies (None: unbounded); an input that would exceed them
+        raises :class:`~.errors.QueueFullError` and changes nothing."""
+        self._graph = ChangeGraph(max_queued=max_queued, max_queued_bytes=max_queued_bytes)
         self._documents: list[DocumentChunk] = []
 
     # -- construction --------------------------------------------------------
@@ -40,13 +45,20 @@ class Document:
         return doc
 
     @classmethod
-    def from_chunks(cls, chunks: Iterable[bytes]) -> Document:
+    def from_chunks(
+        cls,
+        chunks: Iterable[bytes],
+        *,
+        max_queued: int | None = None,
+        max_queued_bytes: int | None = None,
+    ) -> Document:
         """A document from stored chunks (each may itself be a concatenation).
 
         Order does not matter for correctness; causal order (as :meth:`changes`
         yields them) avoids queueing. Raises :class:`AutomergeError` on a bad chunk.
+        The queue limits apply to what is added later, and to loading too.
         """
-        doc = cls()
+        doc = cls(max_queued=max_queued, max_queued_bytes=max_queued_bytes)
         for chunk in chunks:
             doc.apply(chunk)
         return doc
@@ -121,6 +133,11 @@ class Document:
     def queued(self) -> int:
         """How many changes wait for missing dependencies (not in heads, not in save)."""
         return self._graph.queued
+
+    @property
+    def queued_bytes(self) -> int:
+        """Raw bytes of the changes waiting for missing dependencies."""
+        return self._graph.queued_bytes
 
     @property
     def document_chunks(self) -> list[DocumentChunk]:

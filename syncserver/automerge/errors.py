@@ -17,3 +17,8 @@ class AutomergeError(ValueError):
         self.offset = offset
         where = f" at offset {offset}" if offset >= 0 else ""
         super().__init__(f"{reason}{where}")
+
+
+class QueueFullError(AutomergeError):
+    """Accepting the input would queue more changes (waiting for missing
+    dependencies) than the document's limit; nothing was applied."""

@@ -20,13 +20,21 @@ from collections.abc import Iterable, Iterator
 from itertools import chain
 
 from .chunk import Change
-from .errors import AutomergeError
+from .errors import AutomergeError, QueueFullError
 
 
 class ChangeGraph:
     """Hashes, dependencies, heads and per-actor clock of a set of changes."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_queued: int | None = None, max_queued_bytes: int | None = None
+    ) -> None:
+        #: Limits on changes waiting for missing dependencies (None: unlimited). A
+        #: batch that would exceed them raises :class:`QueueFullError`, all or nothing.
+        self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0
+        self._missing: set[bytes] | None = None  # cache of the queue's missing deps
         self._history: list[Change] = []
         self._deps_idx: list[tuple[int, ...]] = []
         self._index: dict[bytes, int] = {}
@@ -75,15 +83,26 @@ class ChangeGraph:
         """Number of changes waiting for missing dependencies."""
         return len(self._queue)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Raw bytes of the changes waiting for missing dependencies."""
+        return self._queued_bytes
+
     def missing_deps(self, heads: Iterable[bytes] = ()) -> list[bytes]:
-        """Sorted hashes that queued changes (or ``heads``) need and nobody has given us."""
+        """Sorted hashes that queued changes (or ``heads``) need and nobody has given us.
+
+        The queue's part is computed once per change to the queue, so calling this on
+        every sync round costs the ``heads`` given, not the queue.
+        """
         queue = self._queue
-        missing = {
-            h
-            for h, waiters in self._waiting.items()
-            if h not in queue and any(w in queue for w in waiters)
-        }
-        missing.update(h for h in heads if h not in self._index and h not in self._queue)
+        if self._missing is None:
+            self._missing = {
+                h
+                for h, waiters in self._waiting.items()
+                if h not in queue and any(w in queue for w in waiters)
+            }
+        missing = set(self._missing)
+        missing.update(h for h in heads if h not in self._index and h not in queue)
         return sorted(missing)
 
     # -- adding --------------------------------------------------------------
@@ -155,9 +174,34 @@ class ChangeGraph:
                     if left == 0:
                         ready.append(new[w] if w in new else queue[w])
 
+        applied = {c.hash for c in order}
+        to_queue = [c for c in new.values() if c.hash not in applied]
+        if to_queue and (self.max_queued is not None or self.max_queued_bytes is not None):
+            released = [c for c in order if c.hash in queue]
+            count = len(queue) - len(released) + len(to_queue)
+            size = (
+                self._queued_bytes
+                - sum(len(c.raw) for c in released)
+                + sum(len(c.raw) for c in to_queue)
+            )
+            if self.max_queued is not None and count > self.max_queued:
+                raise QueueFullError(
+                    f"{count} changes would wait for missing dependencies;"
+                    f" at most {self.max_queued} may"
+                )
+            if self.max_queued_bytes is not None and size > self.max_queued_bytes:
+                raise QueueFullError(
+                    f"{size} bytes of changes would wait for missing dependencies;"
+                    f" at most {self.max_queued_bytes} may"
+                )
+
         # Commit.
+        # Applying a change someone waits for, or queueing one, changes what is missing.
+        if to_queue or any(c.hash in self._waiting for c in order):
+            self._missing = None
         for c in order:
             if queue.pop(c.hash, None) is not None:
+                self._queued_bytes -= len(c.raw)
                 self._missing_count.pop(c.hash, None)
                 self._queued_seq.pop((c.actor, c.seq), None)
             self._apply(c)
@@ -165,15 +209,14 @@ class ChangeGraph:
         for w, left in counts.items():
             if w in queue:
                 self._missing_count[w] = left
-        applied = {c.hash for c in order}
-        for c in new.values():
-            if c.hash not in applied:
-                missing = {d for d in c.deps if d not in index}
-                queue[c.hash] = c
-                self._missing_count[c.hash] = len(missing)
-                self._queued_seq[(c.actor, c.seq)] = c.hash
-                for d in missing:
-                    self._waiting.setdefault(d, []).append(c.hash)
+        for c in to_queue:
+            missing = {d for d in c.deps if d not in index}
+            queue[c.hash] = c
+            self._queued_bytes += len(c.raw)
+            self._missing_count[c.hash] = len(missing)
+            self._queued_seq[(c.actor, c.seq)] = c.hash
+            for d in missing:
+                self._waiting.setdefault(d, []).append(c.hash)
         for h in evicted:
             self._drop(h)
         return [c.hash for c in order]
@@ -198,6 +241,15 @@ class ChangeGraph:
             c = self._queue.pop(stack.pop(), None)
             if c is None:
                 continue
+            self._missing = None
+            self._queued_bytes -= len(c.raw)
+            for d in c.deps:
+                # Forget the dropped change as a waiter, or its entries outlive it.
+                waiters = self._waiting.get(d)
+                if waiters is not None and c.hash in waiters:
+                    waiters.remove(c.hash)
+                    if not waiters:
+                        del self._waiting[d]
             self._missing_count.pop(c.hash, None)
             self._queued_seq.pop((c.actor, c.seq), None)
             stack.extend(self._waiting.pop(c.hash, ()))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncserver.automerge import AutomergeError, Change, Document, parse_chunks
+from syncserver.automerge import AutomergeError, Change, Document, QueueFullError, parse_chunks
 from syncserver.automerge.chunk import encode_change
 from syncserver.automerge.graph import ChangeGraph
 
@@ -158,3 +158,52 @@ def test_load_of_save_keeps_order() -> None:
     doc = Document.from_chunks(c.raw for c in reversed(changes))
     blob = doc.save()
     assert Document.load(blob).save() == blob
+
+
+def test_queue_limits_refuse_the_whole_batch() -> None:
+    changes = random_dag(21, 40, actors=1)  # a chain: everything after [0] waits for it
+    doc = Document(max_queued=20)
+    with pytest.raises(QueueFullError, match="at most 20"):
+        doc.apply(b"".join(c.raw for c in changes[1:]))
+    assert doc.queued == 0 and len(doc) == 0 and doc.missing_deps() == []
+    doc.apply(b"".join(c.raw for c in changes[1:21]))  # exactly at the limit
+    assert doc.queued == 20 and doc.queued_bytes == sum(len(c.raw) for c in changes[1:21])
+    with pytest.raises(QueueFullError):
+        doc.apply(changes[21].raw)
+    # Releasing the queue makes room; what the root releases is not counted.
+    assert len(doc.apply(changes[0].raw + b"".join(c.raw for c in changes[21:]))) == 40
+    assert doc.queued == 0 and doc.queued_bytes == 0
+    by_bytes = Document(max_queued_bytes=len(changes[1].raw))
+    by_bytes.apply(changes[1].raw)
+    with pytest.raises(QueueFullError, match="bytes"):
+        by_bytes.apply(changes[2].raw)
+
+
+def test_missing_deps_stays_right_as_the_queue_changes() -> None:
+    changes = random_dag(22, 30)
+    doc = Document()
+    holes = {changes[5].hash, changes[12].hash}
+    doc.apply(b"".join(c.raw for c in changes if c.hash not in holes))
+    for hole in sorted(holes, key=lambda h: [c.hash for c in changes].index(h)):
+        expected = sorted(holes)
+        assert doc.missing_deps() == expected == doc.missing_deps()
+        doc.apply(next(c for c in changes if c.hash == hole).raw)
+        holes.discard(hole)
+    assert doc.missing_deps() == [] and doc.queued == 0 and len(doc) == 30
+
+
+def test_dropped_changes_leave_no_waiting_entries() -> None:
+    graph = ChangeGraph()
+    other = b"\x07" * 32
+    (root,) = parse_chunks(make_change([], 1, 1))
+    # seq 3 on top of seq 1: queued while root is absent, dropped once released,
+    # together with `child`, which also waits for `other`.
+    (bad,) = parse_chunks(make_change([root.hash], 1, 3))
+    assert isinstance(root, Change) and isinstance(bad, Change)
+    (child,) = parse_chunks(make_change(sorted([bad.hash, other]), 2, 1))
+    assert isinstance(child, Change)
+    graph.add_batch([bad, child])
+    assert graph.missing_deps() == sorted([root.hash, other])
+    assert graph.add(root) == [root.hash]
+    assert graph.queued == 0 and graph.queued_bytes == 0 and graph.dropped == 1
+    assert graph.missing_deps() == [] and other not in graph._waiting

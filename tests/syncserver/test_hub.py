@@ -13,7 +13,7 @@ from hearth.types import Did, DocumentId
 from syncserver.automerge import Document, SyncState
 from syncserver.automerge import SyncMessage as AutomergeSyncMessage
 from syncserver.hub import Peer, SyncHub
-from syncserver.messages import JoinMessage, Message, PeerMetadata, SyncMessage
+from syncserver.messages import ErrorMessage, JoinMessage, Message, PeerMetadata, SyncMessage
 from syncserver.metrics import SyncMetrics
 from syncserver.storage import Access, MemoryStorage, StoredChange
 from tests.syncserver.ids import new_document_id
@@ -207,3 +207,42 @@ def test_any_sync_payload_gets_an_answer_never_an_exception(data: bytes) -> None
 
     replies = asyncio.run(run())
     assert replies, "the hub must answer every sync message"
+
+
+async def test_orphan_changes_beyond_the_queue_limit_are_refused() -> None:
+    storage = MemoryStorage()
+    hub = SyncHub(
+        storage,
+        SyncMetrics(CollectorRegistry(), storage.stats),
+        peer_id="srv",
+        max_queued_changes=50,
+    )
+    conn = Conn([])
+    peer = await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+    assert peer is not None
+    doc_id = new_document_id()
+    doc = make_changes(3)
+    await run_sync(hub, peer, conn, doc_id, doc)
+    stored = len(list(storage.changes(doc_id)))
+    # A chain whose first change is withheld: every other change is an orphan.
+    chain = make_changes(200)
+    orphans = [c.raw for c in list(chain.changes())[1:]]
+
+    def upload(raws: list[bytes]) -> SyncMessage:
+        data = AutomergeSyncMessage(heads=doc.heads, changes=raws).encode()
+        return SyncMessage("p", "srv", doc_id, data)
+
+    conn.inbox.clear()
+    await hub.handle(peer, upload(orphans[:40]))
+    assert hub._docs[doc_id].doc.queued == 40
+    await hub.handle(peer, upload(orphans[40:]))
+    errors = [m for m in conn.inbox if isinstance(m, ErrorMessage)]
+    assert len(errors) == 1 and errors[0].document_id == doc_id
+    assert doc_id in errors[0].message and "missing dependencies" in errors[0].message
+    assert hub._docs[doc_id].doc.queued == 40
+    assert len(list(storage.changes(doc_id))) == stored
+    # The withheld change releases the queue; the rest then fits.
+    await hub.handle(peer, upload([next(chain.changes()).raw]))
+    await hub.handle(peer, upload(orphans[40:]))
+    assert hub._docs[doc_id].doc.queued == 0
+    assert len(list(storage.changes(doc_id))) == stored + 200
