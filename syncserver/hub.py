@@ -53,6 +53,7 @@ Runner = Callable[[Callable[[], T]], Awaitable[T]]
 MAX_SUBSCRIPTIONS = 256
 MAX_WAITING = 1024  # documents one peer may wait for
 EPHEMERAL_MEMORY = 10_000
+CLOSE_PEER_ID_TAKEN = 1008  # policy violation
 
 
 class Connection(Protocol):
@@ -145,7 +146,10 @@ class SyncHub:
     async def join(self, conn: Connection, message: JoinMessage, did: Did | None) -> Peer | None:
         """Handle a `join`: answer `peer` and return the new Peer, or answer `error`.
 
-        If the peerId is already connected, the old connection is closed and replaced.
+        If the peerId is already connected as the same DID (or both anonymous), the
+        old connection is closed and replaced. If it is connected as someone else,
+        the newcomer gets `error` and is closed: peerIds are not secret (ephemeral
+        messages carry them), so a peerId alone must not let anyone kick a peer off.
         """
         if PROTOCOL_VERSION not in message.supported_protocol_versions:
             conn.send(
@@ -159,6 +163,17 @@ class SyncHub:
             conn.close(1002, "no common protocol version")
             return None
         old = self.peers.get(message.sender_id)
+        if old is not None and old.did != did:
+            self.metrics.refused.labels("peer_id_taken").inc()
+            conn.send(
+                ErrorMessage(
+                    self.peer_id,
+                    message.sender_id,
+                    "this peerId is connected as another identity; use your own peerId",
+                )
+            )
+            conn.close(CLOSE_PEER_ID_TAKEN, "peerId in use by another identity")
+            return None
         if old is not None:
             await self.leave(old)
             old.conn.close(1000, "replaced by a newer connection of the same peer")

@@ -246,3 +246,24 @@ async def test_orphan_changes_beyond_the_queue_limit_are_refused() -> None:
     await hub.handle(peer, upload(orphans[40:]))
     assert hub._docs[doc_id].doc.queued == 0
     assert len(list(storage.changes(doc_id))) == stored + 200
+
+
+async def test_a_peer_id_is_replaced_only_by_the_same_identity() -> None:
+    storage = MemoryStorage()
+    hub = new_hub(storage)
+    bob = Did("did:key:z6MkpTHR8VNsBxYAAWHut2Geadd9jSwuBV8xRoAnwWsdvktH")
+    first = Conn([])
+    alice = await hub.join(first, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+    assert alice is not None
+    # Someone else (another DID, or anonymous) who learnt the peerId cannot take it.
+    for intruder in (bob, None):
+        conn = Conn([])
+        assert await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), intruder) is None
+        assert conn.closed is not None and conn.closed[0] == 1008
+        assert [type(m) for m in conn.inbox] == [ErrorMessage]
+        assert first.closed is None and hub.peers["p"] is alice and not alice.closed
+    # The same DID (another tab, a reconnect) replaces the old socket.
+    second = Conn([])
+    again = await hub.join(second, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+    assert again is not None and hub.peers["p"] is again
+    assert first.closed is not None and first.closed[0] == 1000 and alice.closed
