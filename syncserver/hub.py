@@ -483,16 +483,32 @@ class SyncHub:
             peer.subscriptions.add(storage_id)
 
     async def _on_remote_heads(self, peer: Peer, message: RemoteHeadsChanged) -> None:
-        """Relay heads another peer reports to the document's peers subscribed to them."""
+        """Relay heads another peer reports to the document's peers subscribed to them.
+
+        Claims about storage we know firsthand are dropped: the server's own, and
+        that of the document's other connected peers (whose heads we gossip from
+        their sync messages). A peer may report its own storage and third parties'.
+        """
         entry = self._docs.get(message.document_id)
         if entry is None or entry.peers.get(peer.peer_id) is not peer:
+            return
+        firsthand = {self.storage_id}
+        firsthand.update(
+            p.metadata.storage_id
+            for p in entry.peers.values()
+            if p is not peer and p.metadata.storage_id is not None
+        )
+        claims = {sid: heads for sid, heads in message.new_heads.items() if sid not in firsthand}
+        if len(claims) < len(message.new_heads):
+            self.metrics.refused.labels("remote_heads_firsthand").inc()
+        if not claims:
             return
         for other in list(entry.peers.values()):
             if other is peer:
                 continue
             wanted = {
                 sid: heads
-                for sid, heads in message.new_heads.items()
+                for sid, heads in claims.items()
                 if sid in other.subscriptions and sid != other.metadata.storage_id
             }
             if wanted:

@@ -13,7 +13,16 @@ from hearth.types import Did, DocumentId
 from syncserver.automerge import Document, SyncState
 from syncserver.automerge import SyncMessage as AutomergeSyncMessage
 from syncserver.hub import Peer, SyncHub
-from syncserver.messages import ErrorMessage, JoinMessage, Message, PeerMetadata, SyncMessage
+from syncserver.messages import (
+    ErrorMessage,
+    JoinMessage,
+    Message,
+    PeerMetadata,
+    RemoteHeads,
+    RemoteHeadsChanged,
+    RemoteSubscriptionChange,
+    SyncMessage,
+)
 from syncserver.metrics import SyncMetrics
 from syncserver.storage import Access, MemoryStorage, StoredChange
 from tests.syncserver.ids import new_document_id
@@ -267,3 +276,31 @@ async def test_a_peer_id_is_replaced_only_by_the_same_identity() -> None:
     again = await hub.join(second, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
     assert again is not None and hub.peers["p"] is again
     assert first.closed is not None and first.closed[0] == 1000 and alice.closed
+
+
+async def test_remote_heads_claims_about_firsthand_storage_are_dropped() -> None:
+    storage = MemoryStorage()
+    hub = new_hub(storage)
+    doc_id = new_document_id()
+    doc = make_changes(2)
+    peers: dict[str, tuple[Peer, Conn]] = {}
+    for name, sid in (("a", "store-a"), ("b", "store-b"), ("liar", "store-liar")):
+        conn = Conn([])
+        meta = PeerMetadata(sid, is_ephemeral=False)
+        peer = await hub.join(conn, JoinMessage(name, meta, ("1",)), ALICE)
+        assert peer is not None
+        await run_sync(hub, peer, conn, doc_id, Document.load(doc.save()))
+        peers[name] = (peer, conn)
+    b, b_conn = peers["b"]
+    everything = (hub.storage_id, "store-a", "store-liar", "store-elsewhere")
+    await hub.handle(b, RemoteSubscriptionChange("b", "srv", add=everything))
+    b_conn.inbox.clear()
+    fake = RemoteHeads(("1111",), 1)
+    claims = {sid: fake for sid in everything}
+    liar, _ = peers["liar"]
+    await hub.handle(liar, RemoteHeadsChanged("liar", "srv", doc_id, claims))
+    relayed = [m for m in b_conn.inbox if isinstance(m, RemoteHeadsChanged)]
+    # Only the claims the server cannot check itself: the sender's own storage and
+    # a third party's. Never the server's own storage, nor another connected peer's.
+    assert len(relayed) == 1
+    assert set(relayed[0].new_heads) == {"store-liar", "store-elsewhere"}
