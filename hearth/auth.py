@@ -10,8 +10,8 @@ answer 401 with a precise atproto error body and count failures by reason.
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -53,31 +53,53 @@ KeyLookup = Callable[[Did, bool], Awaitable[PublicKey | None]]
 class JtiCache:
     """Remembers (iss, jti) pairs until their token expires; bounded in size.
 
-    When full of still-valid entries, new tokens are refused rather than
-    forgetting old ones, which would reopen a replay window.
+    When full of still-valid entries, new tokens are refused (`busy`) rather
+    than forgetting old ones, which would reopen a replay window. One issuer
+    may hold at most `per_issuer` live entries (`issuer_busy` beyond), so a
+    single DID - did:key identities cost nothing - cannot fill the cache and
+    lock everybody else out. Memory: ~300 bytes per live entry (jti included).
     """
 
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+    def __init__(self, capacity: int = 100_000, per_issuer: int = 1_000) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+        # Min-heap on expiry: every expired entry is pruned, whatever order
+        # tokens arrived in (one long-lived token must not shield the rest).
+        self._by_expiry: list[tuple[float, str, str]] = []
+        self._per_issuer: dict[str, int] = {}
         self._capacity = capacity
+        self._issuer_cap = per_issuer
 
     def __len__(self) -> int:
         return len(self._seen)
 
+    def live_for(self, iss: str) -> int:
+        """Entries `iss` holds now (as of the last `consume`)."""
+        return self._per_issuer.get(iss, 0)
+
     def consume(self, iss: str, jti: str, exp: float, now: float) -> None:
-        """Record a use; raises AuthError if the pair was already used or the cache is full."""
-        while self._seen:
-            key, expires = next(iter(self._seen.items()))
-            if expires > now:
-                break
-            del self._seen[key]
+        """Record a use; raises AuthError if the pair was already used or a cap is reached."""
+        self._prune(now)
         if (iss, jti) in self._seen:
             raise AuthError("replayed", "token already used (jti seen before)")
+        if self._per_issuer.get(iss, 0) >= self._issuer_cap:
+            raise AuthError("issuer_busy", "too many live tokens for this issuer; retry shortly")
         if len(self._seen) >= self._capacity:
             raise AuthError("busy", "too many live tokens; retry shortly")
-        # Entries are appended in arrival order; exp bounds are short, so
-        # pruning from the front keeps the map small in practice.
-        self._seen[(iss, jti)] = exp + LEEWAY_SECONDS
+        expires = exp + LEEWAY_SECONDS
+        self._seen[(iss, jti)] = expires
+        heapq.heappush(self._by_expiry, (expires, iss, jti))
+        self._per_issuer[iss] = self._per_issuer.get(iss, 0) + 1
+
+    def _prune(self, now: float) -> None:
+        heap = self._by_expiry
+        while heap and heap[0][0] <= now:
+            _, iss, jti = heapq.heappop(heap)
+            del self._seen[(iss, jti)]
+            left = self._per_issuer[iss] - 1
+            if left:
+                self._per_issuer[iss] = left
+            else:
+                del self._per_issuer[iss]
 
 
 def did_key_lookup(did: Did) -> PublicKey:

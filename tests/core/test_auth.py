@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hearth.auth import AuthError, ServiceAuthVerifier
+from hearth.auth import AuthError, JtiCache, ServiceAuthVerifier
 from hearth.jwt import Signer, b64url_decode, b64url_encode, encode_jwt, mint_service_jwt
 from hearth.keys import KeyType
 from resolver import Resolver
@@ -140,3 +140,53 @@ async def test_unknown_issuer(verifier: ServiceAuthVerifier) -> None:
     signer = Signer.generate(KeyType.P256)
     token = mint_service_jwt(signer, iss="did:plc:" + "c" * 24, aud=AUD, lxm=LXM)
     assert await reason(verifier, token) == "bad_issuer"
+
+
+# -- the jti cache -------------------------------------------------------------
+
+
+def test_jti_cache_prunes_every_expired_entry_behind_a_long_lived_one() -> None:
+    cache = JtiCache(capacity=1000, per_issuer=1000)
+    cache.consume("did:key:zlong", "long", exp=300, now=0)
+    for i in range(999):
+        cache.consume(f"did:key:z{i}", "j", exp=10, now=0)
+    with pytest.raises(AuthError) as info:
+        cache.consume("did:key:zlate", "j", exp=20, now=1)
+    assert info.value.reason == "busy"
+    # 60 s later the 999 short tokens have expired; only the long one is live.
+    for i in range(999):
+        cache.consume(f"did:key:z{i}", "k", exp=120, now=60)
+    assert len(cache) == 1000
+    with pytest.raises(AuthError) as info:
+        cache.consume("did:key:zlong", "long", exp=300, now=61)
+    assert info.value.reason == "replayed"
+
+
+def test_jti_cache_caps_live_tokens_per_issuer() -> None:
+    cache = JtiCache(capacity=100, per_issuer=10)
+    for i in range(10):
+        cache.consume("did:key:zgreedy", f"j{i}", exp=30, now=0)
+    with pytest.raises(AuthError) as info:
+        cache.consume("did:key:zgreedy", "j10", exp=30, now=0)
+    assert info.value.reason == "issuer_busy"
+    assert cache.live_for("did:key:zgreedy") == 10
+    # Everybody else is still served ...
+    for i in range(90):
+        cache.consume(f"did:key:zother{i}", "j", exp=30, now=0)
+    with pytest.raises(AuthError) as info:
+        cache.consume("did:key:zone-too-many", "j", exp=30, now=0)
+    assert info.value.reason == "busy"
+    # ... and once its tokens expire the greedy issuer may come back.
+    cache.consume("did:key:zgreedy", "j10", exp=90, now=36)
+    assert cache.live_for("did:key:zgreedy") == 1 and len(cache) == 1
+
+
+async def test_one_did_key_cannot_lock_others_out(verifier: ServiceAuthVerifier) -> None:
+    greedy, other = Signer.generate(), Signer.generate()
+    v = ServiceAuthVerifier(AUD, verifier._key_lookup, jti_cache=JtiCache(per_issuer=3))
+    for _ in range(3):
+        await v.verify(mint_service_jwt(greedy, iss=greedy.did_key, aud=AUD, lxm=LXM), lxm=LXM)
+    token = mint_service_jwt(greedy, iss=greedy.did_key, aud=AUD, lxm=LXM)
+    assert await reason(v, token) == "issuer_busy"
+    token = mint_service_jwt(other, iss=other.did_key, aud=AUD, lxm=LXM)
+    assert (await v.verify(token, lxm=LXM)).iss == other.did_key
