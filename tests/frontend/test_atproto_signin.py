@@ -1,0 +1,169 @@
+"""atproto sign-in in the PWA: handle + app password, through our resolver and the user's PDS.
+
+The outside world is on loopback: DNS, the PLC directory and a PDS
+(tests/frontend/fake_pds.py) that mints real ES256K service-auth JWTs. The
+services resolve through it (HEARTH_DNS_NAMESERVERS / HEARTH_PLC_URL /
+HEARTH_HTTP_HOSTS), the browser talks to the PDS directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from hearth.keys import PublicKey
+from tests.frontend.conftest import SERVICES, WAIT, Stack, ensure_built, free_port, shot
+from tests.frontend.fake_pds import OutsideWorld, running_outside_world
+from tests.frontend.people import Person
+
+PASSWORD = "abcd-efgh-ijkl-mnop"
+
+
+@pytest.fixture
+def outside() -> Iterator[OutsideWorld]:
+    with running_outside_world() as o:
+        yield o
+
+
+@pytest.fixture
+def world_stack(
+    outside: OutsideWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
+    for name, value in outside.world.env.items():
+        monkeypatch.setenv(name, value)
+    ensure_built()
+    s = Stack(tmp_path / "data", {name: free_port() for name in SERVICES})
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def sign_in(page: Page, handle: str, password: str) -> None:
+    page.get_by_test_id("atproto-handle").fill(handle)
+    page.get_by_test_id("atproto-password").fill(password)
+    page.get_by_test_id("atproto-sign-in").click()
+
+
+def error_says(page: Page, pattern: str) -> None:
+    expect(page.get_by_test_id("atproto-error")).to_have_text(re.compile(pattern), timeout=WAIT)
+
+
+def test_sign_in_with_an_app_password(
+    world_stack: Stack, outside: OutsideWorld, browser: Browser
+) -> None:
+    alice_id = outside.new_account(PASSWORD)
+    assert alice_id.handle is not None
+
+    def invalid() -> str:
+        other = outside.world.new_plc_identity()
+        other.doc["alsoKnownAs"] = ["at://someone-else.test"]
+        outside.pds.add(other, PASSWORD)
+        assert other.handle is not None
+        return other.handle
+
+    invalid_handle = outside.call(invalid)
+
+    alice = Person(browser, world_stack.url, "Alice")
+    page = alice.page
+    page.goto(world_stack.url)
+    expect(page.get_by_test_id("my-did")).to_have_text(re.compile(r"^did:key:"), timeout=WAIT)
+    page.get_by_test_id("atproto-open").click()
+
+    # Each failure says what went wrong.
+    sign_in(page, "nobody-here.test", PASSWORD)
+    error_says(page, r"No atproto account has the handle nobody-here\.test")
+    sign_in(page, invalid_handle, PASSWORD)
+    error_says(page, r"handle\.invalid")
+    sign_in(page, alice_id.handle, "wrong-pass-word")
+    error_says(page, r"^Wrong handle or app password\.$")
+    assert outside.pds.requests["com.atproto.server.createSession"] == 1
+    shot(page, "20-atproto-sign-in-error")
+
+    # The right password: the app comes back as the account's DID.
+    sign_in(page, "@" + alice_id.handle.upper(), PASSWORD)
+    expect(page.get_by_test_id("my-did")).to_have_text(alice_id.did, timeout=WAIT)
+    expect(page.get_by_test_id("signed-in-as")).to_contain_text("@" + alice_id.handle)
+    shot(page, "21-atproto-signed-in")
+    alice.did = alice_id.did
+    page.get_by_test_id("display-name").fill("Alice")
+    page.get_by_role("button", name="Start").click()
+    expect(page.get_by_test_id("new-space")).to_be_visible(timeout=WAIT)
+
+    # The keyserver handed over the account's keys: the app signs with the published key.
+    published = httpx.get(
+        world_stack.service("keyserver") + "/xrpc/chat.hearth.v1.key.public",
+        params={"did": alice_id.did},
+    ).json()
+    in_browser = bytes(page.evaluate("Array.from(hearth.identity.publicKey)"))
+    assert in_browser == PublicKey.from_did_key(published["signingKey"]).raw
+    served = world_stack.metrics("keyserver")
+    assert served["hearth_keyserver_private_keys_served_total"] >= 1, served
+
+    # Stored: the session's tokens, never the password.
+    stored = page.evaluate(
+        """() => new Promise((ok, fail) => {
+            const open = indexedDB.open("hearth-identity");
+            open.onsuccess = () => {
+              const store = open.result.transaction("identity").objectStore("identity");
+              const get = store.get("atproto");
+              get.onsuccess = () => ok(JSON.stringify(get.result.session));
+              get.onerror = () => fail(get.error);
+            };
+          })"""
+    )
+    assert json.loads(stored)["did"] == alice_id.did
+    assert PASSWORD not in stored
+    assert PASSWORD not in json.dumps(page.evaluate("Object.assign({}, localStorage)"))
+
+    # A space, synced and shared as that DID: a did:key person joins and both talk.
+    alice.create_space("Orchard")
+    alice.create_channel("pears")
+    bob = Person(browser, world_stack.url, "Bob")
+    bob.start()
+    bob.join(alice.invite_link())
+    expect(bob.member(alice_id.did)).to_have_attribute("data-online", "yes", timeout=WAIT)
+    expect(alice.member(bob.did)).to_have_attribute("data-online", "yes", timeout=WAIT)
+    page.wait_for_function("hearth.status.sync === 'open'", timeout=WAIT)
+    bob.send("@Alice the pears are ripe")
+    # Sealed for the keys the keyserver holds for Alice; she opens it with hers.
+    expect(page.get_by_test_id("last-push")).to_contain_text("Bob: mentioned you", timeout=WAIT)
+    alice.open_channel("general")
+    alice.wait_texts(["@Alice the pears are ripe"])
+    alice.send("thanks Bob")
+    bob.wait_texts(["@Alice the pears are ripe", "thanks Bob"])
+
+    # Every service saw PDS-minted tokens for Alice: keyserver, router, syncserver.
+    methods = {lxm for iss, _aud, lxm in outside.pds.service_tokens if iss == alice_id.did}
+    assert {
+        "chat.hearth.v1.key.private",
+        "chat.hearth.v1.router.token",
+        "chat.hearth.v1.sync.token",
+    } <= methods, methods
+
+    # Bob's browser registered its own did:key public keys on the keyserver.
+    created = world_stack.metrics("keyserver")
+    assert created.get('hearth_keyserver_keys_created_total{how="register"}', 0) >= 1, created
+    bob_keys = httpx.get(
+        world_stack.service("keyserver") + "/xrpc/chat.hearth.v1.key.public",
+        params={"did": bob.did},
+    ).json()
+    assert bob_keys["signingKey"] == bob.did
+
+    # An expired access token is refreshed with the stored refresh token.
+    outside.call(outside.pds.expire_access_tokens)
+    page.reload()
+    expect(page.get_by_test_id("new-space")).to_be_visible(timeout=WAIT)
+    expect(bob.member(alice_id.did)).to_have_attribute("data-online", "yes", timeout=WAIT)
+    page.wait_for_function("hearth.status.router === 'open'", timeout=WAIT)
+    assert outside.pds.requests["com.atproto.server.refreshSession"] == 1
+    assert not alice.errors and not bob.errors
+    bob.close()
+    alice.close()
