@@ -14,6 +14,18 @@ async def export_heads(server: RunningServer, document_id: str, signer: Signer) 
     return sorted(b58check_encode(h) for h in Document.load(r.content).heads)
 
 
+async def export_changes(server: RunningServer, document_id: str, signer: Signer) -> set[str]:
+    """The bs58check hashes of every change the server stores for the document."""
+    r = await server.xrpc("GET", "export", signer, params={"documentId": document_id})
+    assert r.status_code == 200, r.text
+    return {b58check_encode(c.hash) for c in Document.load(r.content).changes()}
+
+
+async def own_heads(node: NodeClients, client: str, url: str) -> set[str]:
+    """The client's heads: right after a local change, that change's hash."""
+    return set((await node.call("value", client=client, url=url))["heads"])
+
+
 async def set_access(
     server: RunningServer, owner: Signer, document_id: str, **rules: object
 ) -> None:
@@ -58,13 +70,18 @@ async def test_owner_readers_writers_public_anonymous(
     await node.call("open", client="bob2", url=server.ws(await server.token_for(bob)))
     bob_view = await node.call("find", client="bob2", url=url)
     assert bob_view["available"] and len(bob_view["items"]) == 2
+    stored = await export_changes(server, doc_id, alice)
     refused = await metric(server, "hearth_syncserver_refused_total", reason="not_writer")
     await node.call("change", client="bob2", url=url, changes=1, tag="bob")
+    bob_change = await own_heads(node, "bob2", url)
+    assert bob_change and not bob_change & stored
     await wait_for_metric(
         server, "hearth_syncserver_refused_total", refused + 1, reason="not_writer"
     )
     alice_heads = (await node.call("value", client="alice", url=url))["heads"]
     assert await export_heads(server, doc_id, alice) == sorted(alice_heads)
+    # The refused change is not stored: the export holds exactly what it held.
+    assert await export_changes(server, doc_id, alice) == stored
 
     # A writer writes, and the owner receives it.
     await node.call("open", client="carol2", url=server.ws(await server.token_for(carol)))
@@ -79,18 +96,26 @@ async def test_owner_readers_writers_public_anonymous(
     await node.call("open", client="anon2", url=server.ws())
     anon_view = await node.call("find", client="anon2", url=url)
     assert anon_view["available"] and len(anon_view["items"]) == 4
+    stored = await export_changes(server, doc_id, alice)
     refused = await metric(server, "hearth_syncserver_refused_total", reason="not_writer")
     await node.call("change", client="anon2", url=url, changes=1, tag="anon")
+    anon_change = await own_heads(node, "anon2", url)
     await wait_for_metric(
         server, "hearth_syncserver_refused_total", refused + 1, reason="not_writer"
     )
     # public gives reading, not writing; and carol lost her rights with the new rules.
     await node.call("change", client="carol2", url=url, changes=1, tag="carol-late")
+    carol_late = await own_heads(node, "carol2", url)
     await wait_for_metric(
         server, "hearth_syncserver_refused_total", refused + 2, reason="not_writer"
     )
     final = await export_heads(server, doc_id, alice)
     assert final == sorted((await node.call("value", client="alice", url=url))["heads"])
+    # Neither refused change is stored, nor did it reach the owner.
+    assert anon_change and carol_late and not (anon_change | carol_late) & stored
+    assert await export_changes(server, doc_id, alice) == stored
+    alice_items = (await node.call("value", client="alice", url=url))["items"]
+    assert not any(i.startswith(("anon", "carol-late")) for i in alice_items)
 
     # Export follows the same rules: readers (here: anyone, it is public) only.
     r = await server.xrpc("GET", "export", params={"documentId": doc_id})
