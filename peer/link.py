@@ -50,7 +50,7 @@ from peer.messages import (
     SignalBody,
     encode_signal_body,
 )
-from peer.transport import SequencedStream, TransportError
+from peer.transport import SequencedStream, StreamOverflow, TransportError
 
 log = logging.getLogger("hearth.peer")
 
@@ -58,6 +58,7 @@ log = logging.getLogger("hearth.peer")
 ACK_DELAY = 0.01  # seconds an ack may wait to cover more packets
 CHANNEL_HIGH_WATER = 256 * 1024  # stop writing into a data channel above this buffered amount
 CHANNEL_LOW_WATER = 64 * 1024  # and resume below this
+MAX_SIGNALS_QUEUED = 64  # signal bodies waiting to be handled; more are dropped
 
 
 class Path(StrEnum):
@@ -82,7 +83,9 @@ class PeerConfig:
     retry_max: float = 30.0
     rto: float = 2.0  # resend what is unacknowledged after this long
     max_fragment: int = 16 * 1024
-    window: int = 4 << 20
+    window: int = 4 << 20  # unacknowledged bytes before `send` refuses (backpressure)
+    max_message: int = 64 << 20  # largest application message, either way
+    max_ahead_bytes: int = 8 << 20  # out-of-order payload held for one link
 
 
 @dataclass(slots=True)
@@ -99,6 +102,7 @@ SignalSender = Callable[[Did, ConnId, DocumentId, bytes], Coroutine[Any, Any, No
 RelaySender = Callable[[Did, ConnId, DocumentId, bytes], Coroutine[Any, Any, None]]
 IceSource = Callable[[], Coroutine[Any, Any, list[dict[str, Any]]]]
 Deliver = Callable[["PeerLink", bytes], None]
+OnFail = Callable[["PeerLink", str], None]
 
 
 def _rtc_servers(servers: list[dict[str, Any]]) -> list[RTCIceServer]:
@@ -113,9 +117,11 @@ def _rtc_servers(servers: list[dict[str, Any]]) -> list[RTCIceServer]:
 class PeerLink:
     """The connection to one other router connection; created and closed by `Peer`.
 
-    Call `start()` once, `send()` for each application message, `receive()`
-    with every relayed packet from that connection, `signal()` with every
-    signal body from it, and `close()` when it leaves.
+    Call `start()` once, `send()` for each application message (only while
+    `window_open`; otherwise `await drained()` first), `receive()` with every
+    relayed packet from that connection, `signal()` with every signal body from
+    it, and `close()` when it leaves. `on_fail(link, reason)` runs when the
+    other side broke the stream's limits; the owner must then close the link.
     """
 
     def __init__(
@@ -129,6 +135,7 @@ class PeerLink:
         send_relay: RelaySender,
         ice_source: IceSource,
         deliver: Deliver,
+        on_fail: OnFail | None = None,
     ) -> None:
         self.did, self.conn_id = remote
         self.local = local
@@ -136,19 +143,26 @@ class PeerLink:
         self.config = config
         self.offerer = local < remote
         self.stream = SequencedStream(
-            max_fragment=config.max_fragment, window=config.window, rto=config.rto
+            max_fragment=config.max_fragment,
+            window=config.window,
+            max_message=config.max_message,
+            max_ahead_bytes=config.max_ahead_bytes,
+            rto=config.rto,
         )
         self.counters = PathCounters()
         self.generation = 0
         self.channels_opened = 0
         self.attempts_failed = 0
         self.closed = False
+        self.failure: str | None = None  # why the stream was given up, if it was
+        self.signals_dropped = 0
         self.channel_open_event = asyncio.Event()
         self.changed = asyncio.Event()  # set when a channel opens or an attempt fails
         self._send_signal = send_signal
         self._send_relay = send_relay
         self._ice_source = ice_source
         self._deliver = deliver
+        self._on_fail = on_fail
         self._loop = asyncio.get_running_loop()
         self._pc: Any = None
         self._dc: Any = None
@@ -160,7 +174,7 @@ class PeerLink:
         self._buffer_low = asyncio.Event()
         self._window_event = asyncio.Event()
         self._window_event.set()
-        self._signals: asyncio.Queue[SignalBody] = asyncio.Queue()
+        self._signals: asyncio.Queue[SignalBody] = asyncio.Queue(MAX_SIGNALS_QUEUED)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: list[asyncio.TimerHandle] = []
 
@@ -183,26 +197,38 @@ class PeerLink:
         if self.config.webrtc and self.offerer:
             self._spawn(self._attempt())
 
+    @property
+    def window_open(self) -> bool:
+        """True while `send` accepts a message (and once the link is closed)."""
+        return self.closed or self.stream.window_open
+
     def send(self, message: bytes) -> None:
-        """Queue one application message (delivered once, in order)."""
-        if self.closed:
+        """Queue one application message (delivered once, in order); dropped once closed.
+
+        Raises `peer.transport.WindowFull` while the window is closed (wait for
+        `drained()`) and `MessageTooLarge` over `config.max_message`.
+        """
+        if self.closed or self.failure is not None:
             return
         self._enqueue(self.stream.send(message, time.monotonic()))
         if not self.stream.window_open:
             self._window_event.clear()
 
     async def drained(self) -> None:
-        """Wait until the unacknowledged data is under the window (backpressure)."""
+        """Wait until the unacknowledged data is under the window, or the link closed."""
         await self._window_event.wait()
 
     def receive(self, packet: bytes, path: Path) -> None:
         """Feed one packet that arrived from this connection over `path`."""
-        if self.closed:
+        if self.closed or self.failure is not None:
             return
         self.counters.received_bytes[path] += len(packet)
         self.counters.received_packets[path] += 1
         try:
             messages = self.stream.receive(packet, time.monotonic())
+        except StreamOverflow as e:
+            self._fail(f"{e} (over {path})")
+            return
         except TransportError as e:
             log.warning("bad packet from %s over %s: %s", self.conn_id, path, e)
             return
@@ -217,9 +243,18 @@ class PeerLink:
             self._deliver(self, message)
 
     def signal(self, body: SignalBody) -> None:
-        """Handle a signal body from this connection (in arrival order)."""
-        if not self.closed:
+        """Handle a signal body from this connection (in arrival order).
+
+        At most MAX_SIGNALS_QUEUED wait; more are dropped (an honest peer sends
+        a handful per attempt, and a lost one only costs an ICE timeout).
+        """
+        if self.closed:
+            return
+        try:
             self._signals.put_nowait(body)
+        except asyncio.QueueFull:
+            self.signals_dropped += 1
+            log.warning("dropping a signal from %s: %d queued", self.conn_id, MAX_SIGNALS_QUEUED)
 
     def disable_webrtc(self) -> None:
         """Stop trying channels (the router cannot signal): everything goes by relay."""
@@ -248,6 +283,10 @@ class PeerLink:
             "duplicates": self.stream.duplicates,
             "retransmitted": self.stream.retransmitted,
             "unackedBytes": self.stream.unacked_bytes,
+            "bufferedBytes": self.stream.buffered_bytes,
+            "droppedAhead": self.stream.dropped_ahead,
+            "signalsDropped": self.signals_dropped,
+            "failure": self.failure,
         }
 
     async def close(self) -> None:
@@ -255,6 +294,7 @@ class PeerLink:
         if self.closed:
             return
         self.closed = True
+        self._window_event.set()  # wake senders waiting in drained()
         for timer in self._timers:
             timer.cancel()
         current = asyncio.current_task()
@@ -263,6 +303,17 @@ class PeerLink:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._close_pc()
+
+    def _fail(self, reason: str) -> None:
+        """The other side broke the stream: stop using it and tell the owner."""
+        if self.failure is not None:
+            return
+        self.failure = reason
+        log.warning("giving up the link to %s %s: %s", self.did, self.conn_id, reason)
+        if self._on_fail is not None:
+            self._on_fail(self, reason)
+        else:
+            self._spawn(self.close())
 
     # ------------------------------------------------------------ sending
 
@@ -330,7 +381,12 @@ class PeerLink:
         while True:
             await asyncio.sleep(period)
             # SCTP already retransmits on a channel; the relay may drop (rate limits, restarts)
-            if not self._channel_ready() and self._hold_until <= self._loop.time():
+            # copies still queued from the last round would only pile up: skip
+            if (
+                not self._channel_ready()
+                and self._hold_until <= self._loop.time()
+                and not self._outbox
+            ):
                 self._enqueue(self.stream.due(time.monotonic()))
 
     # ------------------------------------------------------------ WebRTC

@@ -4,7 +4,7 @@
         peer = Peer(client, PeerConfig(), on_message=handle)
         await peer.start()
         await peer.listen("doc1")
-        peer.send(conn_id, "doc1", b"hello")     # channel or relay, once, in order
+        await peer.send_wait(conn_id, "doc1", b"hello")  # channel or relay, once, in order
         peer.stats()                              # path and bytes per path, per link
 
 `on_message(link, doc, data)` runs for every application message, in order per
@@ -12,6 +12,11 @@ link; `on_link(link, doc, up)` when a connection starts or stops sharing a
 document with us. A connection that leaves every shared document, or a router
 disconnect, closes its link (its messages in flight are lost with it: the
 layer above, e.g. Automerge sync, starts over with the next link).
+
+Backpressure: a link accepts messages while less than `config.window` bytes
+are unacknowledged. `send_wait` waits for room; `send` never waits and raises
+`WindowFull` instead (for callers that cannot await, e.g. callbacks: check
+`link.window_open` and `await link.drained()`).
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
 from hearth.types import ConnId, Did, DocumentId
 from peer.link import Path, PeerConfig, PeerLink
 from peer.messages import PeerMessageError, decode_envelope, encode_envelope, parse_signal_body
+from peer.transport import MessageTooLarge, WindowFull
 from router.client import (
     Deliver,
     Disconnected,
@@ -44,7 +50,7 @@ from router.signaling import parse_ice_servers, parse_signal
 
 log = logging.getLogger("hearth.peer")
 
-__all__ = ["Path", "Peer", "PeerConfig", "PeerLink"]
+__all__ = ["MessageTooLarge", "Path", "Peer", "PeerConfig", "PeerLink", "WindowFull"]
 
 OnMessage = Callable[[PeerLink, DocumentId, bytes], None]
 OnLink = Callable[[PeerLink, DocumentId, bool], None]
@@ -52,6 +58,7 @@ OnLink = Callable[[PeerLink, DocumentId, bool], None]
 ICE_SERVERS_TIMEOUT = 10.0
 CLOSED_LINKS_KEPT = 100
 MAX_ERRORS_KEPT = 100
+FAILED_KEPT = 1000  # connections whose stream broke the limits: no new link to them
 
 
 class Peer:
@@ -74,6 +81,8 @@ class Peer:
         self.closed_links: deque[dict[str, Any]] = deque(maxlen=CLOSED_LINKS_KEPT)
         self.errors: list[ErrorMessage] = []
         self.changed = asyncio.Event()  # set whenever a link appears or goes
+        self._failed: OrderedDict[ConnId, str] = OrderedDict()
+        self._drops: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._ice: tuple[float, list[dict[str, Any]]] | None = None
         self._ice_waiter: asyncio.Future[list[dict[str, Any]]] | None = None
@@ -94,11 +103,38 @@ class Peer:
     async def listen(self, *docs: str) -> None:
         await self.client.listen(*docs)
 
-    def send(self, conn_id: str, doc: str, data: bytes) -> None:
-        """Queue `data` about `doc` for that connection; dropped if it is not linked."""
+    def send(self, conn_id: str, doc: str, data: bytes) -> bool:
+        """Queue `data` about `doc` for that connection; False (dropped) if it is not linked.
+
+        Never waits: raises `WindowFull` while that link's window is closed
+        (nothing queued; see `send_wait`) and `MessageTooLarge` if the message
+        is over `config.max_message`.
+        """
         link = self.links.get(ConnId(conn_id))
-        if link is not None:
-            link.send(encode_envelope(doc, data))
+        if link is None:
+            return False
+        link.send(encode_envelope(doc, data))
+        return True
+
+    async def send_wait(self, conn_id: str, doc: str, data: bytes) -> bool:
+        """As `send`, but first waits while the link's window is closed.
+
+        False if the connection is not linked, or its link closed while waiting.
+        """
+        link = self.links.get(ConnId(conn_id))
+        if link is None:
+            return False
+        message = encode_envelope(doc, data)
+        if len(message) > link.config.max_message:
+            raise MessageTooLarge(
+                f"message of {len(message)} bytes over max_message ({link.config.max_message})"
+            )
+        while not link.window_open:
+            await link.drained()
+        if link.closed or link.failure is not None:
+            return False
+        link.send(message)
+        return True
 
     def stats(self) -> dict[str, Any]:
         """Per link: path in use, bytes and packets per path, channel attempts."""
@@ -119,6 +155,8 @@ class Peer:
             await self.changed.wait()
 
     async def close(self) -> None:
+        for task in list(self._drops):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -161,6 +199,8 @@ class Peer:
         if link is not None and link.did != did:
             return
         if link is None:
+            if conn_id in self._failed:
+                return  # it broke the stream's limits once; no second chance
             local = self.client.conn_id
             if local is None:
                 return
@@ -173,6 +213,7 @@ class Peer:
                 send_relay=self._send_relay,
                 ice_source=self._ice_servers,
                 deliver=self._deliver,
+                on_fail=self._link_failed,
             )
             self.links[conn_id] = link
             link.start()
@@ -197,6 +238,26 @@ class Peer:
         self.closed_links.append(link.stats())
         self.changed.set()
         await link.close()
+
+    def _link_failed(self, link: PeerLink, reason: str) -> None:
+        """The other side broke the stream's limits: close its link, refuse new ones."""
+        self._failed[link.conn_id] = reason
+        while len(self._failed) > FAILED_KEPT:
+            self._failed.popitem(last=False)
+        if self.links.get(link.conn_id) is not link:
+            return
+
+        async def drop() -> None:
+            docs = list(link.docs)
+            link.docs.clear()
+            if self.on_link is not None:
+                for doc in docs:
+                    self.on_link(link, doc, False)
+            await self._drop(link)
+
+        task = asyncio.create_task(drop())
+        self._drops.add(task)
+        task.add_done_callback(self._drops.discard)
 
     async def _drop_all(self) -> None:
         for link in list(self.links.values()):

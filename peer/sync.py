@@ -10,6 +10,11 @@ sync protocol with it; every received message is answered, and changes that
 arrive from one link are offered to the others. A link that ends takes its
 state with it: the next link to the same peer starts over, and Automerge's
 protocol sends only what the other side lacks.
+
+Backpressure: while a link's window is closed nothing is generated for it; once
+it drains, one sync message per waiting document covers everything that
+changed meanwhile (the sync state knows what was already sent), so a fast
+local writer and a slow peer cost `window` bytes, not a growing queue.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 from hearth.types import ConnId, DocumentId
 from peer.link import PeerLink
 from peer.peer import Peer
+from peer.transport import MessageTooLarge
 from syncserver.automerge import AutomergeError, Document, SyncState
 
 log = logging.getLogger("hearth.peer.sync")
@@ -35,7 +41,10 @@ class DocumentSync:
         self.links: dict[ConnId, PeerLink] = {}
         self.messages_sent = 0
         self.messages_received = 0
+        self.pushes_held = 0  # pushes deferred because a link's window was full
         self.changed = asyncio.Event()  # set whenever a document gains changes
+        self._waiting: dict[ConnId, set[DocumentId]] = {}  # pushes held for a full window
+        self._waiters: dict[ConnId, asyncio.Task[None]] = {}
         peer.on_message = self._on_message
         peer.on_link = self._on_link
 
@@ -81,8 +90,15 @@ class DocumentSync:
             self._push(link.conn_id, doc)
         else:
             self.states.pop(key, None)
+            held = self._waiting.get(link.conn_id)
+            if held is not None:
+                held.discard(doc)
             if not link.docs:
                 self.links.pop(link.conn_id, None)
+                self._waiting.pop(link.conn_id, None)
+                waiter = self._waiters.pop(link.conn_id, None)
+                if waiter is not None:
+                    waiter.cancel()
 
     def _on_message(self, link: PeerLink, doc: DocumentId, data: bytes) -> None:
         document = self.docs.get(doc)
@@ -114,7 +130,29 @@ class DocumentSync:
         state = self.states.get((conn_id, doc))
         if document is None or state is None:
             return
+        link = self.links.get(conn_id)
+        if link is not None and not link.window_open:
+            self._hold(link, doc)
+            return
         message = document.generate_sync_message(state)
         if message is not None:
             self.messages_sent += 1
-            self.peer.send(conn_id, doc, message)
+            try:
+                self.peer.send(conn_id, doc, message)
+            except MessageTooLarge as e:
+                log.error("cannot sync %s with %s: %s", doc, conn_id, e)
+
+    def _hold(self, link: PeerLink, doc: DocumentId) -> None:
+        """Push `doc` to `link` once its window has room again."""
+        self.pushes_held += 1
+        self._waiting.setdefault(link.conn_id, set()).add(doc)
+        if link.conn_id in self._waiters:
+            return
+
+        async def wait() -> None:
+            await link.drained()
+            self._waiters.pop(link.conn_id, None)
+            for held in sorted(self._waiting.pop(link.conn_id, ())):
+                self._push(link.conn_id, held)
+
+        self._waiters[link.conn_id] = asyncio.create_task(wait())

@@ -24,10 +24,17 @@ Packets on the wire:
     ACK   02 | cumulative seq: u64 BE (every seq <= it was received)
 
 Messages larger than `max_fragment` are cut into fragments (a data channel
-message should stay well under 64 KiB to reach every browser). Costs: the
-sender keeps every unacknowledged fragment (bounded by the caller through
-`window_open`), the receiver keeps fragments that arrived ahead of a gap, at
-most `max_ahead` of them (later ones are dropped and come back by retransmission).
+message should stay well under 64 KiB to reach every browser); no message may
+exceed `max_message` bytes (`send` raises `MessageTooLarge`).
+
+Costs, all bounded: the sender keeps every unacknowledged fragment, at most
+`window` bytes plus one message, because the caller must not call `send`
+while `window_open` is False (`send` raises `WindowFull`). The receiver keeps
+the fragments of one incomplete message, at most `max_message` bytes (a peer
+that sends more has broken the protocol: `receive` raises `StreamOverflow` and
+the stream must be dropped), and fragments that arrived ahead of a gap, at
+most `max_ahead` of them and `max_ahead_bytes` of payload (later ones are
+dropped and come back by retransmission).
 """
 
 from __future__ import annotations
@@ -46,11 +53,28 @@ _ACK = struct.Struct(">BQ")
 DEFAULT_MAX_FRAGMENT = 16 * 1024
 DEFAULT_WINDOW = 4 << 20
 DEFAULT_MAX_AHEAD = 8192
+DEFAULT_MAX_AHEAD_BYTES = 8 << 20
+DEFAULT_MAX_MESSAGE = 64 << 20
 DEFAULT_RTO = 2.0
 
 
 class TransportError(ValueError):
     """A packet that does not parse; the caller should drop it (and may log it)."""
+
+
+class StreamOverflow(TransportError):
+    """The other side sent a message over `max_message`: the stream cannot go on.
+
+    The caller must drop the stream (and whatever carries it) and may log why.
+    """
+
+
+class MessageTooLarge(ValueError):
+    """`send` was given a message over `max_message` bytes; nothing was queued."""
+
+
+class WindowFull(RuntimeError):
+    """`send` was called while `window_open` is False; nothing was queued."""
 
 
 @dataclass(slots=True)
@@ -73,6 +97,8 @@ class SequencedStream:
         max_fragment: int = DEFAULT_MAX_FRAGMENT,
         window: int = DEFAULT_WINDOW,
         max_ahead: int = DEFAULT_MAX_AHEAD,
+        max_ahead_bytes: int = DEFAULT_MAX_AHEAD_BYTES,
+        max_message: int = DEFAULT_MAX_MESSAGE,
         rto: float = DEFAULT_RTO,
     ) -> None:
         if max_fragment <= 0:
@@ -80,6 +106,8 @@ class SequencedStream:
         self.max_fragment = max_fragment
         self.window = window
         self.max_ahead = max_ahead
+        self.max_ahead_bytes = max_ahead_bytes
+        self.max_message = max_message
         self.rto = rto
         # sending
         self._next_seq = 1
@@ -89,11 +117,14 @@ class SequencedStream:
         # receiving
         self._expected = 1
         self._ahead: dict[int, tuple[int, bytes]] = {}
+        self._ahead_bytes = 0
         self._partial: list[bytes] = []
+        self._partial_bytes = 0
         self._ack_owed = False
         # counters
         self.duplicates = 0
         self.retransmitted = 0
+        self.dropped_ahead = 0  # packets ahead of a gap dropped over max_ahead(_bytes)
 
     # ------------------------------------------------------------ sending
 
@@ -112,8 +143,23 @@ class SequencedStream:
         """True when everything sent has been acknowledged."""
         return not self._unacked
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Received payload bytes held: ahead of a gap, and of an incomplete message."""
+        return self._ahead_bytes + self._partial_bytes
+
     def send(self, message: bytes, now: float) -> list[bytes]:
-        """Packets for one message (at least one, even for b""); all must be written."""
+        """Packets for one message (at least one, even for b""); all must be written.
+
+        Raises `MessageTooLarge` over `max_message` bytes and `WindowFull` while
+        `window_open` is False; either way nothing is queued.
+        """
+        if len(message) > self.max_message:
+            raise MessageTooLarge(
+                f"message of {len(message)} bytes over max_message ({self.max_message})"
+            )
+        if not self.window_open:
+            raise WindowFull(f"{self._unacked_bytes} bytes unacknowledged (window {self.window})")
         size = self.max_fragment
         pieces = [message[i : i + size] for i in range(0, len(message), size)] or [b""]
         packets = []
@@ -171,7 +217,9 @@ class SequencedStream:
     def receive(self, packet: bytes, now: float) -> list[bytes]:
         """Feed one packet; returns the messages it completes, in order.
 
-        Raises TransportError for a packet that does not parse.
+        Raises TransportError for a packet that does not parse (drop it), and
+        StreamOverflow, a TransportError, when the other side broke
+        `max_message` (drop the stream).
         """
         if not packet:
             raise TransportError("empty packet")
@@ -198,8 +246,14 @@ class SequencedStream:
             return []
         payload = packet[_DATA_HEAD.size :]
         if seq > expected:
-            if seq - expected <= self.max_ahead:
+            if (
+                seq - expected <= self.max_ahead
+                and self._ahead_bytes + len(payload) <= self.max_ahead_bytes
+            ):
                 self._ahead[seq] = (flags, payload)
+                self._ahead_bytes += len(payload)
+            else:
+                self.dropped_ahead += 1  # it comes back by retransmission
             return []
         out: list[bytes] = []
         self._take(flags, payload, out)
@@ -207,19 +261,27 @@ class SequencedStream:
         ahead = self._ahead
         while seq in ahead:
             flags, payload = ahead.pop(seq)
+            self._ahead_bytes -= len(payload)
             self._take(flags, payload, out)
             seq += 1
         self._expected = seq
         return out
 
     def _take(self, flags: int, payload: bytes, out: list[bytes]) -> None:
+        total = self._partial_bytes + len(payload)
+        if total > self.max_message:
+            self._partial = []
+            self._partial_bytes = 0
+            raise StreamOverflow(f"incoming message over max_message ({self.max_message} bytes)")
         if flags & FLAG_MORE:
             self._partial.append(payload)
+            self._partial_bytes = total
             return
         if self._partial:
             self._partial.append(payload)
             out.append(b"".join(self._partial))
             self._partial = []
+            self._partial_bytes = 0
         else:
             out.append(payload)
 

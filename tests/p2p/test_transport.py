@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.transport import SequencedStream, TransportError
+from peer.transport import (
+    MessageTooLarge,
+    SequencedStream,
+    StreamOverflow,
+    TransportError,
+    WindowFull,
+)
 
 
 def deliver(dst: SequencedStream, packets: list[bytes]) -> list[bytes]:
@@ -114,6 +120,88 @@ def test_lossy_duplicating_reordering_path(sizes: list[int], seed: int) -> None:
         got += deliver(b, kept)
         ack = b.take_ack()
         if ack is not None and rng.random() > 0.3:
+            a.receive(ack, now)
+        if a.idle:
+            break
+        now += 10.0
+        in_flight = a.due(now)
+    assert a.idle
+    assert got == msgs
+
+
+def test_send_refuses_oversize_messages_and_a_full_window() -> None:
+    a = SequencedStream(max_fragment=10, window=100, max_message=50)
+    with pytest.raises(MessageTooLarge, match="max_message"):
+        a.send(b"x" * 51, 0.0)
+    assert a.idle and a.unacked_bytes == 0  # nothing was queued
+    assert len(a.send(b"x" * 50, 0.0)) == 5
+    a.send(b"x" * 50, 0.0)
+    assert not a.window_open
+    with pytest.raises(WindowFull):
+        a.send(b"", 0.0)
+    assert a.unacked_bytes == 100
+    # the seq space has no gap: the refused sends took no sequence number
+    b = SequencedStream(max_fragment=10)
+    assert deliver(b, a.retransmit_all(0.0)) == [b"x" * 50, b"x" * 50]
+
+
+def test_reassembly_over_max_message_breaks_the_stream() -> None:
+    big = SequencedStream(max_fragment=10, max_message=1000)
+    b = SequencedStream(max_message=35)
+    packets = big.send(b"y" * 40, 0.0)  # four fragments, 40 bytes > 35
+    assert deliver(b, packets[:3]) == []
+    assert b.buffered_bytes == 30
+    with pytest.raises(StreamOverflow, match="max_message"):
+        b.receive(packets[3], 0.0)
+    assert b.buffered_bytes == 0
+    # one unfragmented packet over the limit too
+    c = SequencedStream(max_message=35)
+    with pytest.raises(StreamOverflow):
+        c.receive(SequencedStream(max_message=100).send(b"z" * 36, 0.0)[0], 0.0)
+
+
+def test_out_of_order_data_is_capped_in_bytes() -> None:
+    a = SequencedStream(max_fragment=100)
+    b = SequencedStream(max_ahead_bytes=250)
+    packets = [a.send(b"%03d" % i + b"." * 97, 0.0)[0] for i in range(6)]
+    for p in packets[1:]:  # everything but the first: all ahead of a gap
+        assert b.receive(p, 0.0) == []
+    assert b.buffered_bytes == 200  # two kept, three dropped over 250 bytes
+    assert b.dropped_ahead == 3
+    got = b.receive(packets[0], 0.0)
+    assert [m[:3] for m in got] == [b"000", b"001", b"002"]
+    assert b.buffered_bytes == 0
+    # the dropped ones come back by retransmission
+    got = deliver(b, a.retransmit_all(1.0))
+    assert [m[:3] for m in got] == [b"003", b"004", b"005"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 60), min_size=1, max_size=30),
+    seed=st.integers(0, 2**32),
+)
+def test_receiver_memory_stays_bounded(sizes: list[int], seed: int) -> None:
+    # A lossy, reordering path with a tiny out-of-order budget: the receiver never
+    # holds more than max_ahead_bytes + max_message, and still gets everything.
+    rng = random.Random(seed)
+    max_ahead_bytes, max_message = 24, 60
+    a = SequencedStream(max_fragment=8, max_message=max_message)
+    b = SequencedStream(max_ahead_bytes=max_ahead_bytes, max_message=max_message)
+    msgs = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
+    in_flight: list[bytes] = []
+    for m in msgs:
+        in_flight += a.send(m, 0.0)
+    got: list[bytes] = []
+    now = 0.0
+    for _round in range(500):
+        rng.shuffle(in_flight)
+        kept = [p for p in in_flight if rng.random() > 0.3]
+        for p in kept:
+            got += b.receive(p, now)
+            assert b.buffered_bytes <= max_ahead_bytes + max_message
+        ack = b.take_ack()
+        if ack is not None:
             a.receive(ack, now)
         if a.idle:
             break
