@@ -14,7 +14,10 @@ const { default: App } = await import("./views/App.svelte");
 await app.start();
 // The service worker tells open windows about pushes it showed.
 navigator.serviceWorker?.addEventListener("message", (ev) => {
-  if (ev.data?.type === "hearth-push") app.lastPush = `${ev.data.title}: ${ev.data.body}`;
+  if (ev.data?.type === "hearth-push") {
+    app.lastPush = `${ev.data.title}: ${ev.data.body}`;
+    app.lastPushUrgency = "";
+  }
 });
 // For the console and browser tests: read state, never needed by the app itself.
 (globalThis as { hearth?: unknown }).hearth = app;

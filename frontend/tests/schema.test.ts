@@ -29,13 +29,15 @@ describe("catalog", () => {
       S.rememberSpace(d, "automerge:s1", 5);
       S.rememberSpace(d, "automerge:s1", 9);
       S.rememberDm(d, BOB, "automerge:dm");
-      S.markRead(d, "automerge:ch", 3);
+      S.markRead(d, "automerge:ch", ["bb", "aa"]);
       S.setLevel(d, "automerge:s1", "quiet");
     });
     expect(c.displayName).toBe("Alice");
     expect(c.spaces).toEqual({ "automerge:s1": { joinedAt: 5 } });
     expect(c.dms[BOB]).toBe("automerge:dm");
-    expect(c.reads["automerge:ch"]).toBe(3);
+    expect(c.reads["automerge:ch"]).toEqual({ heads: ["aa", "bb"] });
+    expect(S.isReadAt(c.reads["automerge:ch"], ["aa", "bb"])).toBe(true);
+    expect(S.isReadAt(c.reads["automerge:ch"], ["aa"])).toBe(false);
     expect(S.levelFor(c, "automerge:ch", "automerge:s1")).toBe("quiet");
     c = Automerge.change(c, (d) => S.setLevel(d, "automerge:ch", "busy"));
     expect(S.levelFor(c, "automerge:ch", "automerge:s1")).toBe("busy");
@@ -149,18 +151,68 @@ describe("channel messages", () => {
     }
   });
 
-  it("counts unread messages by others past the read position, ignoring deleted ones", () => {
+  it("counts unread messages by others not seen, ignoring deleted ones", () => {
     let c = channel();
     c = post(c, "m1", ALICE, "one");
     c = post(c, "m2", BOB, "two");
-    expect(S.unreadCount(c, 0, BOB)).toBe(1);
-    expect(S.unreadCount(c, 0, ALICE)).toBe(1);
-    expect(S.unreadCount(c, 2, ALICE)).toBe(0);
+    expect(S.unreadCount(c, undefined, BOB)).toBe(1);
+    expect(S.unreadCount(c, undefined, ALICE)).toBe(1);
+    const read = { heads: Automerge.getHeads(c) };
+    expect(S.unreadCount(c, read, ALICE)).toBe(0);
     c = post(c, "m3", BOB, "three");
     c = post(c, "m4", BOB, "four");
-    expect(S.unreadCount(c, 2, ALICE)).toBe(2);
+    expect(S.unreadCount(c, read, ALICE)).toBe(2);
     c = Automerge.change(c, (d) => S.deleteMessage(d, "m4", BOB, 5));
-    expect(S.unreadCount(c, 2, ALICE)).toBe(1);
+    expect(S.unreadCount(c, read, ALICE)).toBe(1);
+  });
+
+  it("counts messages merged in before one's own offline posts as unread", () => {
+    let base = channel();
+    base = post(base, "m1", BOB, "seen by both");
+    // Actor ids fixed so the merge puts Bob's appends before Alice's.
+    let alice = Automerge.clone(base, { actor: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" });
+    let bob = Automerge.clone(base, { actor: "ffffffffffffffffffffffffffffffff" });
+    // Bob writes two while Alice is offline and writes three of her own.
+    bob = post(bob, "b1", BOB, "while you were away");
+    bob = post(bob, "b2", BOB, "and again");
+    alice = post(alice, "a1", ALICE, "offline one");
+    alice = post(alice, "a2", ALICE, "offline two");
+    alice = post(alice, "a3", ALICE, "offline three");
+    // Posting marks the channel read, as the app does.
+    let catalog = Automerge.change(Automerge.init<CatalogDoc>(), (d) => S.initCatalog(d, ALICE));
+    catalog = Automerge.change(catalog, (d) => S.markRead(d, "automerge:ch", Automerge.getHeads(alice)));
+    const merged = Automerge.merge(Automerge.clone(alice), bob);
+    const mark = catalog.reads["automerge:ch"];
+    expect(S.unreadCount(merged, mark, ALICE)).toBe(2);
+    // Bob's two sit before Alice's three: a count of the four messages Alice had
+    // when she posted would call her own posts unread and Bob's read.
+    expect(merged.messages.map((m) => m.id)).toEqual(["m1", "b1", "b2", "a1", "a2", "a3"]);
+    expect(S.unreadCount(merged, alice.messages.length, ALICE)).toBe(0);
+    expect(S.unreadCount(Automerge.merge(Automerge.clone(bob), alice), mark, ALICE)).toBe(2);
+    catalog = Automerge.change(catalog, (d) => S.markRead(d, "automerge:ch", Automerge.getHeads(merged)));
+    expect(S.unreadCount(merged, catalog.reads["automerge:ch"], ALICE)).toBe(0);
+  });
+
+  it("reads catalogs that kept a message count, and replaces the count on the next read", () => {
+    let c = channel();
+    c = post(c, "m1", ALICE, "one");
+    c = post(c, "m2", ALICE, "two");
+    c = post(c, "m3", ALICE, "three");
+    let catalog = Automerge.change(Automerge.init<CatalogDoc>(), (d) => {
+      S.initCatalog(d, BOB);
+      (d.reads as Record<string, number>)["automerge:ch"] = 2; // as older versions wrote it
+    });
+    expect(S.unreadCount(c, catalog.reads["automerge:ch"], BOB)).toBe(1);
+    expect(S.isReadAt(catalog.reads["automerge:ch"], Automerge.getHeads(c))).toBe(false);
+    catalog = Automerge.change(catalog, (d) => S.markRead(d, "automerge:ch", Automerge.getHeads(c)));
+    expect(catalog.reads["automerge:ch"]).toEqual({ heads: Automerge.getHeads(c) });
+    expect(S.unreadCount(c, catalog.reads["automerge:ch"], BOB)).toBe(0);
+  });
+
+  it("counts nothing while this copy lacks the heads the reader saw", () => {
+    const c = post(channel(), "m1", ALICE, "one");
+    const ahead = post(Automerge.clone(c), "m2", ALICE, "two");
+    expect(S.unreadCount(c, { heads: Automerge.getHeads(ahead) }, BOB)).toBe(0);
   });
 });
 

@@ -77,7 +77,19 @@ def test_edit_delete_threads_unread_mentions_and_private_dms(
     expect(alice.message("third thought").get_by_test_id("reply-button")).to_have_text(
         "1 reply", timeout=WAIT
     )
+    alice.message("third thought").get_by_test_id("reply-button").click()
+    expect(alice.page.get_by_test_id("thread")).to_be_visible()
+    expect(alice.page.get_by_test_id("reply-text")).to_have_text(["agreed"], timeout=WAIT)
+    # Only its author may edit or delete a reply; both reach the other side.
+    expect(alice.page.get_by_test_id("reply-edit-button")).to_have_count(0)
+    bob.page.get_by_test_id("reply-edit-button").click()
+    bob.page.get_by_test_id("reply-edit-input").fill("agreed, tomorrow")
+    bob.page.get_by_test_id("reply-edit-save").click()
+    expect(alice.page.get_by_test_id("reply-text")).to_have_text(["agreed, tomorrow"], timeout=WAIT)
     shot(bob.page, "09-thread")
+    bob.page.get_by_test_id("reply-delete-button").click()
+    expect(alice.page.get_by_test_id("reply")).to_have_count(0, timeout=WAIT)
+    expect(alice.message("third thought").get_by_test_id("reply-button")).to_have_text("Reply")
 
     # Notification levels per channel and per space are kept across reloads.
     bob.page.get_by_test_id("channel-level").select_option("quiet")
@@ -88,12 +100,21 @@ def test_edit_delete_threads_unread_mentions_and_private_dms(
     expect(alice.member(bob.did)).to_have_attribute("data-online", "yes", timeout=WAIT)
 
     # A mention reaches Bob through the router's mailbox, sealed for him; he
-    # gets a notice because he is looking at another channel.
+    # gets a notice because he is looking at another channel. #random's own
+    # level (quiet) beats the space's (busy, which would drop a plain
+    # mention), and quiet keeps it gentle: the router's rule caps it at
+    # very-low (test_notify_levels.py goes through every level).
     bob.open_channel("general")
     alice.send("@Bob can you check the kiln?")
-    expect(bob.page.get_by_test_id("last-push")).to_contain_text(
-        "Alice: mentioned you", timeout=WAIT
-    )
+    notice = bob.page.get_by_test_id("last-push")
+    expect(notice).to_contain_text("Alice: mentioned you", timeout=WAIT)
+    expect(notice).to_have_attribute("data-urgency", "very-low")
+    assert bob.eval("hearth.lastMail") == {
+        "kind": "mention",
+        "level": "quiet",
+        "urgency": "quiet",
+        "notice": "very-low",
+    }
     shot(bob.page, "10-mention")
 
     # A DM between Alice and Bob.

@@ -3,6 +3,7 @@
 // call. Views read state from here and never touch the repo themselves.
 
 import {
+  Automerge,
   Repo,
   type AutomergeUrl,
   type DocHandle,
@@ -19,9 +20,17 @@ import { RouterNetworkAdapter, type PeerInfo } from "./router-adapter";
 import { ServiceAuth } from "./services";
 import * as S from "./schema";
 import type { CatalogDoc, ChannelDoc, Level, SpaceDoc } from "./schema";
-import { notifyMentions, openMail } from "./notifications";
+import {
+  cappedLevel,
+  deviceLevel,
+  noticeUrgency,
+  notifyMentions,
+  openMail,
+  parseUrgency,
+  type PushUrgency,
+} from "./notifications";
 import { ackFrame, encodeFrame } from "./frame";
-import { enablePush, subscribeDocument } from "./push";
+import { disablePush, enablePush, setDeviceLevel, subscribeDocument, unsubscribeDocument } from "./push";
 
 type AnyDoc = CatalogDoc | SpaceDoc | ChannelDoc;
 
@@ -59,9 +68,16 @@ export class HearthApp {
   /** Bumped whenever presence changes, so views recompute who is online. */
   presenceTick = $state(0);
   lastPush = $state("");
+  /** The RFC 8030 urgency of the notice in `lastPush` ("" for one the service worker showed). */
+  lastPushUrgency = $state<PushUrgency | "">("");
+  /** Mails opened so far, and what became of the last one (for tests and the console). */
+  mailSeen = $state(0);
+  lastMail: { kind: string; level: Level; urgency: string; notice: PushUrgency | null } | null = null;
   /** The channel or DM on screen: mail about it needs no notice. */
   viewing = "";
   pushState = $state<"off" | "asking" | "on" | string>("off");
+  /** The most this device's pushes may let through, whatever a channel says. */
+  pushCap = $state<Level>("engaged");
   private deviceId = "";
   ready = $state(false);
   /** A per-device choice, applied at start: never open direct connections. */
@@ -95,6 +111,7 @@ export class HearthApp {
     }
     this.deviceId = deviceId;
     if ((await deviceSettings.get<boolean>("push")) === true) this.pushState = "on";
+    this.pushCap = (await deviceSettings.get<Level>("push-level")) ?? "engaged";
     if (this.config.services.router) {
       this.router = new RouterConnection({
         url: this.config.services.router,
@@ -103,7 +120,7 @@ export class HearthApp {
         deviceId,
       });
       this.router.on("message", (m) => {
-        if (m.verb === "mail") void this.onMail(m.from, m.msgId, m.body);
+        if (m.verb === "mail") void this.onMail(m.from, m.msgId, m.urgency, m.body);
       });
       this.routerAdapter = new RouterNetworkAdapter({
         transport: this.router,
@@ -252,10 +269,12 @@ export class HearthApp {
       for (const url of Object.keys(doc.spaces ?? {})) void this.open(url);
       for (const url of Object.values(doc.dms ?? {})) void this.open(url);
       this.updateInterests();
+      this.schedulePushSync();
     } else if (doc.type === "hearth.space") {
       const members = S.activeMembers(doc).map(([did]) => did);
       for (const ch of doc.channels ?? []) void this.open(ch.url, members);
       this.maintainAccess();
+      this.schedulePushSync();
     }
   }
 
@@ -547,6 +566,7 @@ export class HearthApp {
     if (targets.length && this.router) {
       void notifyMentions(this.router, this.identity, targets, {
         channel: channelUrl,
+        space: ch?.space ?? "",
         msgId: id,
         ping: !!opts.ping,
         dm: ch?.type === "hearth.dm",
@@ -566,35 +586,128 @@ export class HearthApp {
   markRead(channelUrl: string): void {
     const ch = this.channel(channelUrl);
     if (!ch) return;
-    const count = ch.messages.length;
-    if ((this.catalog?.reads?.[channelUrl] ?? 0) === count) return;
-    this.catalogHandle.change((d) => S.markRead(d, channelUrl, count));
+    const heads = Automerge.getHeads(ch);
+    if (S.isReadAt(this.catalog?.reads?.[channelUrl], heads)) return;
+    this.catalogHandle.change((d) => S.markRead(d, channelUrl, heads));
   }
 
   unread(channelUrl: string): number {
     const ch = this.channel(channelUrl);
     if (!ch) return 0;
-    return S.unreadCount(ch, this.catalog?.reads?.[channelUrl] ?? 0, this.did);
+    return S.unreadCount(ch, this.catalog?.reads?.[channelUrl], this.did);
   }
 
   setLevel(url: string, level: Level): void {
+    // The catalog's change schedules a push sync (followReferences).
     this.catalogHandle.change((d) => S.setLevel(d, url, level));
-    if (this.pushState === "on") {
-      subscribeDocument(this.auth, this.deviceId, idOf(url), level).catch((e) =>
-        console.warn("push subscription:", e),
-      );
-    }
+  }
+
+  /** The level in force for a channel or DM: its own, else its space's, else "engaged". */
+  levelOf(channelUrl: string, claimedSpace = ""): Level {
+    const c = this.catalog;
+    if (!c) return "engaged";
+    // What we know of the channel beats what a mail claims about it.
+    const space =
+      this.channel(channelUrl)?.space ??
+      Object.keys(c.spaces ?? {}).find((u) => this.space(u)?.channels.some((ch) => ch.url === channelUrl)) ??
+      claimedSpace;
+    return S.levelFor(c, channelUrl, space);
   }
 
   /** Opt in to Web Push on this device (needs the browser's push service online). */
   async enablePush(): Promise<void> {
     this.pushState = "asking";
     try {
-      await enablePush(this.auth, this.deviceId, "engaged");
+      const level = this.wantedPush().device;
+      await enablePush(this.auth, this.deviceId, level);
       await deviceSettings.set("push", true);
+      this.pushSent = { device: level, docs: new Map() };
       this.pushState = "on";
+      await this.syncPush();
     } catch (e) {
       this.pushState = `failed: ${e instanceof Error ? e.message : e}`;
+    }
+  }
+
+  /** Opt out: the router forgets this device and every subscription it had. */
+  async disablePush(): Promise<void> {
+    try {
+      await disablePush(this.auth, this.deviceId);
+      await deviceSettings.set("push", false);
+      this.pushSent = { device: null, docs: new Map() };
+      this.pushState = "off";
+    } catch (e) {
+      this.pushState = `failed: ${e instanceof Error ? e.message : e}`;
+    }
+  }
+
+  /** Caps every push to this device (its registration and each channel's subscription). */
+  async setPushCap(level: Level): Promise<void> {
+    this.pushCap = level;
+    await deviceSettings.set("push-level", level);
+    this.schedulePushSync();
+  }
+
+  /** What the router was last told, so a sync sends only what changed. */
+  private pushSent: { device: Level | null; docs: Map<string, Level> } = { device: null, docs: new Map() };
+  private pushSyncing: Promise<void> | null = null;
+  private pushAgain = false;
+
+  /**
+   * The router's side of our levels: every channel of every space is
+   * subscribed at its level in force (a space's level reaches each channel
+   * without its own), capped by this device's; the device registration, which
+   * mail pushes obey, carries the most permissive of all those levels.
+   */
+  private wantedPush(): { device: Level; docs: Map<string, Level> } {
+    const docs = new Map<string, Level>();
+    const levels: Level[] = [];
+    const c = this.catalog;
+    for (const spaceUrl of Object.keys(c?.spaces ?? {})) {
+      for (const ch of this.space(spaceUrl)?.channels ?? []) {
+        const level = c ? S.levelFor(c, ch.url, spaceUrl) : "engaged";
+        levels.push(level);
+        docs.set(idOf(ch.url), cappedLevel(level, this.pushCap));
+      }
+    }
+    for (const url of Object.values(c?.dms ?? {})) levels.push(this.levelOf(url));
+    return { device: deviceLevel(levels, this.pushCap), docs };
+  }
+
+  /** Brings the router's subscriptions in step with our levels, soon (batched). */
+  private schedulePushSync(): void {
+    if (this.pushState !== "on" || !this.auth) return;
+    if (this.pushSyncing) {
+      this.pushAgain = true;
+      return;
+    }
+    this.pushSyncing = (async () => {
+      await new Promise((r) => setTimeout(r, 50)); // let a burst of changes land first
+      do {
+        this.pushAgain = false;
+        await this.syncPush().catch((e) => console.warn("push subscriptions:", e));
+      } while (this.pushAgain && this.pushState === "on");
+      this.pushSyncing = null;
+    })();
+  }
+
+  private async syncPush(): Promise<void> {
+    if (this.pushState !== "on") return;
+    const want = this.wantedPush();
+    const sent = this.pushSent;
+    if (sent.device !== want.device) {
+      await setDeviceLevel(this.auth, this.deviceId, want.device);
+      sent.device = want.device;
+    }
+    for (const [doc, level] of want.docs) {
+      if (sent.docs.get(doc) === level) continue;
+      await subscribeDocument(this.auth, this.deviceId, doc, level);
+      sent.docs.set(doc, level);
+    }
+    for (const doc of [...sent.docs.keys()]) {
+      if (want.docs.has(doc)) continue;
+      await unsubscribeDocument(this.auth, this.deviceId, doc);
+      sent.docs.delete(doc);
     }
   }
 
@@ -632,14 +745,24 @@ export class HearthApp {
     this.catalogHandle.change((d) => S.rememberDm(d, from, p.url!));
   }
 
-  /** Mail from the router's mailbox: acknowledged, opened, shown as a notice. */
-  private async onMail(from: string, msgId: string, body: Uint8Array): Promise<void> {
+  /**
+   * Mail from the router's mailbox: acknowledged, opened, and shown as a
+   * notice when the level in force for its channel lets its urgency through
+   * (the router's anti-urgency rule, so the app and a push agree).
+   */
+  private async onMail(from: string, msgId: string, urgency: string, body: Uint8Array): Promise<void> {
     this.router?.send(ackFrame(msgId));
     const mail = await openMail(this.identity, from, msgId, body);
     if (!mail) return; // not sealed for us by its claimed sender: ignore it
+    const level = this.levelOf(mail.channel, typeof mail.space === "string" ? mail.space : "");
+    const notice = noticeUrgency(level, parseUrgency(urgency));
+    this.lastMail = { kind: mail.kind, level, urgency, notice };
+    this.mailSeen++;
+    if (notice === null) return;
     if (mail.channel === this.viewing && document.visibilityState === "visible") return;
     const what = { dm: "sent you a message", ping: "pinged you", mention: "mentioned you" }[mail.kind];
     this.lastPush = `${this.nameOf(from)}: ${what ?? "wants your attention"}`;
+    this.lastPushUrgency = notice;
   }
 
   nameOf(did: string): string {

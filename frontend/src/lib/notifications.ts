@@ -18,18 +18,63 @@ export function urgencyFor(opts: { ping: boolean; dm: boolean }): Urgency {
   return opts.dm ? "normal" : "quiet";
 }
 
-/** Whether this device should show an in-app notification for a message at `level`. */
-export function shouldNotify(level: Level, opts: { mention: boolean; ping: boolean; dm: boolean }) {
-  switch (level) {
-    case "silent":
-      return false;
-    case "quiet":
-      return opts.ping;
-    case "engaged":
-      return opts.mention || opts.dm || opts.ping;
-    case "busy":
-      return opts.ping;
-  }
+/** RFC 8030 `Urgency` values, gentlest first. */
+export type PushUrgency = "very-low" | "low" | "normal" | "high";
+
+const REQUESTED: Record<Urgency, PushUrgency> = {
+  quiet: "very-low",
+  normal: "low",
+  ping: "normal",
+  urgent: "high",
+};
+const CAP: Record<Level, PushUrgency | null> = { silent: null, quiet: "low", engaged: "normal", busy: "normal" };
+const ORDER: PushUrgency[] = ["very-low", "low", "normal", "high"];
+
+/** A mail header's urgency as the router reads it; anything else counts as "normal". */
+export function parseUrgency(value: unknown): Urgency {
+  return value === "quiet" || value === "ping" || value === "urgent" ? value : "normal";
+}
+
+/**
+ * The anti-urgency rule, exactly as the router applies it to pushes
+ * (router/urgency.py): the sender's urgency maps to an RFC 8030 urgency,
+ * capped by the recipient's level; null means no notice at all. silent:
+ * nothing, not even pings; quiet: everything, at most "low"; engaged:
+ * everything, at most "normal"; busy: only deliberate pings, at most "normal".
+ */
+export function noticeUrgency(level: Level, urgency: Urgency): PushUrgency | null {
+  const cap = CAP[level];
+  if (cap === null) return null;
+  if (level === "busy" && urgency !== "ping" && urgency !== "urgent") return null;
+  const wanted = REQUESTED[urgency];
+  return ORDER.indexOf(wanted) <= ORDER.indexOf(cap) ? wanted : cap;
+}
+
+/** Whether a mail of `urgency` about something at `level` gives a notice (in the app or by push). */
+export function shouldNotify(level: Level, urgency: Urgency): boolean {
+  return noticeUrgency(level, urgency) !== null;
+}
+
+/** Levels from the one that lets least through to the one that lets most through. */
+const PERMISSIVE: Level[] = ["silent", "busy", "quiet", "engaged"];
+
+/**
+ * The level to register a device at: the most permissive of `levels` (the
+ * levels in force for every channel and DM; "engaged" when there are none),
+ * capped by `cap`, the level the person chose for this device. The router
+ * cannot tell which channel a sealed mail is about, so the device level must
+ * let through whatever some channel lets through.
+ */
+export function deviceLevel(levels: Iterable<Level>, cap: Level): Level {
+  let most = -1;
+  for (const level of levels) most = Math.max(most, PERMISSIVE.indexOf(level));
+  const wanted = most < 0 ? PERMISSIVE.length - 1 : most;
+  return PERMISSIVE[Math.min(wanted, PERMISSIVE.indexOf(cap))];
+}
+
+/** The level a document subscription gets: the channel's own, capped by the device's. */
+export function cappedLevel(level: Level, cap: Level): Level {
+  return PERMISSIVE[Math.min(PERMISSIVE.indexOf(level), PERMISSIVE.indexOf(cap))];
 }
 
 const MAIL_TTL_SECONDS = 7 * 24 * 3600;
@@ -38,6 +83,8 @@ const MAIL_TTL_SECONDS = 7 * 24 * 3600;
 export interface MailPayload {
   kind: "mention" | "dm" | "ping";
   channel: string;
+  /** the channel's space ("" for a DM): lets a recipient who has not opened the channel yet find its level */
+  space?: string;
   msgId: string;
   preview: string;
 }
@@ -46,12 +93,13 @@ export async function notifyMentions(
   router: RouterConnection,
   identity: Identity,
   dids: string[],
-  about: { channel: string; msgId: string; ping: boolean; dm?: boolean; text: string },
+  about: { channel: string; space?: string; msgId: string; ping: boolean; dm?: boolean; text: string },
 ): Promise<void> {
   const urgency = urgencyFor({ ping: about.ping, dm: !!about.dm });
   const payload: MailPayload = {
     kind: about.dm ? "dm" : about.ping ? "ping" : "mention",
     channel: about.channel,
+    space: about.space ?? "",
     msgId: about.msgId,
     preview: about.text.slice(0, 140),
   };

@@ -38,7 +38,27 @@ export async function enablePush(auth: ServiceAuth, device: string, level: Level
   await call(auth, "register", { subscription: subscription.toJSON(), level, device });
 }
 
-/** Pushes for one document (a channel, a space) at `level`; needs `enablePush` first. */
+/** Pushes for one channel's `notify` at `level`; needs `enablePush` first (else HTTP 404). */
 export function subscribeDocument(auth: ServiceAuth, device: string, docId: string, level: Level) {
   return call(auth, "subscribeDocument", { device, docId, level });
+}
+
+export function unsubscribeDocument(auth: ServiceAuth, device: string, docId: string) {
+  return call(auth, "unsubscribeDocument", { device, docId });
+}
+
+/** The level the router caps this device's mail pushes at. */
+export function setDeviceLevel(auth: ServiceAuth, device: string, level: Level) {
+  return call(auth, "setLevel", { device, level });
+}
+
+/**
+ * Forgets this device at the router (its registration and every document
+ * subscription go) and drops the browser's push subscription.
+ */
+export async function disablePush(auth: ServiceAuth, device: string): Promise<void> {
+  await call(auth, "unregister", { device });
+  const registration = await navigator.serviceWorker?.getRegistration();
+  const subscription = await registration?.pushManager.getSubscription();
+  await subscription?.unsubscribe();
 }

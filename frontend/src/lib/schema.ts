@@ -22,10 +22,19 @@ export interface CatalogDoc {
   spaces: Record<string, { joinedAt: number }>;
   /** peer DID -> DM channel URL */
   dms: Record<string, string>;
-  /** channel URL -> number of messages seen */
-  reads: Record<string, number>;
+  /** channel URL -> what was seen of it (a number: a message count, from older catalogs) */
+  reads: Record<string, ReadMark | number>;
   /** space or channel URL -> notification level */
   notify: Record<string, Level>;
+}
+
+/**
+ * What a reader had seen of a channel: the channel document's heads when
+ * they last looked. Every message in the document at those heads was seen,
+ * whatever list position concurrent appends give it later.
+ */
+export interface ReadMark {
+  heads: string[];
 }
 
 export type Role = "owner" | "admin" | "member";
@@ -115,8 +124,16 @@ export function rememberDm(d: CatalogDoc, peerDid: string, dmUrl: string): void 
   if (!d.dms[peerDid]) d.dms[peerDid] = dmUrl;
 }
 
-export function markRead(d: CatalogDoc, channelUrl: string, count: number): void {
-  if ((d.reads[channelUrl] ?? 0) !== count) d.reads[channelUrl] = count;
+/** Records that the reader has seen the channel as it is at `heads` (`Automerge.getHeads`). */
+export function markRead(d: CatalogDoc, channelUrl: string, heads: string[]): void {
+  if (!isReadAt(d.reads[channelUrl], heads)) d.reads[channelUrl] = { heads: [...heads].sort() };
+}
+
+/** Whether `mark` already says the channel was seen at exactly `heads`. */
+export function isReadAt(mark: ReadMark | number | undefined, heads: string[]): boolean {
+  if (typeof mark !== "object" || mark.heads.length !== heads.length) return false;
+  const sorted = [...heads].sort();
+  return mark.heads.every((h, i) => h === sorted[i]);
 }
 
 export function setLevel(d: CatalogDoc, url: string, level: Level): void {
@@ -271,9 +288,35 @@ export function replies(d: ChannelDoc, id: string): Message[] {
   return byTime(d.messages.filter((m) => m.replyTo === id && !m.deleted));
 }
 
-/** Messages by others, not deleted, beyond the number this reader has seen. */
-export function unreadCount(d: ChannelDoc, seen: number, me: string): number {
-  return d.messages.slice(seen).filter((m) => m.author !== me && !m.deleted).length;
+// Heads name one state of one document, so what was seen at them never changes.
+const seenAt = new Map<string, Set<string>>();
+const SEEN_CACHE = 256;
+
+/**
+ * Ids of the messages a reader had seen: those in the channel at the mark's
+ * heads; for a count from an older catalog, the first that many in list
+ * order (its old meaning). Null when this copy of the channel does not have
+ * those heads yet.
+ */
+export function seenIds(d: Automerge.Doc<ChannelDoc>, mark: ReadMark | number | undefined): Set<string> | null {
+  if (mark === undefined) return new Set();
+  if (typeof mark === "number") return new Set(d.messages.slice(0, mark).map((m) => m.id));
+  const key = mark.heads.join(",");
+  let ids = seenAt.get(key);
+  if (!ids) {
+    if (!Automerge.hasHeads(d, mark.heads)) return null;
+    ids = new Set((Automerge.view(d, mark.heads).messages ?? []).map((m) => m.id));
+    if (seenAt.size >= SEEN_CACHE) seenAt.delete(seenAt.keys().next().value!);
+    seenAt.set(key, ids);
+  }
+  return ids;
+}
+
+/** Messages by others, not deleted, that the reader has not seen (0 while their mark is ahead of this copy). */
+export function unreadCount(d: Automerge.Doc<ChannelDoc>, mark: ReadMark | number | undefined, me: string): number {
+  const seen = seenIds(d, mark);
+  if (!seen) return 0;
+  return d.messages.filter((m) => m.author !== me && !m.deleted && !seen.has(m.id)).length;
 }
 
 /** DIDs mentioned as `@name` among `members` (name -> did), longest names first. */
