@@ -18,7 +18,7 @@ from typing import Any
 
 from hearth.identity import IdentitySyntaxError, parse_did
 from hearth.jwt import JwtFormatError, parse_jwt
-from hearth.keys import KeyFormatError, PublicKey
+from hearth.keys import KeyFormatError, PublicKey, is_high_s
 from hearth.types import Did
 
 # exp may be at most this far in the future (atproto service-auth tokens are short).
@@ -203,6 +203,9 @@ class ServiceAuthVerifier:
         key = await self._lookup(did, fresh=False)
         if key.jwt_alg != alg:
             raise AuthError("bad_alg", f"alg {alg} does not match the issuer's key type")
+        if is_high_s(jwt.signature, key.type):
+            # Malleable form of a signature: refused as such, with no re-resolution.
+            raise AuthError("high_s", "ECDSA signature is not low-S (atproto requires low-S)")
         if not key.verify(jwt.signing_input, jwt.signature):
             if did.startswith("did:key:"):
                 raise AuthError("bad_signature", "signature does not verify")

@@ -150,5 +150,12 @@ def _curve(kt: KeyType) -> ec.EllipticCurve:
 
 
 def is_high_s(signature: bytes, kt: KeyType) -> bool:
+    """True for a raw `r || s` ECDSA signature whose s is in the upper half (n/2, n).
+
+    Such a signature is the malleable twin of a low-S one; atproto refuses it.
+    False for other key types, other lengths and out-of-range s (not a signature).
+    """
+    if kt not in (KeyType.P256, KeyType.SECP256K1) or len(signature) != 64:
+        return False
     n = _P256_N if kt is KeyType.P256 else _K256_N
-    return int.from_bytes(signature[32:], "big") > n // 2
+    return n // 2 < int.from_bytes(signature[32:], "big") < n

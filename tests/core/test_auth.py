@@ -73,6 +73,15 @@ async def test_lxm_not_required_when_service_does_not_ask(verifier: ServiceAuthV
     assert (await verifier.verify(token, lxm=None)).lxm is None
 
 
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+K256_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def high_s(sig: bytes, n: int) -> bytes:
+    """The malleable twin of a low-S raw signature: s replaced by n - s."""
+    return sig[:32] + (n - int.from_bytes(sig[32:], "big")).to_bytes(32, "big")
+
+
 def signed(ident: Identity, header: dict[str, Any], body: dict[str, Any]) -> str:
     return encode_jwt(header, body, ident.signer)
 
@@ -103,21 +112,25 @@ async def test_refusals_have_distinct_reasons(world: World, verifier: ServiceAut
     assert await reason(verifier, swapped) == "bad_alg"
 
     # Tampered payload: same signature, different claims.
-    claims = json.loads(b64url_decode(p))
-    claims["iss"] = k256.did
-    tampered_p = b64url_encode(json.dumps(claims).encode())
-    assert await reason(verifier, f"{h}.{tampered_p}.{s}") in ("bad_signature", "bad_alg")
-    claims = json.loads(b64url_decode(p))
-    claims["exp"] -= 1
-    tampered_p = b64url_encode(json.dumps(claims).encode())
-    assert await reason(verifier, f"{h}.{tampered_p}.{s}") == "bad_signature"
+    def tampered(**over: Any) -> str:
+        claims = json.loads(b64url_decode(p))
+        claims.update(over)
+        return f"{h}.{b64url_encode(json.dumps(claims).encode())}.{s}"
+
+    other_p256 = world.new_plc_identity(KeyType.P256)
+    assert await reason(verifier, tampered(iss=other_p256.did)) == "bad_signature"
+    assert await reason(verifier, tampered(iss=k256.did)) == "bad_alg"  # ES256 vs a k256 key
+    assert await reason(verifier, tampered(exp=now + 59)) == "bad_signature"
 
     # High-S: the same signature with s replaced by n - s verifies mathematically
-    # but atproto requires low-S.
-    sig = b64url_decode(s)
-    n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-    high = sig[:32] + (n - int.from_bytes(sig[32:], "big")).to_bytes(32, "big")
-    assert await reason(verifier, f"{h}.{p}.{b64url_encode(high)}") == "bad_signature"
+    # but atproto requires low-S; it is refused as such, not as a bad signature.
+    high_p256 = b64url_encode(high_s(b64url_decode(s), P256_N))
+    assert await reason(verifier, f"{h}.{p}.{high_p256}") == "high_s"
+    k_good = signed(k256, {"alg": "ES256K", "typ": "JWT"}, payload(k256.did))
+    kh, kp, ks = k_good.split(".")
+    high_k256 = b64url_encode(high_s(b64url_decode(ks), K256_N))
+    assert await reason(verifier, f"{kh}.{kp}.{high_k256}") == "high_s"
+    assert (await verifier.verify(k_good, lxm=LXM)).iss == k256.did  # the low-S original
 
     # The good token works once, then is a replay.
     assert (await verifier.verify(good, lxm=LXM)).iss == ident.did
@@ -125,6 +138,17 @@ async def test_refusals_have_distinct_reasons(world: World, verifier: ServiceAut
 
     for garbage in ("", "a.b", "a.b.c", "x" * 10000, "e30.e30.", "W10.W10.AA"):
         assert await reason(verifier, garbage) in ("malformed", "bad_alg")
+
+
+async def test_did_key_bad_signature(verifier: ServiceAuthVerifier) -> None:
+    signer, impostor = Signer.generate(), Signer.generate()
+    good = mint_service_jwt(signer, iss=signer.did_key, aud=AUD, lxm=LXM)
+    forged = mint_service_jwt(impostor, iss=signer.did_key, aud=AUD, lxm=LXM)
+    assert await reason(verifier, forged) == "bad_signature"
+    h, p, s = good.split(".")
+    flipped = bytes([b64url_decode(s)[0] ^ 1]) + b64url_decode(s)[1:]
+    assert await reason(verifier, f"{h}.{p}.{b64url_encode(flipped)}") == "bad_signature"
+    assert (await verifier.verify(good, lxm=LXM)).iss == signer.did_key
 
 
 async def test_key_rotation_re_resolves_once(world: World, verifier: ServiceAuthVerifier) -> None:
