@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -34,24 +33,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import cpu_seconds, free_port  # noqa: E402
+
 JS_DIR = ROOT / "tests" / "syncserver_js"
 JS_SERVER = (
     JS_DIR / "node_modules" / "@automerge" / "automerge-repo-sync-server" / "src" / "index.js"
 )
 HEARTH = Path(sys.executable).parent / "hearth"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
 def memory_kib(pid: int) -> dict[str, int]:

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 
+from bench.common import free_port
 from hearth.base58 import b58check_decode
 from hearth.jwt import Signer, mint_service_jwt
 from syncserver.automerge import Document
@@ -20,13 +20,6 @@ from tests.syncserver.helpers import TIMEOUT, NodeClients
 from tests.timing import MS
 
 HEARTH = Path(sys.executable).parent / "hearth"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager
