@@ -454,11 +454,57 @@ async def channel_drop(before: int, after: int) -> dict[str, Any]:
         return result
 
 
+async def held_then_relayed(n: int) -> dict[str, Any]:
+    """relay_delay > ice_timeout: data waits for a channel, then goes by relay when ICE fails."""
+    got: list[int] = []
+    got_event = asyncio.Event()
+    at_first: dict[str, Any] = {}
+    links: list[PeerLink] = []
+
+    def on_message(_link: PeerLink, doc: str, data: bytes) -> None:
+        assert doc == RAW, doc
+        if not got and links:
+            # what the sender had done when the first message arrived
+            at_first.update(links[0].stats())
+        got.append(int(data))
+        got_event.set()
+
+    # no veth: no usable address, so every attempt fails at ice_timeout, long
+    # before relay_delay would release the held data by itself
+    cfg = config(relay_delay=WAIT * 10, ice_timeout=2_000 * MS, retry_min=WAIT * 10)
+    async with router_env() as env:
+        a = await env.node(cfg, on_message=on_message)
+        b = await env.node(cfg, on_message=on_message)
+        link = await asyncio.wait_for(a.peer.wait_link(), WAIT)
+        links.append(link)
+        blink = await asyncio.wait_for(b.peer.wait_link(), WAIT)
+        for i in range(n):
+            assert a.peer.send(link.conn_id, RAW, b"%d" % i)
+        held = link.stats()
+        outbox_held = len(link._outbox)
+        await until(lambda: len(got) >= n, lambda: got_event)
+        result = {
+            "sent": n,
+            "received": len(got),
+            "in_order": got == list(range(n)),
+            "held": held,
+            "outbox_held": outbox_held,
+            "at_first": at_first,
+            "a": link.stats(),
+            "b": blink.stats(),
+            "metrics": await env.metrics(),
+        }
+        await a.close()
+        await b.close()
+        return result
+
+
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "mesh": mesh,
     "channel_drop": channel_drop,
     "sync_1000": sync_1000,
     "ice_fail": ice_fail,
+    "held_then_relayed": held_then_relayed,
     "turn": turn,
     "vanish": vanish,
 }

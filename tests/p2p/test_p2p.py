@@ -49,6 +49,25 @@ async def test_ice_failure_relays_everything_then_a_channel_takes_over() -> None
     assert a["sentBytes"]["channel"] > 0 and b["receivedBytes"]["channel"] > 0
 
 
+async def test_data_held_for_a_channel_goes_by_relay_when_ice_fails() -> None:
+    r = await run_scenario("held_then_relayed", n=200)
+    # while the first attempt ran, nothing was sent: the data waited for a channel
+    held = r["held"]
+    assert held["sentPackets"] == {"channel": 0, "relay": 0}
+    assert r["outbox_held"] >= 200 and held["attemptsFailed"] == 0
+    # the first message arrived only after that attempt failed (ICE timeout), long
+    # before relay_delay: the failure released the held data to the relay
+    first = r["at_first"]
+    assert first["attemptsFailed"] >= 1 and first["channelsOpened"] == 0
+    assert first["sentBytes"]["relay"] > 0
+    # everything arrived once, in order, by relay
+    assert r["received"] == r["sent"] == 200 and r["in_order"]
+    a, b = r["a"], r["b"]
+    assert a["path"] == "relay" and a["sentBytes"]["channel"] == 0
+    assert b["receivedPackets"]["relay"] >= 200
+    assert r["metrics"]["hearth_router_relayed_bytes"] > 0
+
+
 async def test_turn_relay_only_with_router_credentials(changes_file: str) -> None:
     r = await run_scenario("turn", secret="hearth-test-secret", changes_file=changes_file)
     (server,) = r["servers"]
