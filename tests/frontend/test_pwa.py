@@ -49,6 +49,8 @@ def test_reload_with_every_server_stopped_shows_app_and_data(
 
 
 def test_service_worker_shows_a_delivered_push(stack: Stack, browser: Browser) -> None:
+    """JSON pushes through DevTools, whose `data` is a string; the binary sealed-mail
+    branch is run on real sealed bytes in frontend/tests/service-worker.test.ts."""
     alice = Person(browser, stack.url, "Alice")
     alice.context.grant_permissions(["notifications"], origin=stack.url.rstrip("/"))
     alice.start()
@@ -80,6 +82,12 @@ def test_service_worker_shows_a_delivered_push(stack: Stack, browser: Browser) -
     expect(alice.page.get_by_test_id("last-push")).to_contain_text(
         "A message is waiting", timeout=WAIT
     )
+    # The router's hint for a ping to a channel's push subscribers (router/notify.py).
+    notify = {"hearth": "notify", "doc": "3xQkiln", "from": "did:key:zDave", "urgency": "ping"}
+    deliver(json.dumps(notify, separators=(",", ":")))
+    expect(alice.page.get_by_test_id("last-push")).to_contain_text(
+        "You were pinged in a channel", timeout=WAIT
+    )
     notes = alice.eval(
         """navigator.serviceWorker.ready
              .then(r => r.getNotifications())
@@ -88,6 +96,7 @@ def test_service_worker_shows_a_delivered_push(stack: Stack, browser: Browser) -
     assert notes == [
         ["Bob", "pinged you in #general", "did:key:zBob"],
         ["Hearth", "A message is waiting for you", "did:key:zCarol"],
+        ["Hearth", "You were pinged in a channel", "3xQkiln"],
     ]
     shot(alice.page, "07-push")
     cdp.detach()
