@@ -57,8 +57,9 @@ OPTIONS = (
     Option(
         "max_message_size",
         int,
-        64 * 1024 * 1024,
-        "largest WebSocket message accepted, bytes (larger ones close the socket with 1009)",
+        16 * 1024 * 1024,
+        "largest WebSocket message accepted, bytes (larger ones close the socket with 1009);"
+        " a sync message is processed on the event loop, ~0.5 s per MB",
     ),
     Option(
         "max_unjoined_message_size",
@@ -77,6 +78,12 @@ OPTIONS = (
         int,
         16 * 1024 * 1024,
         "bytes of changes per document that may wait in memory for missing dependencies",
+    ),
+    Option(
+        "max_connections",
+        int,
+        10_000,
+        "simultaneous WebSocket connections; beyond, the upgrade is refused with 503",
     ),
     Option("token_ttl", int, 24 * 3600, "session token lifetime, seconds"),
     Option("max_cached_documents", int, 1000, "documents kept in memory when no peer syncs them"),
@@ -192,8 +199,25 @@ def create_app(config: ServiceConfig) -> Starlette:
             storage.close()
             holder.pop("state", None)
 
+    connections = 0
+    max_connections = config.get_int("max_connections")
+
     async def websocket(ws: WebSocket) -> None:
+        nonlocal connections
         st = state()
+        if connections >= max_connections:
+            st.metrics.refused.labels("server_full").inc()
+            await ws.send_denial_response(
+                Response("too many connections; retry later", 503, media_type="text/plain")
+            )
+            return
+        connections += 1
+        try:
+            await serve_connection(ws, st)
+        finally:
+            connections -= 1
+
+    async def serve_connection(ws: WebSocket, st: _State) -> None:
         did: Did | None = None
         token = ws.scope.get(TOKEN_SCOPE_KEY)
         if token:

@@ -147,6 +147,21 @@ async def test_big_frames_before_join_close_the_socket(tmp_path: Path) -> None:
         )
 
 
+async def test_connections_beyond_the_limit_get_503_before_the_upgrade(tmp_path: Path) -> None:
+    async with running_server(tmp_path, max_connections=1) as server:
+        async with RawPeer.connect(server.ws(), "p1") as first:
+            with pytest.raises(websockets.InvalidStatus) as err:
+                async with RawPeer.connect(server.ws(), "p2", join=False):
+                    pass
+            assert err.value.response.status_code == 503
+            # The connection already in is served as before.
+            request = Document().generate_sync_message(SyncState())
+            assert request is not None
+            await first.send_raw(sync_frame(first, new_document_id(), request, "request"))
+            assert (await first.recv())["type"] == "doc-unavailable"
+        assert await metric(server, "hearth_syncserver_refused_total", reason="server_full") == 1
+
+
 async def test_request_for_unknown_document_is_unavailable(server: RunningServer) -> None:
     doc_id = new_document_id()
     async with RawPeer.connect(server.ws()) as peer:
