@@ -106,13 +106,20 @@ export async function notifyMentions(
   const bytes = new TextEncoder().encode(JSON.stringify(payload));
   for (const did of dids) {
     const mailId = `${about.msgId}.${did.slice(-8)}`;
-    const sealed = await seal({
-      payload: bytes,
-      sender: identity.did,
-      senderSeed: identity.seed,
-      recipient: did,
-      msgId: mailId,
-    });
+    let sealed: Uint8Array;
+    try {
+      sealed = await seal({
+        payload: bytes,
+        sender: identity.did,
+        senderSeed: identity.seed,
+        recipient: did,
+        msgId: mailId,
+      });
+    } catch (e) {
+      // No key to seal for (an atproto DID while the keyserver is down): skip only them.
+      console.warn("cannot seal mail for", did, e instanceof Error ? e.message : e);
+      continue;
+    }
     router.send(mailFrame(did, mailId, MAIL_TTL_SECONDS, urgency, sealed));
   }
 }
