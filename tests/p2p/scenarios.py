@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,13 @@ class Env:
             m = re.search(rf"^{name}(?:_total)? (\S+)$", text, re.M)
             out[name] = float(m.group(1)) if m else -1.0
         return out
+
+    async def closed_causes(self) -> dict[str, float]:
+        """hearth_router_connections_closed_total by cause."""
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(self.router.url + "/metrics")).text
+        pattern = r'^hearth_router_connections_closed_total\{cause="(\w+)"\} (\S+)$'
+        return {m.group(1): float(m.group(2)) for m in re.finditer(pattern, text, re.M)}
 
 
 @contextlib.asynccontextmanager
@@ -405,6 +413,147 @@ async def vanish(changes_file: str, vanish_at: int) -> dict[str, Any]:
         return result
 
 
+async def child_peer(url: str, router_did: str, target: int) -> dict[str, Any]:
+    """A peer in a process of its own, so that it can be killed with SIGKILL.
+
+    Syncs DOC from empty; prints `CONN <connId>`, then `HAVE <n>` whenever its
+    document grows, and once it holds `target` changes `DONE <json>` (stats and
+    heads); exits when its stdin closes.
+    """
+    client = RouterClient(url, did_key_auth(Signer.generate(), router_did))
+    await client.start()
+    peer = Peer(client, config())
+    sync = DocumentSync(peer)
+    doc = Document()
+    sync.add(DOC, doc)
+    await peer.start()
+    await peer.listen(DOC)
+    print(f"CONN {client.conn_id}", flush=True)
+    reported = -1
+    while reported < target:
+        sync.changed.clear()
+        if len(doc) == reported:
+            await sync.changed.wait()
+        reported = len(doc)
+        print(f"HAVE {reported}", flush=True)
+    done = {"stats": peer.stats(), "heads": [h.hex() for h in doc.heads]}
+    print("DONE " + json.dumps(done, default=str), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await peer.close()
+    await client.close()
+    return {}
+
+
+class Child:
+    """`child_peer` running in a subprocess (same network namespace)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.have = 0
+
+    @classmethod
+    async def start(cls, env: Env, target: int) -> Child:
+        args = {"url": env.router.url, "router_did": env.router.did, "target": target}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-W",
+            "error",
+            "-m",
+            "tests.p2p.scenarios",
+            "child_peer",
+            json.dumps(args),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(proc)
+
+    async def expect(self, prefix: str) -> str:
+        """The rest of the next line starting with `prefix` (HAVE lines update `have`)."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        async with asyncio.timeout(WAIT):
+            while True:
+                line = (await stdout.readline()).decode()
+                if not line:
+                    raise AssertionError(f"child peer exited ({await self.proc.wait()})")
+                if line.startswith("HAVE "):
+                    self.have = int(line.split()[1])
+                if line.startswith(prefix):
+                    return line[len(prefix) :].strip()
+
+    async def until_have(self, n: int) -> None:
+        while self.have < n:
+            await self.expect("HAVE ")
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            await asyncio.wait_for(self.proc.wait(), WAIT)
+
+
+async def vanish_kill(changes_file: str, vanish_at: int, how: str) -> dict[str, Any]:
+    """B, a process of its own, vanishes mid-transfer; A notices; a new B catches up.
+
+    `how`: "kill" (SIGKILL: the kernel closes its sockets) or "freeze" (SIGSTOP:
+    its sockets stay open and silent, so only the router's idle timeout, short
+    here, or ICE consent can tell), then SIGKILL.
+    """
+    add_veth()
+    changes = load_changes(changes_file)
+    batch = 25
+    options: dict[str, object] = {}
+    if how == "freeze":
+        options = {"ping_interval": 300 * MS, "idle_timeout": 2_000 * MS}
+    async with router_env(**options) as env:
+        a = await env.node(config())
+        b = await Child.start(env, len(changes))
+        first_conn = await b.expect("CONN ")
+        first_link = await asyncio.wait_for(a.peer.wait_link(), WAIT)
+        await asyncio.wait_for(first_link.wait_channel(), WAIT)
+        fed = 0
+        while b.have < vanish_at:
+            a.sync.apply_local(DOC, b"".join(changes[fed : fed + batch]))
+            fed += batch
+            await b.until_have(fed)
+        # feed more and kill B while it is in flight: no close frame, no goodbye
+        a.sync.apply_local(DOC, b"".join(changes[fed : fed + batch * 4]))
+        fed += batch * 4
+        if how == "freeze":
+            b.proc.send_signal(signal.SIGSTOP)
+            await until(lambda: not a.peer.links, lambda: a.peer.changed)
+            b.proc.kill()
+            killed = await b.proc.wait()
+        else:
+            b.proc.kill()
+            killed = await b.proc.wait()
+            await until(lambda: not a.peer.links, lambda: a.peer.changed)
+        noticed = a.peer.closed_links[-1]
+        closed_by = await env.closed_causes()
+        a.sync.apply_local(DOC, b"".join(changes[fed:]))
+        b2 = await Child.start(env, len(changes))
+        second_conn = await b2.expect("CONN ")
+        done = json.loads(await b2.expect("DONE "))
+        link2 = await asyncio.wait_for(a.peer.wait_link(), WAIT)
+        result = {
+            "changes": len(changes),
+            "exit_status": killed,
+            "b_had_at_kill": b.have,
+            "noticed": noticed,
+            "closed_by": closed_by,
+            "first_conn": first_conn,
+            "first_link": first_link.conn_id,
+            "second_conn": second_conn,
+            "second_link": link2.conn_id,
+            "equal_heads": done["heads"] == [h.hex() for h in a.sync.docs[DOC].heads],
+            "b2": done["stats"],
+            "metrics": await env.metrics(),
+        }
+        await b2.stop()
+        await a.close()
+        return result
+
+
 async def channel_drop(before: int, after: int) -> dict[str, Any]:
     """The answerer's peer connection dies under a stream: relay, then a new generation."""
     add_veth()
@@ -507,6 +656,8 @@ SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "held_then_relayed": held_then_relayed,
     "turn": turn,
     "vanish": vanish,
+    "vanish_kill": vanish_kill,
+    "child_peer": child_peer,
 }
 
 

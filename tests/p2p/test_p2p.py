@@ -95,6 +95,28 @@ async def test_peer_vanishes_mid_transfer_and_resumes(changes_file: str) -> None
     assert link["receivedBytes"]["relay"] == 0
 
 
+@pytest.mark.parametrize("how", ["kill", "freeze"])
+async def test_peer_killed_mid_transfer_is_noticed_and_a_new_one_resumes(
+    changes_file: str, how: str
+) -> None:
+    r = await run_scenario("vanish_kill", changes_file=changes_file, vanish_at=300, how=how)
+    assert r["exit_status"] == -9  # SIGKILL: no WebSocket close, no channel close
+    assert 300 <= r["b_had_at_kill"] < 1000
+    if how == "freeze":
+        # its socket stayed open: the router's idle timeout closed it
+        assert r["closed_by"].get("idle", 0) >= 1, r["closed_by"]
+    else:
+        # the kernel closed its socket at once
+        assert r["closed_by"].get("idle", 0) == 0, r["closed_by"]
+    # A noticed: its link to the killed process's connection was closed
+    assert r["noticed"]["connId"] == r["first_conn"] == r["first_link"]
+    # the new process got a new connection, a channel, and the whole document
+    assert r["second_conn"] == r["second_link"] != r["first_conn"]
+    assert r["equal_heads"]
+    link = only_link(r["b2"])
+    assert link["path"] == "channel" and link["receivedBytes"]["relay"] == 0
+
+
 async def test_dropped_channel_is_renegotiated_without_loss() -> None:
     r = await run_scenario("channel_drop", before=200, after=200)
     assert r["received"] == r["sent"] and r["in_order"]
