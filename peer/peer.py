@@ -185,7 +185,9 @@ class Peer:
             case Unknown(header, body):
                 self._unknown(header, body)
             case Welcome() | Disconnected():
-                # a new connection: every link belonged to the old one
+                # a new connection: every link belonged to the old one, and the
+                # others see our old connId leave, so even a healthy channel
+                # cannot be kept (see docs/p2p.md, "Router reconnects")
                 await self._drop_all()
             case ErrorMessage(code, _message, verb):
                 log.info("router error: %s", event)
