@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from hearth.identity import IdentitySyntaxError, parse_did
-from hearth.jwt import JwtFormatError, parse_jwt
+from hearth.jwt import JwtFormatError, ParsedJwt, parse_jwt
 from hearth.keys import KeyFormatError, PublicKey, is_high_s
 from hearth.types import Did
 
@@ -25,6 +26,10 @@ from hearth.types import Did
 MAX_FUTURE_SECONDS = 300
 # Clock skew tolerated on exp.
 LEEWAY_SECONDS = 5
+# A bad signature re-resolves the issuer's DID (key rotation) at most this often per DID.
+REFETCH_INTERVAL_SECONDS = 30.0
+# DIDs remembered for that limit; beyond, no DID is refetched until entries age out.
+MAX_REFETCH_TRACKED = 10_000
 
 
 class AuthError(Exception):
@@ -143,6 +148,7 @@ class ServiceAuthVerifier:
         *,
         clock: Callable[[], float] = time.time,
         jti_cache: JtiCache | None = None,
+        refetch_interval: float = REFETCH_INTERVAL_SECONDS,
     ) -> None:
         # atproto is moving proxied tokens from `aud = <service DID>` to
         # `aud = <service DID>#<service id>`; a service accepts each form it names.
@@ -152,6 +158,8 @@ class ServiceAuthVerifier:
         self._key_lookup = key_lookup
         self._clock = clock
         self._jtis = jti_cache if jti_cache is not None else JtiCache()
+        self._refetch_interval = refetch_interval
+        self._refetched: OrderedDict[Did, float] = OrderedDict()  # DID -> last forced refetch
 
     async def verify(self, token: str, *, lxm: str | None) -> VerifiedToken:
         """Check every rule; return the claims or raise AuthError.
@@ -201,20 +209,40 @@ class ServiceAuthVerifier:
             raise AuthError("no_jti", "jti is required (tokens are single-use)")
 
         key = await self._lookup(did, fresh=False)
-        if key.jwt_alg != alg:
-            raise AuthError("bad_alg", f"alg {alg} does not match the issuer's key type")
-        if is_high_s(jwt.signature, key.type):
-            # Malleable form of a signature: refused as such, with no re-resolution.
-            raise AuthError("high_s", "ECDSA signature is not low-S (atproto requires low-S)")
-        if not key.verify(jwt.signing_input, jwt.signature):
-            if did.startswith("did:key:"):
-                raise AuthError("bad_signature", "signature does not verify")
-            # The DID may have rotated its key since we cached its document.
+        failure = _signature_failure(key, alg, jwt)
+        if failure in ("bad_alg", "bad_signature") and self._may_refetch(did, now):
+            # The DID may have rotated its key (perhaps to another curve) since
+            # we cached its document: look once more, bypassing caches.
             key = await self._lookup(did, fresh=True)
-            if key.jwt_alg != alg or not key.verify(jwt.signing_input, jwt.signature):
-                raise AuthError("bad_signature", "signature does not verify")
+            failure = _signature_failure(key, alg, jwt)
+        if failure is not None:
+            raise AuthError(failure, _FAILURES[failure].format(alg=alg))
         self._jtis.consume(did, jti, exp, now)
         return VerifiedToken(did, aud, exp, token_lxm, jti)
+
+    def _may_refetch(self, did: Did, now: float) -> bool:
+        """Whether a failed signature may re-resolve `did` now; records it if so.
+
+        At most one forced refetch per DID per `refetch_interval`, so a caller
+        sending bad signatures cannot make us query the PLC directory or a
+        did:web host on every request.
+        """
+        if did.startswith("did:key:"):
+            return False  # the key is the DID: nothing to refetch
+        seen = self._refetched
+        while seen:
+            first, at = next(iter(seen.items()))
+            if at + self._refetch_interval > now:
+                break
+            del seen[first]
+        last = seen.get(did)
+        if last is not None and last + self._refetch_interval > now:
+            return False
+        if len(seen) >= MAX_REFETCH_TRACKED:
+            return False  # under a flood of distinct DIDs, no refetch until it ebbs
+        seen[did] = now
+        seen.move_to_end(did)
+        return True
 
     async def _lookup(self, did: Did, *, fresh: bool) -> PublicKey:
         if did.startswith("did:key:"):
@@ -227,6 +255,25 @@ class ServiceAuthVerifier:
         except KeyFormatError as e:
             raise AuthError("bad_issuer", str(e)) from e
         return key
+
+
+_FAILURES = {
+    "bad_alg": "alg {alg} does not match the issuer's key type",
+    "high_s": "ECDSA signature is not low-S (atproto requires low-S)",
+    "bad_signature": "signature does not verify",
+}
+
+
+def _signature_failure(key: PublicKey, alg: str, jwt: ParsedJwt) -> str | None:
+    """The reason `jwt` is not signed by `key` with `alg`, or None when it is."""
+    if key.jwt_alg != alg:
+        return "bad_alg"
+    if is_high_s(jwt.signature, key.type):
+        # The malleable twin of a signature: refused as such, whatever the key.
+        return "high_s"
+    if not key.verify(jwt.signing_input, jwt.signature):
+        return "bad_signature"
+    return None
 
 
 def bearer_token(authorization: str | None) -> str:

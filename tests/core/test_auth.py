@@ -160,6 +160,48 @@ async def test_key_rotation_re_resolves_once(world: World, verifier: ServiceAuth
     assert world.http_requests[f"127.0.0.1:{world.http_port}/plc/{ident.did}"] == fetches + 1
 
 
+async def test_bad_signatures_refetch_the_document_at_most_once_per_interval(
+    world: World,
+) -> None:
+    clock = [time.time()]
+    r = Resolver.from_settings(world.settings())
+    v = ServiceAuthVerifier(AUD, r.signing_key, clock=lambda: clock[0], refetch_interval=30)
+    try:
+        ident = world.new_plc_identity(KeyType.P256)
+        path = f"127.0.0.1:{world.http_port}/plc/{ident.did}"
+        forger = Signer.generate(KeyType.P256)
+
+        def forged() -> str:
+            return mint_service_jwt(forger, iss=ident.did, aud=AUD, lxm=LXM, now=clock[0])
+
+        assert await reason(v, forged()) == "bad_signature"
+        assert world.http_requests[path] == 2  # first lookup, then one forced refetch
+        for _ in range(20):
+            assert await reason(v, forged()) == "bad_signature"
+        assert world.http_requests[path] == 2
+        clock[0] += 31
+        assert await reason(v, forged()) == "bad_signature"
+        assert world.http_requests[path] == 3
+        # The real owner is unaffected (cached document, right key).
+        assert await v.verify(ident.jwt(AUD, LXM, now=clock[0]), lxm=LXM)
+        assert world.http_requests[path] == 3
+    finally:
+        await r.aclose()
+
+
+async def test_key_rotated_to_another_curve_is_refetched(
+    world: World, verifier: ServiceAuthVerifier
+) -> None:
+    ident = world.new_plc_identity(KeyType.P256)
+    assert await verifier.verify(ident.jwt(AUD, LXM), lxm=LXM)  # caches a P-256 key
+    world.rotate_key(ident, KeyType.SECP256K1)
+    path = f"127.0.0.1:{world.http_port}/plc/{ident.did}"
+    fetches = world.http_requests[path]
+    token = ident.jwt(AUD, LXM)  # ES256K now: an alg that does not match the cached key
+    assert (await verifier.verify(token, lxm=LXM)).iss == ident.did
+    assert world.http_requests[path] == fetches + 1
+
+
 async def test_unknown_issuer(verifier: ServiceAuthVerifier) -> None:
     signer = Signer.generate(KeyType.P256)
     token = mint_service_jwt(signer, iss="did:plc:" + "c" * 24, aud=AUD, lxm=LXM)
