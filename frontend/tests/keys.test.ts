@@ -11,6 +11,9 @@ import {
 } from "../src/lib/keys";
 import { openSealed, seal, SealedError, x25519SecretOfSeed } from "../src/lib/sealed";
 import { ServiceAuth } from "../src/lib/services";
+import { decodeFrame } from "../src/lib/frame";
+import { notifyMentions } from "../src/lib/notifications";
+import type { RouterConnection } from "../src/lib/router-connection";
 import { config, FakeWorld, KEYSERVER, newKeys, privateAnswer } from "./fake-world";
 
 const text = (s: string) => new TextEncoder().encode(s);
@@ -109,5 +112,26 @@ describe("our own keys on the keyserver", () => {
     const swapped = { ...privateAnswer(did, k), encryptionPrivateKey: privateAnswer(did, newKeys()).encryptionPrivateKey };
     expect(() => parsePrivate(did, swapped)).toThrow(/does not match/);
     expect(() => parsePrivate("did:plc:other", privateAnswer(did, k))).toThrow(/another DID/);
+  });
+});
+
+describe("mentions", () => {
+  it("skips only a recipient with no key to seal for", async () => {
+    const me = await generateIdentity();
+    const bob = await generateIdentity();
+    world.keyserverDown = true;
+    const sent: Uint8Array[] = [];
+    const router = { send: (frame: Uint8Array) => sent.push(frame) } as unknown as RouterConnection;
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    await notifyMentions(router, me, ["did:plc:nokeysnnnnnnnnnnnnnnnnnn", bob.did], {
+      channel: "automerge:c",
+      msgId: "m",
+      ping: false,
+      text: "@all hi",
+    });
+    expect(sent).toHaveLength(1);
+    expect(decodeFrame(sent[0]).header).toContain(bob.did);
+    expect(warn).toHaveBeenCalledTimes(1);
+    warn.mockRestore();
   });
 });

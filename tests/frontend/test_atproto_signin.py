@@ -71,17 +71,28 @@ def test_sign_in_with_an_app_password(
 
     invalid_handle = outside.call(invalid)
 
+    def unreachable() -> str:
+        other = outside.world.new_plc_identity()
+        outside.pds.add(other, PASSWORD)
+        other.doc["service"][0]["serviceEndpoint"] = f"http://127.0.0.1:{free_port()}"
+        assert other.handle is not None
+        return other.handle
+
+    unreachable_handle = outside.call(unreachable)
+
     alice = Person(browser, world_stack.url, "Alice")
     page = alice.page
     page.goto(world_stack.url)
     expect(page.get_by_test_id("my-did")).to_have_text(re.compile(r"^did:key:"), timeout=WAIT)
     page.get_by_test_id("atproto-open").click()
 
-    # Each failure says what went wrong.
+    # Each failure says what went wrong: no such handle, handle.invalid, PDS down, bad password.
     sign_in(page, "nobody-here.test", PASSWORD)
     error_says(page, r"No atproto account has the handle nobody-here\.test")
     sign_in(page, invalid_handle, PASSWORD)
     error_says(page, r"handle\.invalid")
+    sign_in(page, unreachable_handle, PASSWORD)
+    error_says(page, r"^Cannot reach your PDS at http://127\.0\.0\.1:\d+\.$")
     sign_in(page, alice_id.handle, "wrong-pass-word")
     error_says(page, r"^Wrong handle or app password\.$")
     assert outside.pds.requests["com.atproto.server.createSession"] == 1
