@@ -3,7 +3,7 @@
 // `{"hearth":"mail",...}` hint, and `{"hearth":"notify",...}` for a channel
 // ping. The browser tests (test_pwa.py) deliver JSON pushes through DevTools,
 // whose `data` is a string: binary sealed bytes cannot travel that way.
-import { readFileSync } from "node:fs";
+import workerSource from "../src/service-worker.js?raw";
 import { describe, expect, it } from "vitest";
 import { decodeFrame } from "../src/lib/frame";
 import { generateIdentity } from "../src/lib/identity";
@@ -13,7 +13,7 @@ type Shown = { title: string; body: string; tag: string; url: string };
 
 /** Loads service-worker.js into a stand-in worker scope; returns what it would show for a push. */
 function worker() {
-  const source = readFileSync(new URL("../src/service-worker.js", import.meta.url), "utf8")
+  const source = workerSource
     .replace("__HEARTH_VERSION__", "test")
     .replace("__HEARTH_PRECACHE__", "[]");
   const listeners = new Map<string, (ev: unknown) => void>();
