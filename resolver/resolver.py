@@ -120,8 +120,11 @@ class Resolver:
         status, body = await self.upstream.fetch(
             handle, "/.well-known/atproto-did", MAX_WELL_KNOWN_BYTES
         )
+        if status in (404, 410):
+            return None  # nothing published there: a definitive "no"
         if status != 200:
-            return None
+            # 5xx, 429, a redirect ...: the host failed, it did not say "no".
+            raise UpstreamError(f"{handle} answered HTTP {status} for /.well-known/atproto-did")
         try:
             return did_from_well_known(body.decode("utf-8"))
         except UnicodeDecodeError:

@@ -308,3 +308,41 @@ async def test_deeply_nested_document_is_an_upstream_error(
     async with serve_app(app) as url:
         with pytest.raises(UpstreamError, match="not JSON"):
             await resolver.upstream.fetch_json(url + "/plc/x", {}, "PLC directory")
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (500, UpstreamError),
+        (503, UpstreamError),
+        (429, UpstreamError),
+        (302, UpstreamError),
+        (404, NotFound),
+        (410, NotFound),
+    ],
+)
+async def test_well_known_status_decides_failure_or_absence(
+    world: World, status: int, error: type[Exception]
+) -> None:
+    async def answer(_request: Request) -> Response:
+        return Response("nope", status_code=status, headers={"location": "https://x.test/"})
+
+    async with serve_app(Starlette(routes=[Route("/{path:path}", answer)])) as url:
+        port = int(url.rsplit(":", 1)[1])
+        hosts = {**world.settings().http_hosts, "*.flaky.example": ("127.0.0.1", port)}
+        clock = [0.0]
+        r = Resolver.from_settings(world.settings(http_hosts=hosts))
+        r.handles._clock = lambda: clock[0]
+        try:
+            handle = "alice.flaky.example"
+            with pytest.raises(error):
+                await r.resolve_handle(handle)
+            calls = r.handles.upstream_calls
+            # Upstream failures are remembered 2 min, absences 5 min.
+            clock[0] += 121
+            with pytest.raises(error):
+                await r.resolve_handle(handle)
+            refetched = r.handles.upstream_calls > calls
+            assert refetched is (error is UpstreamError)
+        finally:
+            await r.aclose()
