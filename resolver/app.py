@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,18 +20,11 @@ from hearth.service import Service
 from resolver.errors import ResolveError
 from resolver.resolver import Resolver
 
-log = logging.getLogger("resolver")
-
 MAX_PARAM = 2048
 
 
 def create_app(config: ServiceConfig, resolver: Resolver | None = None) -> Starlette:
     settings = config.settings
-    if settings.http_hosts:
-        log.warning(
-            "HEARTH_HTTP_HOSTS maps %s to local addresses over plain http (tests/air-gapped use)",
-            ", ".join(sorted(settings.http_hosts)),
-        )
     res = resolver or Resolver.from_settings(settings)
     did = web_did_for_url(settings.url)
     registry = CollectorRegistry()

@@ -15,6 +15,7 @@ NotFound 404, UpstreamError 502).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,8 @@ from resolver.cache import Lifetimes, SwrCache
 from resolver.errors import InvalidInput, NotFound, ResolveError, UpstreamError
 from resolver.policy import Outcome, combine, did_from_txt, did_from_well_known
 from resolver.upstream import MAX_WELL_KNOWN_BYTES, Upstream
+
+log = logging.getLogger("resolver")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,17 @@ class Resolver:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Resolver:
+        """A resolver with the identity settings (nameservers, PLC URL, HTTP host map).
+
+        Warns when HEARTH_HTTP_HOSTS is set, so every service that resolves says
+        at start-up that some lookups go to local addresses over plain http.
+        """
+        if settings.http_hosts:
+            log.warning(
+                "HEARTH_HTTP_HOSTS maps %s to local addresses over plain http "
+                "(tests/air-gapped use)",
+                ", ".join(sorted(settings.http_hosts)),
+            )
         upstream = Upstream(
             nameservers=settings.dns_nameservers,
             http_hosts=settings.http_hosts,

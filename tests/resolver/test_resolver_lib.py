@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -241,11 +242,16 @@ async def test_failures_cached_for_two_minutes(world: World) -> None:
         world.slow_http.add(handle)
         with pytest.raises(UpstreamError):
             await r.resolve_handle(handle)
+        queries = world.dns_queries[f"_atproto.{handle}"]
+        requests = world.http_requests[f"{handle}/.well-known/atproto-did"]
+        assert queries >= 1 and requests == 1
+        # Within 2 min the failure is answered from the cache: no upstream query.
+        clock[0] += 119
         with pytest.raises(UpstreamError):
             await r.resolve_handle(handle)
-        assert world.dns_queries[f"_atproto.{handle}"] >= 1
-        queries = world.dns_queries[f"_atproto.{handle}"]
-        clock[0] += 121
+        assert world.dns_queries[f"_atproto.{handle}"] == queries
+        assert world.http_requests[f"{handle}/.well-known/atproto-did"] == requests
+        clock[0] += 2
         world.slow_dns.clear()
         world.slow_http.clear()
         ident = world.new_plc_identity(handle=handle)
@@ -346,3 +352,40 @@ async def test_well_known_status_decides_failure_or_absence(
             assert refetched is (error is UpstreamError)
         finally:
             await r.aclose()
+
+
+async def test_cache_is_bounded_and_evicts_least_recently_used(world: World) -> None:
+    r = Resolver.from_settings(world.settings(), max_entries=3)
+    try:
+        idents = [world.new_plc_identity() for _ in range(4)]
+        handles = [i.handle or "" for i in idents]
+        for h in handles[:3]:
+            await r.resolve_handle(h)
+        await r.resolve_handle(handles[0])  # most recently used now; handles[1] is the oldest
+        await r.resolve_handle(handles[3])
+        assert len(r.handles) == 3
+        before = {h: world.dns_queries[f"_atproto.{h}"] for h in handles}
+        for h in (handles[0], handles[2], handles[3]):
+            assert await r.resolve_handle(h) == idents[handles.index(h)].did
+            assert world.dns_queries[f"_atproto.{h}"] == before[h]  # still cached
+        assert await r.resolve_handle(handles[1]) == idents[1].did
+        assert world.dns_queries[f"_atproto.{handles[1]}"] == before[handles[1]] + 1  # evicted
+        assert len(r.handles) == 3
+    finally:
+        await r.aclose()
+
+
+async def test_http_hosts_warning_comes_from_the_resolver_library(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    r = Resolver.from_settings(world.settings())  # what keyserver, router, syncserver call
+    await r.aclose()
+    warnings = [
+        rec.getMessage() for rec in caplog.records if "HEARTH_HTTP_HOSTS" in rec.getMessage()
+    ]
+    assert len(warnings) == 1 and "*.test" in warnings[0]
+    caplog.clear()
+    r = Resolver.from_settings(world.settings(http_hosts={}))
+    await r.aclose()
+    assert not [rec for rec in caplog.records if "HEARTH_HTTP_HOSTS" in rec.getMessage()]
