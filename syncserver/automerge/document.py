@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 
 from . import sync
 from .chunk import Change, DocumentChunk, InflateBudget, iter_chunks
+from .errors import AutomergeError
 from .graph import ChangeGraph
 from .message import SyncMessage
 from .state import SyncState
@@ -184,12 +185,16 @@ class Document:
         changes: list[Change] = []
         documents: list[DocumentChunk] = []
         budget = InflateBudget.for_input(len(data), max_inflated)
-        for entry in message.changes:
-            for chunk in iter_chunks(entry, budget):
-                if isinstance(chunk, Change):
-                    changes.append(chunk)
-                else:
-                    documents.append(chunk)
+        for entry, offset in zip(message.changes, message.change_offsets, strict=True):
+            try:
+                for chunk in iter_chunks(entry, budget):
+                    if isinstance(chunk, Change):
+                        changes.append(chunk)
+                    else:
+                        documents.append(chunk)
+            except AutomergeError as e:
+                # Report the offset in the message, not in the change entry.
+                raise AutomergeError(e.reason, offset + max(e.offset, 0)) from None
         before = self._graph.heads
         added = self.apply_changes(changes)
         for d in documents:

@@ -46,6 +46,8 @@ class SyncMessage:
     need: list[bytes] = field(default_factory=list)
     have: list[Have] = field(default_factory=list)
     changes: list[bytes] = field(default_factory=list)
+    #: Where each of ``changes`` starts in the decoded input (empty when built by hand).
+    change_offsets: list[int] = field(default_factory=list, compare=False, repr=False)
 
     def encode(self) -> bytes:
         """The v1 (``0x42``) encoding, without capability flags."""
@@ -91,5 +93,10 @@ class SyncMessage:
                     )
             have.append(Have(last_sync, bloom))
         n_changes = r.count(1, "message changes")
-        changes = [r.length_prefixed("message change") for _ in range(n_changes)]
-        return cls(heads, need, have, changes)
+        changes = []
+        offsets = []
+        for _ in range(n_changes):
+            change = r.length_prefixed("message change")
+            offsets.append(r.pos - len(change))
+            changes.append(change)
+        return cls(heads, need, have, changes, offsets)

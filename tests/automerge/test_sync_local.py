@@ -100,9 +100,11 @@ def test_bad_message_leaves_document_and_state_untouched() -> None:
     good = changes[5].raw
     broken = good[:-1] + bytes([good[-1] ^ 1])
     message = SyncMessage(heads=[changes[5].hash], changes=[good, broken]).encode()
-    with pytest.raises(AutomergeError, match="checksum"):
+    with pytest.raises(AutomergeError, match="checksum") as err:
         doc.receive_sync_message(state, message)
     assert len(doc) == 5 and state == before
+    # The offset is in the message: the broken chunk's checksum field.
+    assert err.value.offset == message.rindex(broken) + 4
 
 
 def test_need_is_answered_and_orphans_are_requested() -> None:
@@ -232,7 +234,8 @@ def test_compressed_changes_share_one_inflation_budget_per_message() -> None:
     doc, state = Document(), SyncState()
     with pytest.raises(AutomergeError, match="budget") as err:
         doc.receive_sync_message(state, message)
-    assert err.value.offset >= 0
+    # The first chunk past the budget, at its DEFLATE body, as an offset in the message.
+    assert message.index(chunks[0]) < err.value.offset < len(message)
     assert len(doc) == 0 and state == SyncState()
     # So is one blob of them, and an explicit cap lowers the budget further.
     with pytest.raises(AutomergeError, match="budget"):
