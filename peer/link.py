@@ -50,7 +50,7 @@ from peer.messages import (
     SignalBody,
     encode_signal_body,
 )
-from peer.transport import SequencedStream, StreamOverflow, TransportError
+from peer.transport import ACK, SequencedStream, StreamOverflow, TransportError
 
 log = logging.getLogger("hearth.peer")
 
@@ -329,7 +329,14 @@ class PeerLink:
     def _flush_ack(self) -> None:
         self._ack_scheduled = False
         ack = self.stream.take_ack()
-        if ack is not None:
+        if ack is None:
+            return
+        outbox = self._outbox
+        if outbox and outbox[-1][0] == ACK:
+            # acks are cumulative: a newer one replaces one still waiting to go,
+            # so a stalled path does not collect one ack per ACK_DELAY
+            outbox[-1] = ack
+        else:
             self._enqueue([ack])
 
     def _switch_path(self) -> None:

@@ -65,6 +65,22 @@ async def test_an_oversize_message_from_the_other_side_fails_the_link() -> None:
         await link.close()
 
 
+async def test_acks_waiting_for_a_stalled_path_do_not_pile_up() -> None:
+    link = relay_link([])  # not started: nothing takes packets out of the outbox
+    try:
+        other = SequencedStream()
+        for i in range(100):
+            link.receive(other.send(b"%d" % i, 0.0)[0], "relay")  # type: ignore[arg-type]
+            link._flush_ack()  # what the ACK_DELAY timer runs
+        assert list(link._outbox) == [other_ack(100)]
+    finally:
+        await link.close()
+
+
+def other_ack(upto: int) -> bytes:
+    return bytes([2]) + upto.to_bytes(8, "big")
+
+
 async def test_signals_waiting_are_bounded() -> None:
     link = relay_link([])  # not started: nothing takes signals off the queue
     try:
