@@ -106,3 +106,47 @@ async def test_router_without_signal_means_relay_only(tmp_path: Path) -> None:
         for client in clients:
             await client.close()
         await stop_router(router, task)
+
+
+async def test_peers_relink_after_a_router_restart(tmp_path: Path) -> None:
+    # The router restarts on the same port: both clients reconnect by themselves,
+    # every old link is closed, and new links (new connIds) carry messages.
+    router, task = await start_router(tmp_path / "1")
+    got: list[bytes] = []
+    done = asyncio.Event()
+
+    def on_message(_link: PeerLink, _doc: str, data: bytes) -> None:
+        got.append(data)
+        done.set()
+
+    config = PeerConfig(webrtc=False, rto=200 * MS)
+    clients = [
+        RouterClient(
+            router.url,
+            did_key_auth(Signer.generate(), router.did),
+            backoff_min=0.005,
+            backoff_max=0.05,
+        )
+        for _ in range(2)
+    ]
+    peers = [Peer(c, config, on_message=on_message) for c in clients]
+    try:
+        for client, peer in zip(clients, peers, strict=True):
+            await client.start()
+            await peer.start()
+            await peer.listen("d")
+        a, b = peers
+        old = await asyncio.wait_for(a.wait_link(), WAIT)
+        await stop_router(router, task)
+        router, task = await start_router(tmp_path / "2", port=router.port)
+        new = await asyncio.wait_for(a.wait_link(lambda link: link is not old), WAIT)
+        assert old.closed and new.conn_id == b.conn_id != old.conn_id
+        assert a.send(new.conn_id, "d", b"after the restart")
+        await asyncio.wait_for(done.wait(), WAIT)
+        assert got == [b"after the restart"]
+    finally:
+        for peer in peers:
+            await peer.close()
+        for client in clients:
+            await client.close()
+        await stop_router(router, task)
