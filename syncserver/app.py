@@ -57,7 +57,7 @@ OPTIONS = (
     Option(
         "max_message_size",
         int,
-        16 * 1024 * 1024,
+        64 * 1024 * 1024,
         "largest WebSocket message accepted, bytes (larger ones close the socket with 1009);"
         " a sync message is processed on the event loop, ~0.5 s per MB",
     ),
