@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from playwright.sync_api import Browser, expect
@@ -198,6 +199,27 @@ def test_levels_decide_notices_and_follow_the_device_to_the_router(
         {channels["general"]: "silent", channels["kiln"]: "busy", glaze: "silent"},
     )
     shot(bob.page, "13-push-settings")
+
+    # The router dropped the device behind the app's back (as when its push
+    # service answers 410): the next level change finds out and offers push again.
+    token = bob.eval("hearth.auth.jwt('router', 'chat.hearth.v1.push.unregister')")
+    r = httpx.post(
+        stack.service("router") + "/xrpc/chat.hearth.v1.push.unregister",
+        json={"device": device},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert r.json() == {"removed": 1}
+    bob.page.get_by_test_id("space-level").select_option("engaged")
+    expect(bob.page.get_by_test_id("enable-push")).to_be_visible(timeout=WAIT)
+    expect(bob.page.get_by_test_id("push-state")).to_contain_text("enable push again")
+    bob.page.get_by_test_id("enable-push").click()
+    eventually(bob, lambda: store.registrations(bob.did), {device: "busy"})
+    eventually(
+        bob,
+        lambda: store.subscriptions(bob.did),
+        {channels["general"]: "busy", channels["kiln"]: "busy", glaze: "busy"},
+    )
 
     # Turned off: the router forgets the device and its subscriptions.
     bob.page.get_by_test_id("disable-push").click()

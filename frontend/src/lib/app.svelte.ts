@@ -685,10 +685,21 @@ export class HearthApp {
       await new Promise((r) => setTimeout(r, 50)); // let a burst of changes land first
       do {
         this.pushAgain = false;
-        await this.syncPush().catch((e) => console.warn("push subscriptions:", e));
+        await this.syncPush().catch((e) => this.pushSyncFailed(e));
       } while (this.pushAgain && this.pushState === "on");
       this.pushSyncing = null;
     })();
+  }
+
+  /** A 404: the router no longer has this device (dropped when its push service said gone). */
+  private pushSyncFailed(e: unknown): void {
+    if (e instanceof Error && / HTTP 404$/.test(e.message)) {
+      void deviceSettings.set("push", false);
+      this.pushSent = { device: null, docs: new Map() };
+      this.pushState = "failed: the router no longer knows this device; enable push again";
+    } else {
+      console.warn("push subscriptions:", e);
+    }
   }
 
   private async syncPush(): Promise<void> {
