@@ -623,7 +623,7 @@ export class HearthApp {
       await deviceSettings.set("push", true);
       this.pushSent = { device: level, docs: new Map() };
       this.pushState = "on";
-      await this.syncPush();
+      this.schedulePushSync();
     } catch (e) {
       this.pushState = `failed: ${e instanceof Error ? e.message : e}`;
     }
@@ -693,6 +693,7 @@ export class HearthApp {
 
   /** A 404: the router no longer has this device (dropped when its push service said gone). */
   private pushSyncFailed(e: unknown): void {
+    if (this.pushState !== "on") return; // turned off meanwhile: nothing to report
     if (e instanceof Error && / HTTP 404$/.test(e.message)) {
       void deviceSettings.set("push", false);
       this.pushSent = { device: null, docs: new Map() };
