@@ -116,6 +116,33 @@ describe("PDS session", () => {
     expect(saved[0]).toMatchObject({ accessJwt: "access-2", refreshJwt: "refresh-2" });
   });
 
+  it("refreshes once when a slow call comes back with the old token after the refresh", async () => {
+    const res = await world.fetch(`${PDS}/xrpc/com.atproto.server.createSession`, {
+      method: "POST",
+      body: JSON.stringify({ identifier: alice.handle, password: alice.password }),
+    });
+    const body = await res.json();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let serviceAuthCalls = 0;
+    const slowFetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+      const answer = await world.fetch(input, init);
+      // The second getServiceAuth (sent with the expired token) answers only later.
+      if (String(input).includes("getServiceAuth") && serviceAuthCalls++ === 1) await gate;
+      return answer;
+    };
+    const pds = new PdsSession({ ...body, pds: PDS }, async () => {}, slowFetch);
+    world.expireAccess();
+    const first = pds.serviceJwt(KEYSERVER_DID, "chat.hearth.v1.key.private", 60);
+    const second = pds.serviceJwt(ROUTER_DID, "chat.hearth.v1.router.token", 60);
+    expect(await first).toBe(FakeWorld.token(alice.did, KEYSERVER_DID, "chat.hearth.v1.key.private"));
+    release();
+    expect(await second).toBe(FakeWorld.token(alice.did, ROUTER_DID, "chat.hearth.v1.router.token"));
+    expect(world.log.filter((l) => l.includes("refreshSession"))).toHaveLength(1);
+  });
+
   it("asks to sign in again when the refresh token is gone too", async () => {
     const { pds } = await session();
     world.expireAccess();

@@ -189,11 +189,16 @@ export class PdsSession implements ServiceJwtSource {
 
   /** `getServiceAuth`'s token: `aud` = the service's DID, `lxm` = the method, valid `ttl` seconds. */
   async serviceJwt(aud: string, lxm: string, ttl: number): Promise<string> {
+    if (this.refreshing) await this.refreshing;
     const exp = jwtExpiry(this.session.accessJwt);
     if (exp !== null && exp < Date.now() / 1000 + 5) await this.refresh();
+    const used = this.session.accessJwt;
     let res = await this.getServiceAuth(aud, lxm, ttl);
     if (res.status === 401 || (res.status === 400 && (await errorOf(res.clone())).error === "ExpiredToken")) {
-      await this.refresh();
+      // Several calls may have used the same expired token at once: only the
+      // first to come back refreshes; the others retry with its new token.
+      if (this.session.accessJwt === used) await this.refresh();
+      else if (this.refreshing) await this.refreshing;
       res = await this.getServiceAuth(aud, lxm, ttl);
     }
     if (!res.ok) {
