@@ -87,6 +87,7 @@ class Settings:
     plc_url: str = "https://plc.directory"
     http_hosts: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     resolver_timeout: float = 5.0
+    allow_private_hosts: bool = False  # resolve did:web/handle hosts at private addresses
 
     @property
     def url(self) -> str:
@@ -201,6 +202,7 @@ def build_settings(
             plc_url=env.get("HEARTH_PLC_URL", "https://plc.directory").rstrip("/"),
             http_hosts=http_hosts,
             resolver_timeout=float(env.get("HEARTH_RESOLVER_TIMEOUT", "5")),
+            allow_private_hosts=parse_bool(env.get("HEARTH_ALLOW_PRIVATE_HOSTS", "")),
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e

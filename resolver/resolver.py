@@ -93,6 +93,7 @@ class Resolver:
             nameservers=settings.dns_nameservers,
             http_hosts=settings.http_hosts,
             timeout=settings.resolver_timeout,
+            allow_private=settings.allow_private_hosts,
         )
         return cls(upstream, plc_url=settings.plc_url, **kwargs)
 
@@ -161,10 +162,13 @@ class Resolver:
     async def _fetch_document(self, did: str) -> dict[str, Any]:
         async def fetch() -> dict[str, Any]:
             if did.startswith("did:plc:"):
-                return await self.upstream.fetch_json(f"{self.plc_url}/{did}", {}, "PLC directory")
+                return await self.upstream.fetch_json(
+                    f"{self.plc_url}/{did}", {}, "PLC directory", trusted=True
+                )
             web = web_did_host(did)
-            url, headers = self.upstream.url_for(web.host, web.document_url_path)
-            return await self.upstream.fetch_json(url, headers, f"did:web host {web.host}")
+            return await self.upstream.fetch_host_json(
+                web.host, web.document_url_path, f"did:web host {web.host}"
+            )
 
         try:
             doc = await asyncio.wait_for(fetch(), self.timeout)

@@ -6,9 +6,11 @@ serves `_atproto.<handle>` TXT records, and a real HTTP server that serves
 PLC directory (`GET /plc/<did>`). Identities carry real P-256 / secp256k1 /
 Ed25519 `#atproto` keys, so tests mint service-auth JWTs exactly as a PDS would.
 
-Every hostname under `.test` is routed to the HTTP server through
-HEARTH_HTTP_HOSTS (`*.test=127.0.0.1:PORT`); `world.env` and `world.settings()`
-carry the configuration services need.
+Every hostname under `.test`, and the port-encoded did:web host
+`127.0.0.1:PORT` of the HTTP server itself, is routed to the HTTP server
+through HEARTH_HTTP_HOSTS (`*.test=127.0.0.1:PORT`; unmapped private addresses
+are never fetched); `world.env` and `world.settings()` carry the configuration
+services need.
 """
 
 from __future__ import annotations
@@ -79,14 +81,19 @@ class World:
         return {
             "HEARTH_DNS_NAMESERVERS": f"127.0.0.1:{self.dns_port}",
             "HEARTH_PLC_URL": f"{self.http_base}/plc",
-            "HEARTH_HTTP_HOSTS": f"*.test=127.0.0.1:{self.http_port}",
+            "HEARTH_HTTP_HOSTS": ",".join(f"{k}={h}:{p}" for k, (h, p) in self.http_hosts.items()),
         }
+
+    @property
+    def http_hosts(self) -> dict[str, tuple[str, int]]:
+        here = ("127.0.0.1", self.http_port)
+        return {"*.test": here, f"127.0.0.1:{self.http_port}": here}
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "dns_nameservers": (("127.0.0.1", self.dns_port),),
             "plc_url": f"{self.http_base}/plc",
-            "http_hosts": {"*.test": ("127.0.0.1", self.http_port)},
+            "http_hosts": self.http_hosts,
             "resolver_timeout": 2.0,
             "data_dir": Path("data"),
         }

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from hearth import crockford
 from hearth.base58 import Base58Error, b58check_decode, b58check_encode, b58decode, b58encode
-from hearth.config import ConfigError, parse_hostports, parse_http_hosts
+from hearth.config import (
+    ConfigError,
+    add_common_arguments,
+    build_settings,
+    parse_hostports,
+    parse_http_hosts,
+)
 from hearth.identity import (
     IdentitySyntaxError,
     normalize_handle,
@@ -131,6 +139,17 @@ def test_config_parsers() -> None:
     assert parse_http_hosts("a.test=127.0.0.1:80") == {"a.test": ("127.0.0.1", 80)}
     with pytest.raises(ConfigError):
         parse_http_hosts("nonsense")
+
+
+def test_allow_private_hosts_setting() -> None:
+    parser = argparse.ArgumentParser()
+    add_common_arguments(parser)
+    args = parser.parse_args([])
+    assert not build_settings(args, "resolver", 8701, env={}).allow_private_hosts
+    env = {"HEARTH_ALLOW_PRIVATE_HOSTS": "1"}
+    assert build_settings(args, "resolver", 8701, env=env).allow_private_hosts
+    with pytest.raises(ConfigError):
+        build_settings(args, "resolver", 8701, env={"HEARTH_ALLOW_PRIVATE_HOSTS": "maybe"})
 
 
 def test_txt_records() -> None:

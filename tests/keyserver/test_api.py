@@ -260,6 +260,17 @@ async def test_parser_edge_inputs_are_client_errors_never_500(
     assert r.json()["error"] == "InvalidToken" and r.json()["message"].startswith("malformed")
 
 
+async def test_public_lookup_never_fetches_private_addresses(keyserver: Keyserver) -> None:
+    # An unauthenticated key.public must not make the keyserver fetch from its
+    # own network: its own did.json on loopback is the closest such target.
+    port = keyserver.url.rsplit(":", 1)[1]
+    for did in (f"did:web:127.0.0.1%3A{port}", f"did:web:localhost%3A{port}"):
+        r = await keyserver.public(did)
+        assert r.status_code == 404, (did, r.text)
+    metrics = (await keyserver.http.get("/metrics")).text
+    assert "hearth_keyserver_keys_created_total{" not in metrics
+
+
 async def test_register_rejects_swapped_key_types(keyserver: Keyserver, world: World) -> None:
     alice = world.new_plc_identity()
     x = PublicKey(KeyType.X25519, bytes(nacl.public.PrivateKey.generate().public_key)).did_key

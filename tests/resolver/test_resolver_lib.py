@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -10,13 +11,13 @@ from collections.abc import AsyncIterator
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hearth.keys import KeyType
 from resolver import InvalidInput, NotFound, Resolver, UpstreamError
 from resolver.cache import Lifetimes
-from resolver.upstream import Upstream
+from resolver.upstream import Upstream, is_public_address
 from tests.servers import serve_app
 from tests.world import World
 
@@ -313,7 +314,7 @@ async def test_deeply_nested_document_is_an_upstream_error(
     app = Starlette(routes=[Route("/{path:path}", deep)])
     async with serve_app(app) as url:
         with pytest.raises(UpstreamError, match="not JSON"):
-            await resolver.upstream.fetch_json(url + "/plc/x", {}, "PLC directory")
+            await resolver.upstream.fetch_json(url + "/plc/x", {}, "PLC directory", trusted=True)
 
 
 @pytest.mark.parametrize(
@@ -389,3 +390,81 @@ async def test_http_hosts_warning_comes_from_the_resolver_library(
     r = Resolver.from_settings(world.settings(http_hosts={}))
     await r.aclose()
     assert not [rec for rec in caplog.records if "HEARTH_HTTP_HOSTS" in rec.getMessage()]
+
+
+# -- caller-named hosts never reach private addresses ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("192.168.1.1", False),
+        ("172.16.0.1", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+    ],
+)
+def test_public_addresses(address: str, public: bool) -> None:
+    assert is_public_address(address) is public
+
+
+@contextlib.asynccontextmanager
+async def counting_server() -> AsyncIterator[tuple[int, list[str]]]:
+    seen: list[str] = []
+
+    async def answer(request: Request) -> Response:
+        seen.append(request.url.path)
+        host = request.headers["host"].replace(":", "%3A")
+        return JSONResponse({"id": f"did:web:{host}"})
+
+    async with serve_app(Starlette(routes=[Route("/{path:path}", answer)])) as url:
+        yield int(url.rsplit(":", 1)[1]), seen
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_did_web_on_a_private_address_is_not_fetched(
+    world: World, resolver: Resolver, host: str
+) -> None:
+    async with counting_server() as (port, seen):
+        with pytest.raises(NotFound, match="not at a public address"):
+            await resolver.resolve_did(f"did:web:{host}%3A{port}")
+        assert seen == []
+        # Never over plain http unless mapped.
+        assert resolver.upstream.url_for(f"{host}:{port}", "/x")[0].startswith("https://")
+
+
+async def test_private_hosts_are_fetched_when_allowed_or_mapped(world: World) -> None:
+    async with counting_server() as (port, seen):
+        refused = Upstream(timeout=1.0)
+        allowed = Upstream(timeout=1.0, allow_private=True)
+        try:
+            for host in ("127.0.0.1", "localhost"):
+                with pytest.raises(NotFound, match="not at a public address"):
+                    await refused.fetch_url(f"http://{host}:{port}/a", {}, 100, host)
+                status, _ = await allowed.fetch_url(f"http://{host}:{port}/a", {}, 100, host)
+                assert status == 200
+            assert seen == ["/a", "/a"]
+        finally:
+            await refused.aclose()
+            await allowed.aclose()
+        # A mapping in HEARTH_HTTP_HOSTS is the operator's word: plain http, no check.
+        hosts = {**world.http_hosts, f"127.0.0.1:{port}": ("127.0.0.1", port)}
+        r = Resolver.from_settings(world.settings(http_hosts=hosts))
+        try:
+            doc = await r.resolve_did(f"did:web:127.0.0.1%3A{port}")
+            assert doc["id"] == f"did:web:127.0.0.1%3A{port}"
+            assert seen == ["/a", "/a", "/.well-known/did.json"]
+        finally:
+            await r.aclose()

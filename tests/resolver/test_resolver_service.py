@@ -6,6 +6,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from hearth.config import ServiceConfig
 from resolver.app import create_app
@@ -83,6 +87,22 @@ async def test_parser_edge_inputs_are_400_never_500(
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "InvalidRequest"
     assert not world.http_requests and not world.dns_queries
+
+
+async def test_did_web_on_loopback_is_not_fetched(client: httpx.AsyncClient) -> None:
+    seen: list[str] = []
+
+    async def answer(request: Request) -> Response:
+        seen.append(request.url.path)
+        return JSONResponse({"id": "whatever"})
+
+    async with serve_app(Starlette(routes=[Route("/{path:path}", answer)])) as url:
+        port = url.rsplit(":", 1)[1]
+        for did in (f"did:web:127.0.0.1%3A{port}", f"did:web:localhost%3A{port}"):
+            r = await client.get("/xrpc/com.atproto.identity.resolveDid", params={"did": did})
+            assert r.status_code == 404, r.text
+            assert r.json()["error"] == "DidNotFound"
+    assert seen == []
 
 
 async def test_upstream_timeout_is_502(world: World, client: httpx.AsyncClient) -> None:

@@ -53,14 +53,21 @@ class RunningRouter:
 
 
 async def start_router(
-    tmp_path: Path, port: int = 0, **options: object
+    tmp_path: Path,
+    port: int = 0,
+    *,
+    http_hosts: dict[str, tuple[str, int]] | None = None,
+    **options: object,
 ) -> tuple[RunningRouter, asyncio.Task[None]]:
-    """A router on 127.0.0.1:`port` (0: any free port; pass the old one to restart it)."""
+    """A router on 127.0.0.1:`port` (0: any free port; pass the old one to restart it).
+
+    `http_hosts` is HEARTH_HTTP_HOSTS for its resolver (did:web issuers on loopback).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
-    settings = Settings(host="127.0.0.1", port=port, data_dir=tmp_path)
+    settings = Settings(host="127.0.0.1", port=port, data_dir=tmp_path, http_hosts=http_hosts or {})
     opts: dict[str, object] = {o.name: o.default for o in SERVICE.options}
     opts.update(options)
     config = ServiceConfig("router", settings, opts)

@@ -50,7 +50,11 @@ async def test_did_web_user_gets_a_router_token(tmp_path: Path) -> None:
         )
     )
     host_task = asyncio.create_task(host.serve(sockets=[sock]))
-    router, task = await start_router(tmp_path)
+    # Loopback did:web hosts are fetched only when mapped (HEARTH_HTTP_HOSTS).
+    port = sock.getsockname()[1]
+    router, task = await start_router(
+        tmp_path, http_hosts={f"127.0.0.1:{port}": ("127.0.0.1", port)}
+    )
     try:
         await until(lambda: bool(host.started))
         nsid = "chat.roomy.v0.router.token"
