@@ -78,7 +78,7 @@ def parse_signal_body(body: bytes) -> SignalBody:
     """The typed signal message in `body`; raises PeerMessageError."""
     try:
         value = json.loads(body)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise PeerMessageError("signal body is not JSON") from e
     if not isinstance(value, dict):
         raise PeerMessageError("signal body is not a JSON object")

@@ -51,7 +51,7 @@ async def _json(request: Request) -> dict[str, Any]:
         raise XrpcError(413, "PayloadTooLarge", f"body over {MAX_BODY} bytes")
     try:
         value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise XrpcError(400, "InvalidRequest", "body must be JSON") from e
     if not isinstance(value, dict):
         raise XrpcError(400, "InvalidRequest", "body must be a JSON object")

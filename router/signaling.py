@@ -91,7 +91,10 @@ class Signal:
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object; raises ValueError if it is not one."""
-        value = json.loads(self.body)
+        try:
+            value = json.loads(self.body)
+        except RecursionError:
+            raise ValueError("signal body nests too deeply") from None
         if not isinstance(value, dict):
             raise ValueError("signal body is not a JSON object")
         return value
@@ -141,7 +144,7 @@ def parse_ice_servers(header: list[Any], body: bytes) -> IceServers:
         servers = value["iceServers"]
         if not isinstance(servers, list) or not all(isinstance(s, dict) for s in servers):
             raise TypeError
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         raise MessageError(
             "bad_body", "ice-servers: body must be {iceServers: [...]}", "ice-servers"
         ) from None
@@ -232,7 +235,7 @@ class Signaling:
             return
         try:
             value = json.loads(bytes(body))
-        except ValueError:
+        except (ValueError, RecursionError):
             value = None
         if not isinstance(value, dict):
             router.error(conn, "bad_body", "signal body must be a JSON object", "signal")

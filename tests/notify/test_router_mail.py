@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import nacl.public
 
-from hearth.jwt import Signer
+from hearth.jwt import Signer, mint_service_jwt
 from hearth.keys import KeyType, PublicKey
 from hearth.sealed import open_sealed, seal
 from router.push import VapidKey
-from tests.notify.helpers import MS, within
+from tests.notify.helpers import MS, WAIT, within
 from tests.notify.push_endpoint import PushEndpoint
 from tests.notify.routerfix import Client, Router, running_router
 
@@ -65,6 +65,15 @@ async def test_push_xrpc_endpoints(tmp_path: Path) -> None:
         assert resp.status_code == 400 and resp.json()["error"] == "InvalidSubscription"
         resp = await r.xrpc(bob.signer, "register", {"subscription": sub, "level": "loud"})
         assert resp.status_code == 400
+        nsid = "chat.hearth.v1.push.register"
+        token = mint_service_jwt(bob.signer, iss=bob.signer.did_key, aud=r.did, lxm=nsid)
+        async with httpx.AsyncClient(timeout=WAIT) as client:
+            resp = await client.post(
+                f"{r.url}/xrpc/{nsid}",
+                content=b"[" * 3000,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+        assert resp.status_code == 400 and resp.json()["error"] == "InvalidRequest"
         resp = await r.xrpc(bob.signer, "register", {"subscription": sub})
         assert resp.status_code == 200
         derived = resp.json()["device"]

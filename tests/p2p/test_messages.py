@@ -43,7 +43,10 @@ def test_signal_roundtrip(msg: object) -> None:
         b'{"type":"candidate","gen":1,"candidate":"x","sdpMid":3}',
         b'{"type":"candidate","gen":1,"candidate":"x","sdpMLineIndex":"0"}',
         b'{"type":"bye","gen":1}',
+        b"[" * 100_000,
+        b'{"a":' * 100_000,
     ],
+    ids=lambda b: repr(b[:40]),
 )
 def test_bad_signal_bodies(body: bytes) -> None:
     with pytest.raises(PeerMessageError):

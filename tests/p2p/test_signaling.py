@@ -41,6 +41,9 @@ async def test_signal_is_forwarded_like_send_and_counted_apart(tmp_path: Path) -
         # a body that is not a JSON object, wrong arity
         await a.send(["signal", b.did, b.conn_id, "doc1"], b"\xff not json")
         assert (await a.recv())[0][:2] == ["error", "bad_body"]
+        # JSON nested deeper than the decoder's recursion limit is a bad body too
+        await a.send(["signal", b.did, b.conn_id, "doc1"], b"[" * 5_000)
+        assert (await a.recv())[0][:2] == ["error", "bad_body"]
         await a.send(["signal", b.did, b.conn_id], OFFER)
         assert (await a.recv())[0][:2] == ["error", "bad_arity"]
         await b.send(["send", a.did, a.conn_id, "doc1"], b"12345")
