@@ -71,6 +71,12 @@ async def require_auth(
         token = bearer_token(request.headers.get("authorization"))
         return await verifier.verify(token, lxm=lxm)
     except AuthError as e:
+        # A full replay cache says nothing about the token: tell the client to
+        # retry later instead of calling its (possibly good) token invalid.
+        if e.reason == "issuer_busy":
+            raise XrpcError(429, "RateLimitExceeded", f"{e.reason}: {e.message}") from e
+        if e.reason == "busy":
+            raise XrpcError(503, "ServiceBusy", f"{e.reason}: {e.message}") from e
         error = {"missing": "AuthenticationRequired", "expired": "ExpiredToken"}.get(
             e.reason, "InvalidToken"
         )
