@@ -249,26 +249,22 @@ class Peer:
         if self.links.get(link.conn_id) is not link:
             return
 
-        async def drop() -> None:
-            docs = list(link.docs)
-            link.docs.clear()
-            if self.on_link is not None:
-                for doc in docs:
-                    self.on_link(link, doc, False)
-            await self._drop(link)
-
-        task = asyncio.create_task(drop())
+        task = asyncio.create_task(self._unlink(link))
         self._drops.add(task)
         task.add_done_callback(self._drops.discard)
 
+    async def _unlink(self, link: PeerLink) -> None:
+        """Tell `on_link` that every document of `link` is gone, then drop it."""
+        docs = list(link.docs)
+        link.docs.clear()
+        if self.on_link is not None:
+            for doc in docs:
+                self.on_link(link, doc, False)
+        await self._drop(link)
+
     async def _drop_all(self) -> None:
         for link in list(self.links.values()):
-            docs = list(link.docs)
-            link.docs.clear()
-            if self.on_link is not None:
-                for doc in docs:
-                    self.on_link(link, doc, False)
-            await self._drop(link)
+            await self._unlink(link)
 
     def _no_webrtc(self, verb: str) -> None:
         """The router does not serve `verb` (e.g. a Roomy v0 router): relay only."""
