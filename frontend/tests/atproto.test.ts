@@ -153,6 +153,42 @@ describe("PDS session", () => {
     expect((await failure(stale.serviceJwt(ROUTER_DID, "x.y.z", 60))).code).toBe("session-expired");
   });
 
+  it("says once that the PDS ended the session, and stops calling it", async () => {
+    const stale = new PdsSession({ did: alice.did, handle: alice.handle, pds: PDS, accessJwt: "gone", refreshJwt: "gone" });
+    let told = 0;
+    stale.onEnded(() => told++);
+    const [a, b] = await Promise.all([
+      failure(stale.serviceJwt(ROUTER_DID, "x.y.z", 60)),
+      failure(stale.serviceJwt(KEYSERVER_DID, "x.y.z", 60)),
+    ]);
+    expect([a.code, b.code]).toEqual(["session-expired", "session-expired"]);
+    expect(told).toBe(1);
+    expect(stale.ended).toBe(true);
+    // From now on no request reaches the PDS; a late listener is told at once.
+    const before = world.log.length;
+    expect((await failure(stale.serviceJwt(ROUTER_DID, "x.y.z", 60))).code).toBe("session-expired");
+    expect((await failure(stale.refresh())).code).toBe("session-expired");
+    expect(world.log.length).toBe(before);
+    stale.onEnded(() => told++);
+    expect(told).toBe(2);
+  });
+
+  it("does not end the session when the PDS fails to refresh with a server error", async () => {
+    const res = await world.fetch(`${PDS}/xrpc/com.atproto.server.createSession`, {
+      method: "POST",
+      body: JSON.stringify({ identifier: alice.handle, password: alice.password }),
+    });
+    world.expireAccess();
+    const failing = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> =>
+      String(input).includes("refreshSession") ? new Response("{}", { status: 502 }) : world.fetch(input, init);
+    const flaky = new PdsSession({ ...(await res.json()), pds: PDS }, async () => {}, failing);
+    let told = 0;
+    flaky.onEnded(() => told++);
+    expect((await failure(flaky.serviceJwt(ROUTER_DID, "x.y.z", 60))).code).toBe("pds-error");
+    expect(told).toBe(0);
+    expect(flaky.ended).toBe(false);
+  });
+
   it("makes ServiceAuth use PDS-minted JWTs, and router tokens fetched with them", async () => {
     const { pds } = await session();
     const auth = new ServiceAuth({ did: alice.did, seed: new Uint8Array(32), publicKey: new Uint8Array(32), pds }, config);

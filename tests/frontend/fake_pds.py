@@ -4,7 +4,8 @@
 password), `refreshSession` and `getServiceAuth`, the last minting real
 service-auth JWTs (ES256 / ES256K) signed with the account's `#atproto` key
 from the loopback `World`, exactly what a real PDS hands a client. It sends
-CORS headers, as PDSes do, because the browser calls it directly.
+CORS headers, as PDSes do, because the browser calls it directly. Tests can
+expire its access tokens or end an account's sessions.
 
 `running_outside_world()` runs a `World` and a `FakePds` on a background event
 loop, for synchronous (Playwright) tests.
@@ -82,6 +83,13 @@ class FakePds:
     def expire_access_tokens(self) -> None:
         """Every access token issued so far is expired from now on (refresh tokens stay good)."""
         self._expired.update(self._access)
+
+    def revoke_sessions(self, did: str) -> None:
+        """End every session of `did`, as revoking its app password does: its access
+        and refresh tokens are refused (401 InvalidToken) from now on."""
+        for table in (self._access, self._refresh):
+            for jti in [jti for jti, owner in table.items() if owner == did]:
+                del table[jti]
 
     # -- tokens ---------------------------------------------------------------
 

@@ -178,3 +178,105 @@ def test_sign_in_with_an_app_password(
     assert not alice.errors and not bob.errors
     bob.close()
     alice.close()
+
+
+def stored_identity(page: Page) -> list[str]:
+    """The keys held in the app's identity store (IndexedDB `hearth-identity`)."""
+    keys: list[str] = page.evaluate(
+        """() => new Promise((ok, fail) => {
+            const open = indexedDB.open("hearth-identity");
+            open.onsuccess = () => {
+              const store = open.result.transaction("identity").objectStore("identity");
+              const all = store.getAllKeys();
+              all.onsuccess = () => { ok(all.result.map(String)); open.result.close(); };
+              all.onerror = () => fail(all.error);
+            };
+          })"""
+    )
+    return keys
+
+
+def signed_in_person(browser: Browser, stack: Stack, outside: OutsideWorld) -> tuple[Person, str]:
+    """A person who signed in with atproto at first run and is on the main screen."""
+    ident = outside.new_account(PASSWORD)
+    assert ident.handle is not None
+    person = Person(browser, stack.url, "Alice")
+    page = person.page
+    page.goto(stack.url)
+    page.get_by_test_id("atproto-open").click()
+    sign_in(page, ident.handle, PASSWORD)
+    expect(page.get_by_test_id("my-did")).to_have_text(ident.did, timeout=WAIT)
+    person.did = ident.did
+    page.get_by_test_id("display-name").fill("Alice")
+    page.get_by_role("button", name="Start").click()
+    expect(page.get_by_test_id("new-space")).to_be_visible(timeout=WAIT)
+    page.wait_for_function("hearth.status.router === 'open'", timeout=WAIT)
+    return person, ident.handle
+
+
+def test_sign_out_forgets_the_session_and_keys(
+    world_stack: Stack, outside: OutsideWorld, browser: Browser
+) -> None:
+    alice, handle = signed_in_person(browser, world_stack, outside)
+    page = alice.page
+    assert "atproto" in stored_identity(page)
+    expect(page.get_by_test_id("account")).to_contain_text("@" + handle)
+    shot(page, "22-atproto-sign-out")
+    page.get_by_test_id("sign-out").click()
+
+    # Back on the first-run screen as the device's own did:key.
+    expect(page.get_by_test_id("signed-out")).to_contain_text("@" + handle, timeout=WAIT)
+    expect(page.get_by_test_id("my-did")).to_have_text(re.compile(r"^did:key:z6Mk"))
+    expect(page.get_by_test_id("display-name")).to_be_visible()
+    # The PDS session's tokens and the keyserver's keys are gone; the did:key's seed stays.
+    keys = stored_identity(page)
+    assert "atproto" not in keys and "seed" in keys, keys
+    assert page.evaluate("hearth.identity.pds") is None
+    # Signing in again from here starts with the handle filled in.
+    page.get_by_test_id("atproto-open").click()
+    expect(page.get_by_test_id("atproto-handle")).to_have_value(handle)
+    page.get_by_test_id("atproto-cancel").click()
+
+    # A did:key has nothing to sign out of, and is not offered to delete itself.
+    page.get_by_test_id("display-name").fill("Alice offline")
+    page.get_by_role("button", name="Start").click()
+    expect(page.get_by_test_id("new-space")).to_be_visible(timeout=WAIT)
+    expect(page.get_by_test_id("sign-out")).to_have_count(0)
+    # Reloading does not bring the signed-out screen back.
+    page.reload()
+    expect(page.get_by_test_id("new-space")).to_be_visible(timeout=WAIT)
+    assert not alice.errors
+    alice.close()
+
+
+def test_a_session_the_pds_ended_shows_a_banner_and_signs_in_again(
+    world_stack: Stack, outside: OutsideWorld, browser: Browser
+) -> None:
+    alice, handle = signed_in_person(browser, world_stack, outside)
+    page = alice.page
+    expect(page.get_by_test_id("session-ended")).to_have_count(0)
+
+    # The PDS ends every session of the account (its app password was revoked).
+    outside.call(lambda: outside.pds.revoke_sessions(alice.did))
+    page.reload()
+    banner = page.get_by_test_id("session-ended")
+    expect(banner).to_contain_text("Your atproto session has ended — sign in again", timeout=WAIT)
+    assert outside.pds.requests["com.atproto.server.refreshSession"] >= 1
+    # It stopped trying to connect as the account.
+    page.wait_for_function(
+        "hearth.status.router === 'closed' && hearth.status.sync === 'off'", timeout=WAIT
+    )
+    shot(page, "23-atproto-session-ended")
+
+    # The button opens the sign-in form with the handle filled in; signing in brings it all back.
+    page.get_by_test_id("sign-in-again").click()
+    expect(page.get_by_test_id("atproto-handle")).to_have_value(handle)
+    expect(page.get_by_test_id("display-name")).to_have_count(0)
+    page.get_by_test_id("atproto-password").fill(PASSWORD)
+    page.get_by_test_id("atproto-sign-in").click()
+    expect(page.get_by_test_id("new-space")).to_be_visible(timeout=WAIT)
+    page.wait_for_function("hearth.status.router === 'open'", timeout=WAIT)
+    expect(page.get_by_test_id("session-ended")).to_have_count(0)
+    assert page.evaluate("hearth.did") == alice.did
+    assert not alice.errors
+    alice.close()

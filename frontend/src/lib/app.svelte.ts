@@ -13,7 +13,7 @@ import {
 import { IndexedDBStorageAdapter } from "@automerge/automerge-repo-storage-indexeddb";
 import { BrowserWebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
 import { deviceSettings, type Identity } from "./identity";
-import { loadIdentity, startKeys } from "./account";
+import { loadIdentity, signOut as forgetAccount, startKeys } from "./account";
 import { loadConfig, type Config } from "./config";
 import { RouterConnection, type RouterState } from "./router-connection";
 import { RouterNetworkAdapter, type PeerInfo } from "./router-adapter";
@@ -36,6 +36,10 @@ type AnyDoc = CatalogDoc | SpaceDoc | ChannelDoc;
 
 /** How long a new document waits for the syncserver before others hear of it. */
 const STORE_WAIT_MS = 5000;
+/** How long signing out waits for the router to forget this device's push registration. */
+const SIGN_OUT_PUSH_WAIT_MS = 3000;
+/** sessionStorage: the handle just signed out of, read once by the reloaded app. */
+const SIGNED_OUT = "hearth-signed-out";
 
 export const urlOf = (id: string) => `automerge:${id}` as AutomergeUrl;
 export const idOf = (url: string) => url.replace(/^automerge:/, "") as DocumentId;
@@ -80,6 +84,12 @@ export class HearthApp {
   pushCap = $state<Level>("engaged");
   private deviceId = "";
   ready = $state(false);
+  /** atproto: the PDS ended the session (refreshSession refused); the app says so. */
+  sessionEnded = $state(false);
+  /** A handle whose sign-in form is on screen over the app (after the session ended), or null. */
+  signInAgain = $state<string | null>(null);
+  /** The handle this tab just signed out of: the first-run screen shows again, once. */
+  signedOutOf = $state("");
   /** A per-device choice, applied at start: never open direct connections. */
   readonly relayOnly = localStorage.getItem("hearth-relay-only") === "1";
 
@@ -98,6 +108,9 @@ export class HearthApp {
 
   async start(): Promise<void> {
     this.identity = await loadIdentity();
+    this.signedOutOf = sessionStorage.getItem(SIGNED_OUT) ?? "";
+    sessionStorage.removeItem(SIGNED_OUT);
+    this.identity.pds?.onEnded?.(() => this.sessionHasEnded());
     this.config = await loadConfig();
     this.auth = new ServiceAuth(this.identity, this.config);
     void startKeys(this.identity, this.config, this.auth);
@@ -146,7 +159,7 @@ export class HearthApp {
     });
 
     await this.openCatalog();
-    if (navigator.onLine) {
+    if (navigator.onLine && !this.sessionEnded) {
       this.router?.start();
       void this.connectSyncserver();
     }
@@ -154,6 +167,7 @@ export class HearthApp {
     // Offline means offline: no half-alive sockets delivering behind the indicator.
     const onlineChanged = () => {
       if (navigator.onLine) {
+        if (this.sessionEnded) return this.refreshStatus(false); // nothing to connect as until a new sign-in
         this.router?.start();
         if (!this.syncAdapter) void this.connectSyncserver();
       } else {
@@ -167,6 +181,41 @@ export class HearthApp {
     addEventListener("offline", onlineChanged);
     this.refreshStatus(false);
     this.ready = true;
+  }
+
+  // --- atproto session -----------------------------------------------------
+
+  /** The PDS ended the session: stop trying to connect and show the banner. */
+  private sessionHasEnded(): void {
+    if (this.sessionEnded) return;
+    console.info("atproto session ended by the PDS: sign in again");
+    this.sessionEnded = true;
+    this.router?.stop();
+    this.disconnectSyncserver();
+    this.refreshStatus(false);
+  }
+
+  /**
+   * atproto only: signs this device out of the account. Push for this device
+   * is turned off at the router (best effort), the router and syncserver
+   * connections close, the stored PDS session and the keyserver's keys are
+   * deleted from IndexedDB, and the app reloads on the first-run screen with
+   * the device's did:key. The account's documents stay in this browser's
+   * storage; signing in again finds them.
+   */
+  async signOut(): Promise<void> {
+    if (!this.identity.pds) return; // a did:key has nothing to sign out of
+    if (this.pushState === "on") {
+      const off = this.disablePush().catch(() => {});
+      await Promise.race([off, new Promise((r) => setTimeout(r, SIGN_OUT_PUSH_WAIT_MS))]);
+    }
+    this.sessionEnded = true; // no reconnecting meanwhile
+    this.router?.stop();
+    this.disconnectSyncserver();
+    await this.repo.flush();
+    await forgetAccount();
+    sessionStorage.setItem(SIGNED_OUT, this.identity.handle ?? this.did);
+    location.reload();
   }
 
   // --- documents ----------------------------------------------------------

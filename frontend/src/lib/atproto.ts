@@ -172,6 +172,9 @@ export function jwtExpiry(jwt: string): number | null {
  */
 export class PdsSession implements ServiceJwtSource {
   private refreshing: Promise<void> | null = null;
+  /** True once the PDS refused to refresh: no more calls to it until a new sign-in. */
+  ended = false;
+  private endedListeners: (() => void)[] = [];
 
   constructor(
     private session: StoredSession,
@@ -187,8 +190,19 @@ export class PdsSession implements ServiceJwtSource {
     return this.session.handle;
   }
 
+  /** `fn` runs once when the PDS ends the session (refreshSession refused), at once if it has. */
+  onEnded(fn: () => void): void {
+    if (this.ended) fn();
+    else this.endedListeners.push(fn);
+  }
+
+  private expired(): SignInError {
+    return new SignInError("Your atproto session has ended: sign in again.", "session-expired");
+  }
+
   /** `getServiceAuth`'s token: `aud` = the service's DID, `lxm` = the method, valid `ttl` seconds. */
   async serviceJwt(aud: string, lxm: string, ttl: number): Promise<string> {
+    if (this.ended) throw this.expired();
     if (this.refreshing) await this.refreshing;
     const exp = jwtExpiry(this.session.accessJwt);
     if (exp !== null && exp < Date.now() / 1000 + 5) await this.refresh();
@@ -224,6 +238,7 @@ export class PdsSession implements ServiceJwtSource {
 
   /** com.atproto.server.refreshSession; one at a time however many calls need it. */
   refresh(): Promise<void> {
+    if (this.ended) return Promise.reject(this.expired());
     this.refreshing ??= this.doRefresh().finally(() => {
       this.refreshing = null;
     });
@@ -240,8 +255,14 @@ export class PdsSession implements ServiceJwtSource {
     } catch {
       throw new SignInError(`Cannot reach your PDS at ${this.session.pds}.`, "pds-unreachable");
     }
+    if (res.status >= 500) {
+      throw new SignInError(`Your PDS could not refresh the session now (HTTP ${res.status}).`, "pds-error");
+    }
     if (!res.ok) {
-      throw new SignInError("Your atproto session has ended: sign in again.", "session-expired");
+      // 400 (ExpiredToken, InvalidToken) or 401: the PDS ended the session.
+      this.ended = true;
+      for (const fn of this.endedListeners.splice(0)) fn();
+      throw this.expired();
     }
     const body = (await res.json()) as Partial<Record<"did" | "accessJwt" | "refreshJwt", unknown>>;
     if (typeof body.accessJwt !== "string" || typeof body.refreshJwt !== "string" || body.did !== this.session.did) {

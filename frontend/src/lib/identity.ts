@@ -21,6 +21,8 @@ export interface Identity {
 /** Something that mints service-auth JWTs for us (an atproto PDS). */
 export interface ServiceJwtSource {
   serviceJwt(aud: string, lxm: string, ttl: number): Promise<string>;
+  /** Calls `fn` once the source can mint no more (the PDS ended the session). */
+  onEnded?(fn: () => void): void;
 }
 
 export function didKeyFromPublicKey(publicKey: Uint8Array): string {
