@@ -77,6 +77,7 @@ class Peer:
     sessions: dict[DocumentId, SyncState] = field(default_factory=dict)
     subscriptions: set[str] = field(default_factory=set)
     waiting: set[DocumentId] = field(default_factory=set)  # told unavailable, still interested
+    queued_in: set[DocumentId] = field(default_factory=set)  # documents holding its orphans
     closed: bool = False
 
     @property
@@ -116,6 +117,7 @@ class SyncHub:
         max_inflated: int | None = None,
         max_queued_changes: int | None = 1000,
         max_queued_bytes: int | None = 16 * 1024 * 1024,
+        peer_queue_share: float = 0.25,
     ) -> None:
         self.storage = storage
         self.metrics = metrics
@@ -125,10 +127,18 @@ class SyncHub:
         self._max_cached = max_cached_documents
         # Compressed changes in one sync message inflate to at most this (bytes).
         self._max_inflated = max_inflated
-        # Changes waiting for missing dependencies, per document (held in memory only).
+
+        # Changes waiting for missing dependencies, per document (held in memory only),
+        # and per (document, peer): each peer may fill at most `peer_queue_share` of a
+        # document's queue, so one writer's orphans cannot block everyone else's.
+        def share(limit: int | None) -> int | None:
+            return None if limit is None else max(1, int(limit * peer_queue_share))
+
         self._queue_limits = {
             "max_queued": max_queued_changes,
             "max_queued_bytes": max_queued_bytes,
+            "max_queued_per_source": share(max_queued_changes),
+            "max_queued_bytes_per_source": share(max_queued_bytes),
         }
         self.peers: dict[str, Peer] = {}
         self._docs: OrderedDict[DocumentId, DocEntry] = OrderedDict()
@@ -146,10 +156,14 @@ class SyncHub:
     async def join(self, conn: Connection, message: JoinMessage, did: Did | None) -> Peer | None:
         """Handle a `join`: answer `peer` and return the new Peer, or answer `error`.
 
-        If the peerId is already connected as the same DID (or both anonymous), the
-        old connection is closed and replaced. If it is connected as someone else,
-        the newcomer gets `error` and is closed: peerIds are not secret (ephemeral
-        messages carry them), so a peerId alone must not let anyone kick a peer off.
+        If the peerId is already connected as the same DID, the old connection is
+        closed and replaced (a reconnect whose old socket is not noticed dead yet,
+        another tab). Otherwise, the newcomer gets `error` and is closed: peerIds are
+        not secret (ephemeral messages carry them), so a peerId alone must not let
+        anyone kick a peer off. That includes two anonymous peers, who cannot prove
+        they are the same: an anonymous reconnect is refused until the old socket is
+        gone (its close, or the WebSocket ping timeout), and the client's own retry
+        (every 5 s in automerge-repo) then gets in.
         """
         if PROTOCOL_VERSION not in message.supported_protocol_versions:
             conn.send(
@@ -163,15 +177,15 @@ class SyncHub:
             conn.close(1002, "no common protocol version")
             return None
         old = self.peers.get(message.sender_id)
-        if old is not None and old.did != did:
+        if old is not None and (old.did != did or did is None):
             self.metrics.refused.labels("peer_id_taken").inc()
-            conn.send(
-                ErrorMessage(
-                    self.peer_id,
-                    message.sender_id,
-                    "this peerId is connected as another identity; use your own peerId",
-                )
+            text = (
+                "this peerId is already connected anonymously; retry once that socket"
+                " is closed, or use your own peerId"
+                if did is None and old.did is None
+                else "this peerId is connected as another identity; use your own peerId"
             )
+            conn.send(ErrorMessage(self.peer_id, message.sender_id, text))
             conn.close(CLOSE_PEER_ID_TAKEN, "peerId in use by another identity")
             return None
         if old is not None:
@@ -211,6 +225,14 @@ class SyncHub:
             if peer.persistent_storage_id and state.shared_heads:
                 states.append((document_id, state.encode()))
         peer.sessions.clear()
+        # Its orphans (changes waiting for missing deps) go unless another connected
+        # peer sent them too: nobody else may ever send what they wait for, and the
+        # client re-sends them on its next sync (its new sync state starts afresh).
+        for document_id in peer.queued_in:
+            entry = self._docs.get(document_id)
+            if entry is not None:
+                entry.doc.drop_source(peer)
+        peer.queued_in.clear()
         storage_id = peer.persistent_storage_id
         if storage_id and states:
 
@@ -360,7 +382,7 @@ class SyncHub:
             before = state.their_heads
             try:
                 added = entry.doc.receive_sync_message(
-                    state, message.data, max_inflated=self._max_inflated
+                    state, message.data, max_inflated=self._max_inflated, source=peer
                 )
             except QueueFullError as e:
                 self.metrics.refused.labels("queue_full").inc()
@@ -375,6 +397,8 @@ class SyncHub:
                 self.metrics.refused.labels("malformed").inc()
                 self.error(peer.peer_id, peer.conn, f"malformed sync message: {e}", document_id)
                 return
+            if entry.doc.queued_from(peer)[0]:
+                peer.queued_in.add(document_id)
             if added:
                 await self._commit(entry, peer, state, added)
                 if peer.closed:

@@ -6,7 +6,7 @@ what its changes weigh (see ``docs/automerge.md``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 
 from . import sync
 from .chunk import Change, DocumentChunk, InflateBudget, iter_chunks
@@ -28,12 +28,23 @@ class Document:
     """
 
     def __init__(
-        self, *, max_queued: int | None = None, max_queued_bytes: int | None = None
+        self,
+        *,
+        max_queued: int | None = None,
+        max_queued_bytes: int | None = None,
+        max_queued_per_source: int | None = None,
+        max_queued_bytes_per_source: int | None = None,
     ) -> None:
         """``max_queued`` / ``max_queued_bytes`` bound the changes that may wait for
-        missing dependencies (None: unbounded); an input that would exceed them
-        raises :class:`~.errors.QueueFullError` and changes nothing."""
-        self._graph = ChangeGraph(max_queued=max_queued, max_queued_bytes=max_queued_bytes)
+        missing dependencies (None: unbounded), and the ``_per_source`` ones those
+        charged to one ``source`` of :meth:`receive_sync_message`; an input that would
+        exceed them raises :class:`~.errors.QueueFullError` and changes nothing."""
+        self._graph = ChangeGraph(
+            max_queued=max_queued,
+            max_queued_bytes=max_queued_bytes,
+            max_queued_per_source=max_queued_per_source,
+            max_queued_bytes_per_source=max_queued_bytes_per_source,
+        )
         self._documents: list[DocumentChunk] = []
 
     # -- construction --------------------------------------------------------
@@ -52,6 +63,8 @@ class Document:
         *,
         max_queued: int | None = None,
         max_queued_bytes: int | None = None,
+        max_queued_per_source: int | None = None,
+        max_queued_bytes_per_source: int | None = None,
     ) -> Document:
         """A document from stored chunks (each may itself be a concatenation).
 
@@ -59,7 +72,12 @@ class Document:
         yields them) avoids queueing. Raises :class:`AutomergeError` on a bad chunk.
         The queue limits apply to what is added later, and to loading too.
         """
-        doc = cls(max_queued=max_queued, max_queued_bytes=max_queued_bytes)
+        doc = cls(
+            max_queued=max_queued,
+            max_queued_bytes=max_queued_bytes,
+            max_queued_per_source=max_queued_per_source,
+            max_queued_bytes_per_source=max_queued_bytes_per_source,
+        )
         for chunk in chunks:
             doc.apply(chunk)
         return doc
@@ -92,9 +110,19 @@ class Document:
                 self._documents.append(d)
         return added
 
-    def apply_changes(self, changes: Iterable[Change]) -> list[bytes]:
+    def apply_changes(
+        self, changes: Iterable[Change], source: Hashable | None = None
+    ) -> list[bytes]:
         """Add parsed changes; all or nothing (see :meth:`ChangeGraph.add_batch`)."""
-        return self._graph.add_batch(changes)
+        return self._graph.add_batch(changes, source)
+
+    def queued_from(self, source: Hashable) -> tuple[int, int]:
+        """(count, bytes) of queued changes charged to ``source``."""
+        return self._graph.queued_from(source)
+
+    def drop_source(self, source: Hashable) -> int:
+        """See :meth:`ChangeGraph.drop_source`."""
+        return self._graph.drop_source(source)
 
     # -- reading -------------------------------------------------------------
 
@@ -169,9 +197,16 @@ class Document:
         return None if message is None else message.encode()
 
     def receive_sync_message(
-        self, state: SyncState, data: bytes, *, max_inflated: int | None = None
+        self,
+        state: SyncState,
+        data: bytes,
+        *,
+        max_inflated: int | None = None,
+        source: Hashable | None = None,
     ) -> list[bytes]:
         """Apply a message from the peer behind ``state``; return newly applied hashes.
+
+        Changes it leaves waiting for dependencies are charged to ``source``.
 
         All compressed chunks of the message share one inflation budget: a bounded
         multiple of ``len(data)``, never beyond ``max_inflated`` if given.
@@ -196,7 +231,7 @@ class Document:
                 # Report the offset in the message, not in the change entry.
                 raise AutomergeError(e.reason, offset + max(e.offset, 0)) from None
         before = self._graph.heads
-        added = self.apply_changes(changes)
+        added = self.apply_changes(changes, source)
         for d in documents:
             if d not in self._documents:
                 self._documents.append(d)

@@ -16,7 +16,7 @@ part of the graph between the two sets of heads, not the whole history (except
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from itertools import chain
 
 from .chunk import Change
@@ -27,13 +27,27 @@ class ChangeGraph:
     """Hashes, dependencies, heads and per-actor clock of a set of changes."""
 
     def __init__(
-        self, *, max_queued: int | None = None, max_queued_bytes: int | None = None
+        self,
+        *,
+        max_queued: int | None = None,
+        max_queued_bytes: int | None = None,
+        max_queued_per_source: int | None = None,
+        max_queued_bytes_per_source: int | None = None,
     ) -> None:
         #: Limits on changes waiting for missing dependencies (None: unlimited). A
         #: batch that would exceed them raises :class:`QueueFullError`, all or nothing.
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes
+        #: The same limits per ``source`` given to :meth:`add_batch` (e.g. a peer),
+        #: so one source cannot fill the queue for the others.
+        self.max_queued_per_source = max_queued_per_source
+        self.max_queued_bytes_per_source = max_queued_bytes_per_source
         self._queued_bytes = 0
+        # Queued changes charged to a source, and the other sources that sent them too.
+        self._owner: dict[bytes, Hashable] = {}
+        self._also_from: dict[bytes, list[Hashable]] = {}
+        self._source_count: dict[Hashable, int] = {}
+        self._source_bytes: dict[Hashable, int] = {}
         self._missing: set[bytes] | None = None  # cache of the queue's missing deps
         self._history: list[Change] = []
         self._deps_idx: list[tuple[int, ...]] = []
@@ -111,7 +125,11 @@ class ChangeGraph:
         """Add one change; see :meth:`add_batch`."""
         return self.add_batch([change])
 
-    def add_batch(self, changes: Iterable[Change]) -> list[bytes]:
+    def queued_from(self, source: Hashable) -> tuple[int, int]:
+        """(count, raw bytes) of queued changes charged to ``source``."""
+        return self._source_count.get(source, 0), self._source_bytes.get(source, 0)
+
+    def add_batch(self, changes: Iterable[Change], source: Hashable | None = None) -> list[bytes]:
         """Add changes in any order; return the hashes newly applied, in causal order.
 
         Changes whose dependencies are absent are queued and reported by the call
@@ -121,11 +139,17 @@ class ChangeGraph:
         seq (JS refuses such documents, so we never store them). A change queued by
         an earlier call that turns out to break that rule when released is dropped,
         together with the queued changes that depend on it.
+
+        Changes queued by a call with a ``source`` are charged to it (against the
+        per-source limits) until they are applied or :meth:`drop_source` runs.
         """
         index, queue = self._index, self._queue
         new: dict[bytes, Change] = {}
         batch_seq: dict[tuple[bytes, int], bytes] = {}
+        resent: list[bytes] = []
         for c in changes:
+            if c.hash in queue and source is not None:
+                resent.append(c.hash)
             if c.hash in index or c.hash in queue or c.hash in new:
                 continue
             self._check_seq(c, batch_seq)
@@ -176,7 +200,13 @@ class ChangeGraph:
 
         applied = {c.hash for c in order}
         to_queue = [c for c in new.values() if c.hash not in applied]
-        if to_queue and (self.max_queued is not None or self.max_queued_bytes is not None):
+        limits = (
+            self.max_queued,
+            self.max_queued_bytes,
+            self.max_queued_per_source,
+            self.max_queued_bytes_per_source,
+        )
+        if to_queue and any(limit is not None for limit in limits):
             released = [c for c in order if c.hash in queue]
             count = len(queue) - len(released) + len(to_queue)
             size = (
@@ -194,16 +224,42 @@ class ChangeGraph:
                     f"{size} bytes of changes would wait for missing dependencies;"
                     f" at most {self.max_queued_bytes} may"
                 )
+            if source is not None:
+                mine = [c for c in released if self._owner.get(c.hash) == source]
+                count = self._source_count.get(source, 0) - len(mine) + len(to_queue)
+                size = (
+                    self._source_bytes.get(source, 0)
+                    - sum(len(c.raw) for c in mine)
+                    + sum(len(c.raw) for c in to_queue)
+                )
+                limit = self.max_queued_per_source
+                if limit is not None and count > limit:
+                    raise QueueFullError(
+                        f"{count} of your changes would wait for missing dependencies;"
+                        f" at most {limit} may per peer"
+                    )
+                limit = self.max_queued_bytes_per_source
+                if limit is not None and size > limit:
+                    raise QueueFullError(
+                        f"{size} bytes of your changes would wait for missing dependencies;"
+                        f" at most {limit} may per peer"
+                    )
 
         # Commit.
         # Applying a change someone waits for, or queueing one, changes what is missing.
         if to_queue or any(c.hash in self._waiting for c in order):
             self._missing = None
+        for h in resent:
+            if h in queue and self._owner.get(h) != source:
+                others = self._also_from.setdefault(h, [])
+                if source not in others:
+                    others.append(source)
         for c in order:
             if queue.pop(c.hash, None) is not None:
                 self._queued_bytes -= len(c.raw)
                 self._missing_count.pop(c.hash, None)
                 self._queued_seq.pop((c.actor, c.seq), None)
+                self._uncharge(c)
             self._apply(c)
             self._waiting.pop(c.hash, None)
         for w, left in counts.items():
@@ -217,9 +273,63 @@ class ChangeGraph:
             self._queued_seq[(c.actor, c.seq)] = c.hash
             for d in missing:
                 self._waiting.setdefault(d, []).append(c.hash)
+            if source is not None:
+                self._charge(c, source)
         for h in evicted:
             self._drop(h)
         return [c.hash for c in order]
+
+    def _charge(self, c: Change, source: Hashable) -> None:
+        self._owner[c.hash] = source
+        self._source_count[source] = self._source_count.get(source, 0) + 1
+        self._source_bytes[source] = self._source_bytes.get(source, 0) + len(c.raw)
+
+    def _uncharge(self, c: Change) -> Hashable | None:
+        """Stop charging a change that leaves the queue to its source; return it."""
+        self._also_from.pop(c.hash, None)
+        source = self._owner.pop(c.hash, None)
+        if source is not None:
+            left = self._source_count[source] - 1
+            if left:
+                self._source_count[source] = left
+                self._source_bytes[source] -= len(c.raw)
+            else:
+                del self._source_count[source]
+                del self._source_bytes[source]
+        return source
+
+    def drop_source(self, source: Hashable) -> int:
+        """Forget ``source`` (e.g. a peer that left): each queued change charged to it
+        is charged to another source that sent it too, or else dropped. Queued changes
+        of other sources that depend on a dropped one keep waiting (for it to be sent
+        again). Returns the number of changes dropped."""
+        dropped = 0
+        for h, owner in list(self._owner.items()):
+            others = self._also_from.get(h)
+            if others is not None and source in others:
+                others.remove(source)
+            if owner != source:
+                continue
+            c = self._queue[h]
+            self._uncharge(c)
+            if others:
+                self._charge(c, others.pop(0))
+                if others:
+                    self._also_from[h] = others
+                continue
+            del self._queue[h]
+            self._missing = None
+            self._queued_bytes -= len(c.raw)
+            for d in c.deps:
+                waiters = self._waiting.get(d)
+                if waiters is not None and h in waiters:
+                    waiters.remove(h)
+                    if not waiters:
+                        del self._waiting[d]
+            self._missing_count.pop(h, None)
+            self._queued_seq.pop((c.actor, c.seq), None)
+            dropped += 1
+        return dropped
 
     def _check_seq(self, c: Change, batch_seq: dict[tuple[bytes, int], bytes]) -> None:
         if c.seq == 0:
@@ -243,6 +353,7 @@ class ChangeGraph:
                 continue
             self._missing = None
             self._queued_bytes -= len(c.raw)
+            self._uncharge(c)
             for d in c.deps:
                 # Forget the dropped change as a waiter, or its entries outlive it.
                 waiters = self._waiting.get(d)

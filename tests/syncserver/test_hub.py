@@ -225,6 +225,7 @@ async def test_orphan_changes_beyond_the_queue_limit_are_refused() -> None:
         SyncMetrics(CollectorRegistry(), storage.stats),
         peer_id="srv",
         max_queued_changes=50,
+        peer_queue_share=1.0,  # the document-wide limit, reached by one peer
     )
     conn = Conn([])
     peer = await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
@@ -255,6 +256,79 @@ async def test_orphan_changes_beyond_the_queue_limit_are_refused() -> None:
     await hub.handle(peer, upload(orphans[40:]))
     assert hub._docs[doc_id].doc.queued == 0
     assert len(list(storage.changes(doc_id))) == stored + 200
+
+
+async def test_one_peers_orphans_do_not_block_another_peers() -> None:
+    storage = MemoryStorage()
+    hub = SyncHub(
+        storage,
+        SyncMetrics(CollectorRegistry(), storage.stats),
+        peer_id="srv",
+        max_queued_changes=40,  # each peer may hold a quarter: 10
+    )
+    doc_id = new_document_id()
+    doc = make_changes(3)
+    conns: dict[str, Conn] = {}
+    peers: dict[str, Peer] = {}
+    for name in ("a", "b"):
+        conn = conns[name] = Conn([])
+        peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), ALICE)
+        assert peer is not None
+        peers[name] = peer
+        await run_sync(hub, peer, conn, doc_id, Document.load(doc.save()))
+        conn.inbox.clear()
+    entry = hub._docs[doc_id]
+
+    def upload(name: str, raws: list[bytes]) -> SyncMessage:
+        data = AutomergeSyncMessage(heads=doc.heads, changes=raws).encode()
+        return SyncMessage(name, "srv", doc_id, data)
+
+    def errors(name: str) -> list[ErrorMessage]:
+        return [m for m in conns[name].inbox if isinstance(m, ErrorMessage)]
+
+    # Peer a sends orphans (chains whose first change is withheld) until refused.
+    a_chain = list(make_changes(41).changes())
+    for start in range(1, 41, 10):
+        await hub.handle(peers["a"], upload("a", [c.raw for c in a_chain[start : start + 10]]))
+    refused = errors("a")
+    assert len(refused) == 3 and all(e.document_id == doc_id for e in refused)
+    assert doc_id in refused[0].message and "per peer" in refused[0].message
+    assert entry.doc.queued == 10
+    # Peer b's out-of-order changes are still accepted, and stored once complete.
+    b_chain = list(make_changes(11).changes())
+    await hub.handle(peers["b"], upload("b", [c.raw for c in b_chain[1:]]))
+    assert errors("b") == [] and entry.doc.queued == 20
+    stored = len(list(storage.changes(doc_id)))
+    await hub.handle(peers["b"], upload("b", [b_chain[0].raw]))
+    assert errors("b") == [] and entry.doc.queued == 10
+    assert len(list(storage.changes(doc_id))) == stored + 11
+    # a's orphans leave with it, except one b sent too (b may still need it).
+    await hub.handle(peers["b"], upload("b", [a_chain[1].raw]))
+    assert entry.doc.queued == 10 and errors("b") == []
+    await hub.leave(peers["a"])
+    assert entry.doc.queued == 1
+    await hub.handle(peers["b"], upload("b", [a_chain[0].raw]))
+    assert entry.doc.queued == 0
+    assert len(list(storage.changes(doc_id))) == stored + 13
+
+
+async def test_an_anonymous_peer_id_is_not_taken_over_by_another_anonymous_join() -> None:
+    storage = MemoryStorage()
+    hub = new_hub(storage)
+    first = Conn([])
+    anon = await hub.join(first, JoinMessage("p", PeerMetadata(), ("1",)), None)
+    assert anon is not None
+    intruder = Conn([])
+    assert await hub.join(intruder, JoinMessage("p", PeerMetadata(), ("1",)), None) is None
+    assert intruder.closed is not None and intruder.closed[0] == 1008
+    assert [type(m) for m in intruder.inbox] == [ErrorMessage]
+    assert first.closed is None and hub.peers["p"] is anon and not anon.closed
+    # Once the old socket is gone (closed, or dead to the ping timeout), the same
+    # peerId reconnects.
+    await hub.leave(anon)
+    second = Conn([])
+    again = await hub.join(second, JoinMessage("p", PeerMetadata(), ("1",)), None)
+    assert again is not None and hub.peers["p"] is again
 
 
 async def test_a_peer_id_is_replaced_only_by_the_same_identity() -> None:

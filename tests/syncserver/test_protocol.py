@@ -189,14 +189,50 @@ async def test_upload_is_acknowledged_and_stored(server: RunningServer) -> None:
 
 
 async def test_rejoin_with_the_same_peer_id_replaces_the_old_socket(server: RunningServer) -> None:
-    async with RawPeer.connect(server.ws(), "same") as first:
-        async with RawPeer.connect(server.ws(), "same") as second:
+    url = server.ws(await server.token_for(Signer.generate()))
+    async with RawPeer.connect(url, "same") as first:
+        async with RawPeer.connect(url, "same") as second:
             assert await expect_closed(first) == 1000
             request = Document().generate_sync_message(SyncState())
             assert request is not None
             await second.send_raw(sync_frame(second, new_document_id(), request, "request"))
             assert (await second.recv())["type"] == "doc-unavailable"
             assert await metric(server, "hearth_syncserver_peers") == 1
+
+
+ANON_JOIN = {
+    "type": "join",
+    "senderId": "anon",
+    "peerMetadata": {"isEphemeral": True},
+    "supportedProtocolVersions": ["1"],
+}
+
+
+async def test_an_anonymous_peer_id_is_not_taken_over_until_its_socket_is_gone(
+    server: RunningServer,
+) -> None:
+    request = Document().generate_sync_message(SyncState())
+    assert request is not None
+    async with RawPeer.connect(server.ws(), "anon") as first:
+        async with RawPeer.connect(server.ws(), "anon", join=False) as intruder:
+            await intruder.send_raw(ANON_JOIN)
+            error = await intruder.recv()
+            assert error["type"] == "error" and "anonymously" in error["message"]
+            assert await expect_closed(intruder) == 1008
+        # The first socket was not kicked off: it is still served.
+        await first.send_raw(sync_frame(first, new_document_id(), request, "request"))
+        assert (await first.recv())["type"] == "doc-unavailable"
+    # Once it is gone, a reconnect with the same peerId (what automerge-repo does)
+    # gets in; the server may notice the close a moment after the client does.
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while True:
+        async with RawPeer.connect(server.ws(), "anon", join=False) as again:
+            await again.send_raw(ANON_JOIN)
+            reply = await again.recv()
+            if reply["type"] == "peer":
+                break
+            assert reply["type"] == "error"
+            assert asyncio.get_running_loop().time() < deadline, "old socket never released"
 
 
 BAD_FRAMES: list[bytes] = [
