@@ -3,13 +3,18 @@
 No sockets here. A transport hands each connection's decoded messages to
 `SyncHub` and gives it a `Connection` to send through (`send` must not block:
 it queues). Storage calls go through the `run` callable given at construction,
-which in the server runs them on a worker thread.
+which in the server runs them on a worker thread. CPU-heavy Automerge work
+(parsing and applying a sync message, generating one, saving a document) goes
+through `compute`, by default a worker thread too, so one big upload does not
+stall every other peer's messages on the event loop.
 
 Invariants:
 - Every message about a document is handled under that document's lock, and
   every sync message we generate is generated under it too, after the changes
   it may advertise have been committed. So no peer ever sees a head the store
   could lose.
+- A document's `Document` and its peers' `SyncState`s are touched only under
+  that lock, so no two threads ever work on one at once.
 - The server announces nothing: it syncs a document only with peers that sent
   `sync` or `request` for it and may read it.
 """
@@ -54,6 +59,9 @@ MAX_SUBSCRIPTIONS = 256
 MAX_WAITING = 1024  # documents one peer may wait for
 EPHEMERAL_MEMORY = 10_000
 CLOSE_PEER_ID_TAKEN = 1008  # policy violation
+# Sync messages up to this size are parsed and applied on the event loop (a few ms at
+# most): a hop to a worker thread would cost more than it saves.
+INLINE_MESSAGE_BYTES = 16 * 1024
 
 
 class Connection(Protocol):
@@ -105,6 +113,10 @@ async def _run_inline(fn: Callable[[], T]) -> T:
     return fn()
 
 
+async def _run_in_thread(fn: Callable[[], T]) -> T:
+    return await asyncio.to_thread(fn)
+
+
 class SyncHub:
     def __init__(
         self,
@@ -113,6 +125,7 @@ class SyncHub:
         *,
         peer_id: str,
         run: Runner[object] | None = None,
+        compute: Runner[object] | None = None,
         max_cached_documents: int = 1000,
         max_inflated: int | None = None,
         max_queued_changes: int | None = 1000,
@@ -124,6 +137,7 @@ class SyncHub:
         self.peer_id = peer_id
         self.storage_id = storage.storage_id()
         self._run: Runner[object] = run if run is not None else _run_inline
+        self._compute_runner: Runner[object] = compute if compute is not None else _run_in_thread
         self._max_cached = max_cached_documents
         # Compressed changes in one sync message inflate to at most this (bytes).
         self._max_inflated = max_inflated
@@ -149,6 +163,15 @@ class SyncHub:
 
     async def _call(self, fn: Callable[[], T]) -> T:
         result = await self._run(fn)
+        return result  # type: ignore[return-value]
+
+    async def _compute(self, fn: Callable[[], T], *, inline: bool = False) -> T:
+        """Run CPU-heavy Automerge work off the event loop (unless `inline`: known to
+        be small); call under the document's lock when `fn` touches its Document or a
+        SyncState."""
+        if inline:
+            return fn()
+        result = await self._compute_runner(fn)
         return result  # type: ignore[return-value]
 
     # -- connections -----------------------------------------------------------
@@ -218,20 +241,29 @@ class SyncHub:
             if entry is not None and entry.waiting.get(peer.peer_id) is peer:
                 del entry.waiting[peer.peer_id]
         peer.waiting.clear()
-        for document_id, state in peer.sessions.items():
+        # Its sessions and orphans are touched under each document's lock: a message
+        # of this peer may still be in work on a thread (a re-join replaced it).
+        for document_id in list(dict.fromkeys([*peer.sessions, *peer.queued_in])):
             entry = self._docs.get(document_id)
-            if entry is not None and entry.peers.get(peer.peer_id) is peer:
-                del entry.peers[peer.peer_id]
-            if peer.persistent_storage_id and state.shared_heads:
-                states.append((document_id, state.encode()))
+            if entry is None:
+                # Not cached, so nothing is working on it.
+                state = peer.sessions.pop(document_id, None)
+                if state is not None and peer.persistent_storage_id and state.shared_heads:
+                    states.append((document_id, state.encode()))
+                continue
+            async with entry.lock:
+                if entry.peers.get(peer.peer_id) is peer:
+                    del entry.peers[peer.peer_id]
+                state = peer.sessions.pop(document_id, None)
+                if state is not None and peer.persistent_storage_id and state.shared_heads:
+                    states.append((document_id, state.encode()))
+                # Its orphans (changes waiting for missing deps) go unless another
+                # connected peer sent them too: nobody else may ever send what they
+                # wait for, and the client re-sends them on its next sync (its new
+                # sync state starts afresh).
+                if document_id in peer.queued_in:
+                    entry.doc.drop_source(peer)
         peer.sessions.clear()
-        # Its orphans (changes waiting for missing deps) go unless another connected
-        # peer sent them too: nobody else may ever send what they wait for, and the
-        # client re-sends them on its next sync (its new sync state starts afresh).
-        for document_id in peer.queued_in:
-            entry = self._docs.get(document_id)
-            if entry is not None:
-                entry.doc.drop_source(peer)
         peer.queued_in.clear()
         storage_id = peer.persistent_storage_id
         if storage_id and states:
@@ -312,11 +344,12 @@ class SyncHub:
             entry.waiting[peer.peer_id] = peer
             peer.waiting.add(document_id)
 
-    def _wake_waiting(self, entry: DocEntry) -> None:
+    async def _wake_waiting(self, entry: DocEntry) -> None:
         """Start syncing with waiting peers that may now read; call under the lock."""
         access = entry.access
         if access is None:
             return
+        woken = []
         for peer in list(entry.waiting.values()):
             if peer.closed:
                 del entry.waiting[peer.peer_id]
@@ -325,7 +358,8 @@ class SyncHub:
                 peer.waiting.discard(entry.document_id)
                 peer.sessions[entry.document_id] = SyncState()
                 entry.peers[peer.peer_id] = peer
-                self._send_sync(entry, peer)
+                woken.append(peer)
+        await self._send_sync(entry, woken)
 
     async def _on_sync(self, peer: Peer, message: SyncMessage) -> None:
         document_id = message.document_id
@@ -342,7 +376,11 @@ class SyncHub:
                 # Look inside only when the answer depends on it (writers' messages are
                 # parsed once, by the document).
                 try:
-                    parsed = AutomergeSyncMessage.decode(message.data)
+                    data = message.data
+                    parsed = await self._compute(
+                        lambda: AutomergeSyncMessage.decode(data),
+                        inline=len(data) <= INLINE_MESSAGE_BYTES,
+                    )
                 except AutomergeError as e:
                     self.metrics.refused.labels("malformed").inc()
                     self.error(peer.peer_id, peer.conn, f"malformed sync message: {e}", document_id)
@@ -380,9 +418,13 @@ class SyncHub:
             if entry.waiting.pop(peer.peer_id, None) is not None:
                 peer.waiting.discard(document_id)
             before = state.their_heads
+            doc, data, max_inflated = entry.doc, message.data, self._max_inflated
             try:
-                added = entry.doc.receive_sync_message(
-                    state, message.data, max_inflated=self._max_inflated, source=peer
+                added = await self._compute(
+                    lambda: doc.receive_sync_message(
+                        state, data, max_inflated=max_inflated, source=peer
+                    ),
+                    inline=len(data) <= INLINE_MESSAGE_BYTES,
                 )
             except QueueFullError as e:
                 self.metrics.refused.labels("queue_full").inc()
@@ -403,11 +445,8 @@ class SyncHub:
                 await self._commit(entry, peer, state, added)
                 if peer.closed:
                     return
-            self._send_sync(entry, peer)
-            if added:
-                for other in list(entry.peers.values()):
-                    if other is not peer:
-                        self._send_sync(entry, other)
+            others = [p for p in entry.peers.values() if p is not peer] if added else []
+            await self._send_sync(entry, [peer, *others])
             if state.their_heads is not None and state.their_heads != before:
                 self._gossip_heads(entry, peer, state.their_heads)
 
@@ -456,16 +495,26 @@ class SyncHub:
             raise
         if create is not None:
             entry.access = create
-            self._wake_waiting(entry)
+            await self._wake_waiting(entry)
         self.metrics.changes_received.inc(len(changes))
 
-    def _send_sync(self, entry: DocEntry, peer: Peer) -> None:
-        state = peer.sessions.get(entry.document_id)
-        if state is None or peer.closed:
+    async def _send_sync(self, entry: DocEntry, peers: list[Peer]) -> None:
+        """Generate (on a worker) and send each peer's next sync message; call under
+        the lock, after committing every change the messages may advertise."""
+        targets = []
+        for peer in peers:
+            state = peer.sessions.get(entry.document_id)
+            if state is not None and not peer.closed:
+                targets.append((peer, state))
+        if not targets:
             return
-        data = entry.doc.generate_sync_message(state)
-        if data is not None:
-            peer.conn.send(SyncMessage(self.peer_id, peer.peer_id, entry.document_id, data))
+        doc = entry.doc
+        replies = await self._compute(
+            lambda: [doc.generate_sync_message(state) for _, state in targets]
+        )
+        for (peer, _), data in zip(targets, replies, strict=True):
+            if data is not None and not peer.closed:
+                peer.conn.send(SyncMessage(self.peer_id, peer.peer_id, entry.document_id, data))
 
     def _drop_session(self, entry: DocEntry, peer: Peer) -> None:
         peer.sessions.pop(entry.document_id, None)
@@ -570,7 +619,7 @@ class SyncHub:
                     self._unavailable(peer, document_id, "access_revoked")
             if entry.waiting:
                 await self._ensure_loaded(entry)
-                self._wake_waiting(entry)
+                await self._wake_waiting(entry)
 
     async def export(self, document_id: DocumentId) -> bytes:
         """The stored document as one loadable blob (changes in causal order)."""
@@ -579,9 +628,11 @@ class SyncHub:
             return b"".join(c.chunk for c in self.storage.changes(document_id))
 
         entry = self._docs.get(document_id)
-        if entry is not None and entry.loaded:
+        if entry is not None:
             async with entry.lock:
-                return entry.doc.save()
+                if entry.loaded:
+                    doc = entry.doc
+                    return await self._compute(doc.save)
         return await self._call(load)
 
     def close_peers_of(self, did: Did, reason: str) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Callable, Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from hearth.types import Did, DocumentId
 from syncserver.automerge import Document, SyncState
 from syncserver.automerge import SyncMessage as AutomergeSyncMessage
+from syncserver.automerge.chunk import encode_change
 from syncserver.hub import Peer, SyncHub
 from syncserver.messages import (
     ErrorMessage,
@@ -27,6 +30,7 @@ from syncserver.metrics import SyncMetrics
 from syncserver.storage import Access, MemoryStorage, StoredChange
 from tests.syncserver.ids import new_document_id
 from tests.syncserver.test_protocol import child_change, make_changes
+from tests.timing import MS
 
 ALICE = Did("did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK")
 
@@ -378,3 +382,85 @@ async def test_remote_heads_claims_about_firsthand_storage_are_dropped() -> None
     # a third party's. Never the server's own storage, nor another connected peer's.
     assert len(relayed) == 1
     assert set(relayed[0].new_heads) == {"store-liar", "store-elsewhere"}
+
+
+async def test_a_big_upload_is_worked_on_off_the_loop_while_others_are_answered() -> None:
+    events: list[tuple[str, object]] = []
+    storage = RecordingStorage(events)
+    loop = asyncio.get_running_loop()
+    hold_next = False
+    held = asyncio.Event()
+    release = threading.Event()
+
+    async def compute(fn: Callable[[], object]) -> object:
+        # The next call after `hold_next` is set does its work on the worker thread,
+        # then waits there until the test releases it.
+        nonlocal hold_next
+        if not hold_next:
+            return await asyncio.to_thread(fn)
+        hold_next = False
+
+        def work_then_wait() -> object:
+            result = fn()
+            loop.call_soon_threadsafe(held.set)
+            assert release.wait(10_000 * MS), "the test never released the worker"
+            return result
+
+        return await asyncio.to_thread(work_then_wait)
+
+    hub = SyncHub(
+        storage, SyncMetrics(CollectorRegistry(), storage.stats), peer_id="srv", compute=compute
+    )
+    conns = {name: Conn(events) for name in ("a", "b")}
+    peers: dict[str, Peer] = {}
+    for name, conn in conns.items():
+        peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), ALICE)
+        assert peer is not None
+        peers[name] = peer
+    big_id, other_id = new_document_id(), new_document_id()
+    big = make_changes(3)
+    await run_sync(hub, peers["a"], conns["a"], big_id, big)
+    other = make_changes(5)
+    await run_sync(hub, peers["b"], conns["b"], other_id, Document.load(other.save()))
+    # Peer a uploads thousands of changes in one sync message.
+    actor = os.urandom(16)
+    for seq in range(1, 3001):
+        big.apply(encode_change(deps=big.heads, actor=actor, seq=seq, start_op=len(big) + 1))
+    new = {c.hash for c in big.changes()} - {c.hash for c in storage.changes(big_id)}
+    assert len(new) == 3000
+    upload = AutomergeSyncMessage(heads=big.heads, changes=[c.raw for c in big.changes()])
+    for conn in conns.values():
+        conn.inbox.clear()
+    events.clear()
+    hold_next = True
+    task = asyncio.create_task(
+        hub.handle(peers["a"], SyncMessage("a", "srv", big_id, upload.encode()))
+    )
+    try:
+        await asyncio.wait_for(held.wait(), 10_000 * MS)
+        # While a's changes are applied on the worker, b asks for another document...
+        fresh, state = Document(), SyncState()
+        request = fresh.generate_sync_message(state)
+        assert request is not None
+        await asyncio.wait_for(
+            hub.handle(peers["b"], SyncMessage("b", "srv", other_id, request, is_request=True)),
+            10_000 * MS,
+        )
+        # ... and is answered, with the document, before a's upload is committed.
+        replies = [m for m in conns["b"].inbox if isinstance(m, SyncMessage)]
+        assert replies and replies[0].document_id == other_id
+        fresh.receive_sync_message(state, replies[0].data)
+        assert sorted(fresh.heads) == sorted(other.heads)
+        assert conns["a"].inbox == []
+        assert not any(kind == "commit" for kind, _ in events)
+    finally:
+        release.set()
+        await task
+    kinds = [
+        "commit" if kind == "commit" else f"send-{value.target_id}"  # type: ignore[attr-defined]
+        for kind, value in events
+    ]
+    assert kinds.index("send-b") < kinds.index("commit") < kinds.index("send-a")
+    assert new <= {c.hash for c in storage.changes(big_id)}
+    reply = next(m for m in conns["a"].inbox if isinstance(m, SyncMessage))
+    assert sorted(AutomergeSyncMessage.decode(reply.data).heads) == sorted(big.heads)
