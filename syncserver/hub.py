@@ -85,8 +85,16 @@ class Peer:
     sessions: dict[DocumentId, SyncState] = field(default_factory=dict)
     subscriptions: set[str] = field(default_factory=set)
     waiting: set[DocumentId] = field(default_factory=set)  # told unavailable, still interested
-    queued_in: set[DocumentId] = field(default_factory=set)  # documents holding its orphans
+    # Documents holding orphans charged to its `source` (it, or another connection of
+    # its DID, sent them).
+    queued_in: set[DocumentId] = field(default_factory=set)
     closed: bool = False
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """Whom its orphans are charged to: its DID (all its connections share one
+        share of a document's queue), or for an anonymous peer its peerId."""
+        return ("did", self.did) if self.did is not None else ("peer", self.peer_id)
 
     @property
     def persistent_storage_id(self) -> str | None:
@@ -143,8 +151,9 @@ class SyncHub:
         self._max_inflated = max_inflated
 
         # Changes waiting for missing dependencies, per document (held in memory only),
-        # and per (document, peer): each peer may fill at most `peer_queue_share` of a
-        # document's queue, so one writer's orphans cannot block everyone else's.
+        # and per (document, writer): each DID (all its connections together; an
+        # anonymous peer alone) may fill at most `peer_queue_share` of a document's
+        # queue, so one writer's orphans cannot block everyone else's.
         def share(limit: int | None) -> int | None:
             return None if limit is None else max(1, int(limit * peer_queue_share))
 
@@ -257,12 +266,24 @@ class SyncHub:
                 state = peer.sessions.pop(document_id, None)
                 if state is not None and peer.persistent_storage_id and state.shared_heads:
                     states.append((document_id, state.encode()))
-                # Its orphans (changes waiting for missing deps) go unless another
-                # connected peer sent them too: nobody else may ever send what they
-                # wait for, and the client re-sends them on its next sync (its new
-                # sync state starts afresh).
+                # Its orphans (changes waiting for missing deps) go with the last
+                # connection of its DID, unless another connected peer sent them too:
+                # nobody else may ever send what they wait for, and the client
+                # re-sends them on its next sync (its new sync state starts afresh).
                 if document_id in peer.queued_in:
-                    entry.doc.drop_source(peer)
+                    # Another connection of the same writer takes them over, if any.
+                    heir = next(
+                        (
+                            p
+                            for p in self.peers.values()
+                            if not p.closed and p.source == peer.source
+                        ),
+                        None,
+                    )
+                    if heir is not None:
+                        heir.queued_in.add(document_id)
+                    else:
+                        entry.doc.drop_source(peer.source)
         peer.sessions.clear()
         peer.queued_in.clear()
         storage_id = peer.persistent_storage_id
@@ -419,10 +440,11 @@ class SyncHub:
                 peer.waiting.discard(document_id)
             before = state.their_heads
             doc, data, max_inflated = entry.doc, message.data, self._max_inflated
+            source = peer.source
             try:
                 added = await self._compute(
                     lambda: doc.receive_sync_message(
-                        state, data, max_inflated=max_inflated, source=peer
+                        state, data, max_inflated=max_inflated, source=source
                     ),
                     inline=len(data) <= INLINE_MESSAGE_BYTES,
                 )
@@ -439,7 +461,7 @@ class SyncHub:
                 self.metrics.refused.labels("malformed").inc()
                 self.error(peer.peer_id, peer.conn, f"malformed sync message: {e}", document_id)
                 return
-            if entry.doc.queued_from(peer)[0]:
+            if entry.doc.queued_from(source)[0]:
                 peer.queued_in.add(document_id)
             if added:
                 await self._commit(entry, peer, state, added)

@@ -33,6 +33,15 @@ from tests.syncserver.test_protocol import child_change, make_changes
 from tests.timing import MS
 
 ALICE = Did("did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK")
+BOB = Did("did:key:z6MkpTHR8VNsBxYAAWHut2Geadd9jSwuBV8xRoAnwWsdvktH")
+
+
+def grant_writer(storage: MemoryStorage, doc_id: DocumentId, did: Did) -> Access:
+    access = storage.get_access(doc_id)
+    assert access is not None
+    access = Access(owner=access.owner, writers=access.writers | {did})
+    storage.set_access(doc_id, access)
+    return access
 
 
 class RecordingStorage(MemoryStorage):
@@ -274,13 +283,15 @@ async def test_one_peers_orphans_do_not_block_another_peers() -> None:
     doc = make_changes(3)
     conns: dict[str, Conn] = {}
     peers: dict[str, Peer] = {}
-    for name in ("a", "b"):
+    for name, did in (("a", ALICE), ("b", BOB)):
         conn = conns[name] = Conn([])
-        peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), ALICE)
+        peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), did)
         assert peer is not None
         peers[name] = peer
         await run_sync(hub, peer, conn, doc_id, Document.load(doc.save()))
         conn.inbox.clear()
+        if name == "a":
+            await hub.access_changed(doc_id, grant_writer(storage, doc_id, BOB))
     entry = hub._docs[doc_id]
 
     def upload(name: str, raws: list[bytes]) -> SyncMessage:
@@ -464,3 +475,54 @@ async def test_a_big_upload_is_worked_on_off_the_loop_while_others_are_answered(
     assert new <= {c.hash for c in storage.changes(big_id)}
     reply = next(m for m in conns["a"].inbox if isinstance(m, SyncMessage))
     assert sorted(AutomergeSyncMessage.decode(reply.data).heads) == sorted(big.heads)
+
+
+async def test_a_writers_connections_share_one_orphan_share() -> None:
+    storage = MemoryStorage()
+    hub = SyncHub(
+        storage,
+        SyncMetrics(CollectorRegistry(), storage.stats),
+        peer_id="srv",
+        max_queued_changes=40,  # each writer may hold a quarter: 10
+    )
+    doc_id = new_document_id()
+    doc = make_changes(3)
+    conns: dict[str, Conn] = {}
+    peers: dict[str, Peer] = {}
+    for name, did in (("a1", ALICE), ("a2", ALICE), ("b", BOB)):
+        conn = conns[name] = Conn([])
+        peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), did)
+        assert peer is not None
+        peers[name] = peer
+        await run_sync(hub, peer, conn, doc_id, Document.load(doc.save()))
+        conn.inbox.clear()
+        if name == "a1":
+            await hub.access_changed(doc_id, grant_writer(storage, doc_id, BOB))
+    entry = hub._docs[doc_id]
+
+    def upload(name: str, raws: list[bytes]) -> SyncMessage:
+        data = AutomergeSyncMessage(heads=doc.heads, changes=raws).encode()
+        return SyncMessage(name, "srv", doc_id, data)
+
+    def errors(name: str) -> list[ErrorMessage]:
+        return [m for m in conns[name].inbox if isinstance(m, ErrorMessage)]
+
+    # Alice's first connection fills her share; her second one gets no more.
+    a_chain = list(make_changes(21).changes())
+    await hub.handle(peers["a1"], upload("a1", [c.raw for c in a_chain[1:11]]))
+    assert errors("a1") == [] and entry.doc.queued == 10
+    await hub.handle(peers["a2"], upload("a2", [c.raw for c in a_chain[11:21]]))
+    refused = errors("a2")
+    assert len(refused) == 1 and refused[0].document_id == doc_id
+    assert entry.doc.queued == 10
+    # Bob's share is his own.
+    b_chain = list(make_changes(11).changes())
+    await hub.handle(peers["b"], upload("b", [c.raw for c in b_chain[1:]]))
+    assert errors("b") == [] and entry.doc.queued == 20
+    # Alice's orphans stay while one of her connections is left, and go with the last.
+    await hub.leave(peers["a1"])
+    assert entry.doc.queued == 20
+    await hub.leave(peers["a2"])
+    assert entry.doc.queued == 10
+    await hub.handle(peers["b"], upload("b", [b_chain[0].raw]))
+    assert errors("b") == [] and entry.doc.queued == 0
