@@ -22,10 +22,11 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -115,6 +116,19 @@ class DocEntry:
     # Peers that asked and were told `doc-unavailable`: like the JS server, we sync
     # with them as soon as the document exists and they may read it.
     waiting: dict[str, Peer] = field(default_factory=dict)
+    # Tasks holding or waiting for `lock`: such an entry is never evicted, so a
+    # task that wakes up with it never works on a copy nobody else sees.
+    users: int = 0
+
+    @contextlib.asynccontextmanager
+    async def locked(self) -> AsyncIterator[None]:
+        """Hold `lock`, counted in `users` from before the wait until release."""
+        self.users += 1
+        try:
+            async with self.lock:
+                yield
+        finally:
+            self.users -= 1
 
 
 async def _run_inline(fn: Callable[[], T]) -> T:
@@ -260,7 +274,7 @@ class SyncHub:
                 if state is not None and peer.persistent_storage_id and state.shared_heads:
                     states.append((document_id, state.encode()))
                 continue
-            async with entry.lock:
+            async with entry.locked():
                 if entry.peers.get(peer.peer_id) is peer:
                     del entry.peers[peer.peer_id]
                 state = peer.sessions.pop(document_id, None)
@@ -386,7 +400,7 @@ class SyncHub:
         document_id = message.document_id
         self.metrics.sync_rounds.inc()
         entry = self._entry(document_id)
-        async with entry.lock:
+        async with entry.locked():
             if peer.closed:
                 return
             await self._ensure_loaded(entry)
@@ -632,7 +646,7 @@ class SyncHub:
         entry = self._docs.get(document_id)
         if entry is None:
             return
-        async with entry.lock:
+        async with entry.locked():
             if entry.loaded:
                 entry.access = access
             for peer in list(entry.peers.values()):
@@ -651,7 +665,7 @@ class SyncHub:
 
         entry = self._docs.get(document_id)
         if entry is not None:
-            async with entry.lock:
+            async with entry.locked():
                 if entry.loaded:
                     doc = entry.doc
                     return await self._compute(doc.save)
@@ -674,7 +688,7 @@ class SyncHub:
                     document_id != keep
                     and not entry.peers
                     and not entry.waiting
-                    and not entry.lock.locked()
+                    and not entry.users
                 ):
                     del self._docs[document_id]
                     break

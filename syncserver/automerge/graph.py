@@ -236,13 +236,13 @@ class ChangeGraph:
                 if limit is not None and count > limit:
                     raise QueueFullError(
                         f"{count} of your changes would wait for missing dependencies;"
-                        f" at most {limit} may per peer"
+                        f" at most {limit} may per writer"
                     )
                 limit = self.max_queued_bytes_per_source
                 if limit is not None and size > limit:
                     raise QueueFullError(
                         f"{size} bytes of your changes would wait for missing dependencies;"
-                        f" at most {limit} may per peer"
+                        f" at most {limit} may per writer"
                     )
 
         # Commit.

@@ -187,6 +187,29 @@ async def test_cache_stays_bounded_and_reloads_from_storage() -> None:
         assert await hub.export(doc_id) == doc.save()
 
 
+async def test_an_entry_a_task_waits_for_is_never_evicted() -> None:
+    storage = MemoryStorage()
+    hub = SyncHub(
+        storage,
+        SyncMetrics(CollectorRegistry(), storage.stats),
+        peer_id="srv",
+        max_cached_documents=1,
+    )
+    a, b = new_document_id(), new_document_id()
+    entry = hub._entry(a)
+    await entry.lock.acquire()
+    waiter = asyncio.create_task(hub.export(a))
+    await asyncio.sleep(0)  # one turn of the loop: the export runs up to the lock
+    assert entry.users == 1 and not waiter.done()
+    entry.lock.release()
+    # Before the export wakes up, another document comes in: `a` would be the one
+    # evicted, and the export would then work on a copy the hub no longer knows.
+    hub._entry(b)
+    assert hub._docs.get(a) is entry
+    assert await waiter == b""
+    assert entry.users == 0
+
+
 def valid_upload() -> bytes:
     doc = make_changes(3)
     state = SyncState()
