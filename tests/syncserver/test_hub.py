@@ -330,7 +330,7 @@ async def test_one_peers_orphans_do_not_block_another_peers() -> None:
         await hub.handle(peers["a"], upload("a", [c.raw for c in a_chain[start : start + 10]]))
     refused = errors("a")
     assert len(refused) == 3 and all(e.document_id == doc_id for e in refused)
-    assert doc_id in refused[0].message and "per peer" in refused[0].message
+    assert doc_id in refused[0].message and "per writer" in refused[0].message
     assert entry.doc.queued == 10
     # Peer b's out-of-order changes are still accepted, and stored once complete.
     b_chain = list(make_changes(11).changes())
