@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -294,35 +295,55 @@ async def test_orphan_changes_beyond_the_queue_limit_are_refused() -> None:
     assert len(list(storage.changes(doc_id))) == stored + 200
 
 
+@dataclass
+class OrphanHub:
+    """A hub whose document `doc_id` (owned by the first peer, BOB a writer too)
+    lets each writer hold a quarter of 40 orphans; one connection per (name, DID)."""
+
+    storage: MemoryStorage
+    hub: SyncHub
+    doc_id: DocumentId
+    doc: Document
+    conns: dict[str, Conn]
+    peers: dict[str, Peer]
+
+    @classmethod
+    async def start(cls, *connections: tuple[str, Did]) -> OrphanHub:
+        storage = MemoryStorage()
+        hub = SyncHub(
+            storage,
+            SyncMetrics(CollectorRegistry(), storage.stats),
+            peer_id="srv",
+            max_queued_changes=40,  # each writer may hold a quarter: 10
+        )
+        doc_id = new_document_id()
+        doc = make_changes(3)
+        conns: dict[str, Conn] = {}
+        peers: dict[str, Peer] = {}
+        for i, (name, did) in enumerate(connections):
+            conn = conns[name] = Conn([])
+            peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), did)
+            assert peer is not None
+            peers[name] = peer
+            await run_sync(hub, peer, conn, doc_id, Document.load(doc.save()))
+            conn.inbox.clear()
+            if i == 0:
+                await hub.access_changed(doc_id, grant_writer(storage, doc_id, BOB))
+        return cls(storage, hub, doc_id, doc, conns, peers)
+
+    def upload(self, name: str, raws: list[bytes]) -> SyncMessage:
+        data = AutomergeSyncMessage(heads=self.doc.heads, changes=raws).encode()
+        return SyncMessage(name, "srv", self.doc_id, data)
+
+    def errors(self, name: str) -> list[ErrorMessage]:
+        return [m for m in self.conns[name].inbox if isinstance(m, ErrorMessage)]
+
+
 async def test_one_peers_orphans_do_not_block_another_peers() -> None:
-    storage = MemoryStorage()
-    hub = SyncHub(
-        storage,
-        SyncMetrics(CollectorRegistry(), storage.stats),
-        peer_id="srv",
-        max_queued_changes=40,  # each peer may hold a quarter: 10
-    )
-    doc_id = new_document_id()
-    doc = make_changes(3)
-    conns: dict[str, Conn] = {}
-    peers: dict[str, Peer] = {}
-    for name, did in (("a", ALICE), ("b", BOB)):
-        conn = conns[name] = Conn([])
-        peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), did)
-        assert peer is not None
-        peers[name] = peer
-        await run_sync(hub, peer, conn, doc_id, Document.load(doc.save()))
-        conn.inbox.clear()
-        if name == "a":
-            await hub.access_changed(doc_id, grant_writer(storage, doc_id, BOB))
+    o = await OrphanHub.start(("a", ALICE), ("b", BOB))
+    storage, hub, doc_id, peers = o.storage, o.hub, o.doc_id, o.peers
     entry = hub._docs[doc_id]
-
-    def upload(name: str, raws: list[bytes]) -> SyncMessage:
-        data = AutomergeSyncMessage(heads=doc.heads, changes=raws).encode()
-        return SyncMessage(name, "srv", doc_id, data)
-
-    def errors(name: str) -> list[ErrorMessage]:
-        return [m for m in conns[name].inbox if isinstance(m, ErrorMessage)]
+    upload, errors = o.upload, o.errors
 
     # Peer a sends orphans (chains whose first change is withheld) until refused.
     a_chain = list(make_changes(41).changes())
@@ -501,34 +522,10 @@ async def test_a_big_upload_is_worked_on_off_the_loop_while_others_are_answered(
 
 
 async def test_a_writers_connections_share_one_orphan_share() -> None:
-    storage = MemoryStorage()
-    hub = SyncHub(
-        storage,
-        SyncMetrics(CollectorRegistry(), storage.stats),
-        peer_id="srv",
-        max_queued_changes=40,  # each writer may hold a quarter: 10
-    )
-    doc_id = new_document_id()
-    doc = make_changes(3)
-    conns: dict[str, Conn] = {}
-    peers: dict[str, Peer] = {}
-    for name, did in (("a1", ALICE), ("a2", ALICE), ("b", BOB)):
-        conn = conns[name] = Conn([])
-        peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), did)
-        assert peer is not None
-        peers[name] = peer
-        await run_sync(hub, peer, conn, doc_id, Document.load(doc.save()))
-        conn.inbox.clear()
-        if name == "a1":
-            await hub.access_changed(doc_id, grant_writer(storage, doc_id, BOB))
+    o = await OrphanHub.start(("a1", ALICE), ("a2", ALICE), ("b", BOB))
+    hub, doc_id, peers = o.hub, o.doc_id, o.peers
     entry = hub._docs[doc_id]
-
-    def upload(name: str, raws: list[bytes]) -> SyncMessage:
-        data = AutomergeSyncMessage(heads=doc.heads, changes=raws).encode()
-        return SyncMessage(name, "srv", doc_id, data)
-
-    def errors(name: str) -> list[ErrorMessage]:
-        return [m for m in conns[name].inbox if isinstance(m, ErrorMessage)]
+    upload, errors = o.upload, o.errors
 
     # Alice's first connection fills her share; her second one gets no more.
     a_chain = list(make_changes(21).changes())
