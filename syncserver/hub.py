@@ -32,7 +32,13 @@ from typing import Protocol, TypeVar
 
 from hearth.base58 import b58check_encode
 from hearth.types import ChangeHash, Did, DocumentId
-from syncserver.automerge import AutomergeError, Document, QueueFullError, SyncState
+from syncserver.automerge import (
+    AutomergeError,
+    Document,
+    QueueFullError,
+    QueueLimits,
+    SyncState,
+)
 from syncserver.automerge import SyncMessage as AutomergeSyncMessage
 from syncserver.messages import (
     PROTOCOL_VERSION,
@@ -171,18 +177,18 @@ class SyncHub:
         def share(limit: int | None) -> int | None:
             return None if limit is None else max(1, int(limit * peer_queue_share))
 
-        self._queue_limits = {
-            "max_queued": max_queued_changes,
-            "max_queued_bytes": max_queued_bytes,
-            "max_queued_per_source": share(max_queued_changes),
-            "max_queued_bytes_per_source": share(max_queued_bytes),
-        }
+        self._queue_limits = QueueLimits(
+            changes=max_queued_changes,
+            bytes=max_queued_bytes,
+            changes_per_source=share(max_queued_changes),
+            bytes_per_source=share(max_queued_bytes),
+        )
         self.peers: dict[str, Peer] = {}
         self._docs: OrderedDict[DocumentId, DocEntry] = OrderedDict()
         self._ephemeral_seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
 
     def _new_document(self) -> Document:
-        return Document(**self._queue_limits)
+        return Document(limits=self._queue_limits)
 
     async def _call(self, fn: Callable[[], T]) -> T:
         result = await self._run(fn)
@@ -360,7 +366,7 @@ class SyncHub:
 
             def load() -> Document:
                 return Document.from_chunks(
-                    (c.chunk for c in self.storage.changes(document_id)), **self._queue_limits
+                    (c.chunk for c in self.storage.changes(document_id)), limits=self._queue_limits
                 )
 
             entry.doc = await self._call(load)

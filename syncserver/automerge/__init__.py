@@ -34,6 +34,7 @@ from .bloom import BloomFilter
 from .chunk import Change, DocumentChunk, parse_chunks
 from .document import Document
 from .errors import AutomergeError, QueueFullError
+from .graph import QueueLimits
 from .message import Have, SyncMessage
 from .state import SyncState
 
@@ -45,6 +46,7 @@ __all__ = [
     "DocumentChunk",
     "Have",
     "QueueFullError",
+    "QueueLimits",
     "SyncMessage",
     "SyncState",
     "parse_chunks",

@@ -11,7 +11,7 @@ from collections.abc import Hashable, Iterable, Iterator
 from . import sync
 from .chunk import Change, DocumentChunk, InflateBudget, iter_chunks
 from .errors import AutomergeError
-from .graph import ChangeGraph
+from .graph import ChangeGraph, QueueLimits
 from .message import SyncMessage
 from .state import SyncState
 
@@ -27,24 +27,11 @@ class Document:
         reply = doc.generate_sync_message(state)             # ... advertise the heads
     """
 
-    def __init__(
-        self,
-        *,
-        max_queued: int | None = None,
-        max_queued_bytes: int | None = None,
-        max_queued_per_source: int | None = None,
-        max_queued_bytes_per_source: int | None = None,
-    ) -> None:
-        """``max_queued`` / ``max_queued_bytes`` bound the changes that may wait for
-        missing dependencies (None: unbounded), and the ``_per_source`` ones those
-        charged to one ``source`` of :meth:`receive_sync_message`; an input that would
-        exceed them raises :class:`~.errors.QueueFullError` and changes nothing."""
-        self._graph = ChangeGraph(
-            max_queued=max_queued,
-            max_queued_bytes=max_queued_bytes,
-            max_queued_per_source=max_queued_per_source,
-            max_queued_bytes_per_source=max_queued_bytes_per_source,
-        )
+    def __init__(self, *, limits: QueueLimits = QueueLimits()) -> None:  # noqa: B008
+        """``limits`` bound the changes that may wait for missing dependencies, in all
+        and per ``source`` of :meth:`receive_sync_message`; an input that would exceed
+        them raises :class:`~.errors.QueueFullError` and changes nothing."""
+        self._graph = ChangeGraph(limits=limits)
         self._documents: list[DocumentChunk] = []
 
     # -- construction --------------------------------------------------------
@@ -61,10 +48,7 @@ class Document:
         cls,
         chunks: Iterable[bytes],
         *,
-        max_queued: int | None = None,
-        max_queued_bytes: int | None = None,
-        max_queued_per_source: int | None = None,
-        max_queued_bytes_per_source: int | None = None,
+        limits: QueueLimits = QueueLimits(),  # noqa: B008
     ) -> Document:
         """A document from stored chunks (each may itself be a concatenation).
 
@@ -72,12 +56,7 @@ class Document:
         yields them) avoids queueing. Raises :class:`AutomergeError` on a bad chunk.
         The queue limits apply to what is added later, and to loading too.
         """
-        doc = cls(
-            max_queued=max_queued,
-            max_queued_bytes=max_queued_bytes,
-            max_queued_per_source=max_queued_per_source,
-            max_queued_bytes_per_source=max_queued_bytes_per_source,
-        )
+        doc = cls(limits=limits)
         for chunk in chunks:
             doc.apply(chunk)
         return doc

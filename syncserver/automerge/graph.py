@@ -17,31 +17,57 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass
 from itertools import chain
 
 from .chunk import Change
 from .errors import AutomergeError, QueueFullError
 
 
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """Bounds on the changes that may wait for missing dependencies (None: unbounded).
+
+    ``changes``/``bytes`` bound the whole queue; the ``_per_source`` ones the part
+    charged to one ``source`` of :meth:`ChangeGraph.add_batch` (e.g. a writer), so one
+    source cannot fill the queue for the others. A batch that would exceed any of
+    them raises :class:`QueueFullError` and changes nothing.
+    """
+
+    changes: int | None = None
+    bytes: int | None = None
+    changes_per_source: int | None = None
+    bytes_per_source: int | None = None
+
+    def bounded(self) -> bool:
+        return any(
+            x is not None
+            for x in (self.changes, self.bytes, self.changes_per_source, self.bytes_per_source)
+        )
+
+
+def _refuse_over(
+    count: int, size: int, max_count: int | None, max_bytes: int | None, *, yours: bool
+) -> None:
+    """Raise QueueFullError if `count` changes / `size` bytes would exceed a bound."""
+    your, per = (" your", " per writer") if yours else ("", "")
+    if max_count is not None and count > max_count:
+        raise QueueFullError(
+            f"{count}{' of' + your if yours else ''} changes would wait for missing"
+            f" dependencies; at most {max_count} may{per}"
+        )
+    if max_bytes is not None and size > max_bytes:
+        raise QueueFullError(
+            f"{size} bytes of{your} changes would wait for missing dependencies;"
+            f" at most {max_bytes} may{per}"
+        )
+
+
 class ChangeGraph:
     """Hashes, dependencies, heads and per-actor clock of a set of changes."""
 
-    def __init__(
-        self,
-        *,
-        max_queued: int | None = None,
-        max_queued_bytes: int | None = None,
-        max_queued_per_source: int | None = None,
-        max_queued_bytes_per_source: int | None = None,
-    ) -> None:
-        #: Limits on changes waiting for missing dependencies (None: unlimited). A
-        #: batch that would exceed them raises :class:`QueueFullError`, all or nothing.
-        self.max_queued = max_queued
-        self.max_queued_bytes = max_queued_bytes
-        #: The same limits per ``source`` given to :meth:`add_batch` (e.g. a peer),
-        #: so one source cannot fill the queue for the others.
-        self.max_queued_per_source = max_queued_per_source
-        self.max_queued_bytes_per_source = max_queued_bytes_per_source
+    def __init__(self, *, limits: QueueLimits = QueueLimits()) -> None:  # noqa: B008
+        self.limits = limits
         self._queued_bytes = 0
         # Queued changes charged to a source, and the other sources that sent them too.
         self._owner: dict[bytes, Hashable] = {}
@@ -200,13 +226,8 @@ class ChangeGraph:
 
         applied = {c.hash for c in order}
         to_queue = [c for c in new.values() if c.hash not in applied]
-        limits = (
-            self.max_queued,
-            self.max_queued_bytes,
-            self.max_queued_per_source,
-            self.max_queued_bytes_per_source,
-        )
-        if to_queue and any(limit is not None for limit in limits):
+        limits = self.limits
+        if to_queue and limits.bounded():
             released = [c for c in order if c.hash in queue]
             count = len(queue) - len(released) + len(to_queue)
             size = (
@@ -214,16 +235,7 @@ class ChangeGraph:
                 - sum(len(c.raw) for c in released)
                 + sum(len(c.raw) for c in to_queue)
             )
-            if self.max_queued is not None and count > self.max_queued:
-                raise QueueFullError(
-                    f"{count} changes would wait for missing dependencies;"
-                    f" at most {self.max_queued} may"
-                )
-            if self.max_queued_bytes is not None and size > self.max_queued_bytes:
-                raise QueueFullError(
-                    f"{size} bytes of changes would wait for missing dependencies;"
-                    f" at most {self.max_queued_bytes} may"
-                )
+            _refuse_over(count, size, limits.changes, limits.bytes, yours=False)
             if source is not None:
                 mine = [c for c in released if self._owner.get(c.hash) == source]
                 count = self._source_count.get(source, 0) - len(mine) + len(to_queue)
@@ -232,18 +244,9 @@ class ChangeGraph:
                     - sum(len(c.raw) for c in mine)
                     + sum(len(c.raw) for c in to_queue)
                 )
-                limit = self.max_queued_per_source
-                if limit is not None and count > limit:
-                    raise QueueFullError(
-                        f"{count} of your changes would wait for missing dependencies;"
-                        f" at most {limit} may per writer"
-                    )
-                limit = self.max_queued_bytes_per_source
-                if limit is not None and size > limit:
-                    raise QueueFullError(
-                        f"{size} bytes of your changes would wait for missing dependencies;"
-                        f" at most {limit} may per writer"
-                    )
+                _refuse_over(
+                    count, size, limits.changes_per_source, limits.bytes_per_source, yours=True
+                )
 
         # Commit.
         # Applying a change someone waits for, or queueing one, changes what is missing.

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncserver.automerge import AutomergeError, Change, Document, QueueFullError, parse_chunks
+from syncserver.automerge import (
+    AutomergeError,
+    Change,
+    Document,
+    QueueFullError,
+    QueueLimits,
+    parse_chunks,
+)
 from syncserver.automerge.chunk import encode_change
 from syncserver.automerge.graph import ChangeGraph
 
@@ -162,7 +169,7 @@ def test_load_of_save_keeps_order() -> None:
 
 def test_queue_limits_refuse_the_whole_batch() -> None:
     changes = random_dag(21, 40, actors=1)  # a chain: everything after [0] waits for it
-    doc = Document(max_queued=20)
+    doc = Document(limits=QueueLimits(changes=20))
     with pytest.raises(QueueFullError, match="at most 20"):
         doc.apply(b"".join(c.raw for c in changes[1:]))
     assert doc.queued == 0 and len(doc) == 0 and doc.missing_deps() == []
@@ -173,7 +180,7 @@ def test_queue_limits_refuse_the_whole_batch() -> None:
     # Releasing the queue makes room; what the root releases is not counted.
     assert len(doc.apply(changes[0].raw + b"".join(c.raw for c in changes[21:]))) == 40
     assert doc.queued == 0 and doc.queued_bytes == 0
-    by_bytes = Document(max_queued_bytes=len(changes[1].raw))
+    by_bytes = Document(limits=QueueLimits(bytes=len(changes[1].raw)))
     by_bytes.apply(changes[1].raw)
     with pytest.raises(QueueFullError, match="bytes"):
         by_bytes.apply(changes[2].raw)
