@@ -240,8 +240,7 @@ class ServiceAuthVerifier:
             return False
         if len(seen) >= MAX_REFETCH_TRACKED:
             return False  # under a flood of distinct DIDs, no refetch until it ebbs
-        seen[did] = now
-        seen.move_to_end(did)
+        seen[did] = now  # newest last: the order pruning relies on
         return True
 
     async def _lookup(self, did: Did, *, fresh: bool) -> PublicKey:
