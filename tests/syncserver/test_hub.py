@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -76,8 +77,11 @@ class Conn:
         self.closed = (code, reason)
 
 
-def new_hub(storage: MemoryStorage) -> SyncHub:
-    return SyncHub(storage, SyncMetrics(CollectorRegistry(), storage.stats), peer_id="srv")
+def new_hub(storage: MemoryStorage, **options: Any) -> SyncHub:
+    """A hub named "srv" over `storage`; `options` go to SyncHub (limits, runners)."""
+    return SyncHub(
+        storage, SyncMetrics(CollectorRegistry(), storage.stats), peer_id="srv", **options
+    )
 
 
 async def run_sync(hub: SyncHub, peer: Peer, conn: Conn, doc_id: DocumentId, doc: Document) -> None:
@@ -168,12 +172,7 @@ async def test_ephemeral_peers_sync_states_are_not_persisted() -> None:
 
 async def test_cache_stays_bounded_and_reloads_from_storage() -> None:
     storage = MemoryStorage()
-    hub = SyncHub(
-        storage,
-        SyncMetrics(CollectorRegistry(), storage.stats),
-        peer_id="srv",
-        max_cached_documents=2,
-    )
+    hub = new_hub(storage, max_cached_documents=2)
     docs = {}
     for _ in range(5):
         conn = Conn([])
@@ -190,12 +189,7 @@ async def test_cache_stays_bounded_and_reloads_from_storage() -> None:
 
 async def test_an_entry_a_task_waits_for_is_never_evicted() -> None:
     storage = MemoryStorage()
-    hub = SyncHub(
-        storage,
-        SyncMetrics(CollectorRegistry(), storage.stats),
-        peer_id="srv",
-        max_cached_documents=1,
-    )
+    hub = new_hub(storage, max_cached_documents=1)
     a, b = new_document_id(), new_document_id()
     entry = hub._entry(a)
     await entry.lock.acquire()
@@ -257,10 +251,8 @@ def test_any_sync_payload_gets_an_answer_never_an_exception(data: bytes) -> None
 
 async def test_orphan_changes_beyond_the_queue_limit_are_refused() -> None:
     storage = MemoryStorage()
-    hub = SyncHub(
+    hub = new_hub(
         storage,
-        SyncMetrics(CollectorRegistry(), storage.stats),
-        peer_id="srv",
         max_queued_changes=50,
         peer_queue_share=1.0,  # the document-wide limit, reached by one peer
     )
@@ -310,10 +302,8 @@ class OrphanHub:
     @classmethod
     async def start(cls, *connections: tuple[str, Did]) -> OrphanHub:
         storage = MemoryStorage()
-        hub = SyncHub(
+        hub = new_hub(
             storage,
-            SyncMetrics(CollectorRegistry(), storage.stats),
-            peer_id="srv",
             max_queued_changes=40,  # each writer may hold a quarter: 10
         )
         doc_id = new_document_id()
@@ -463,9 +453,7 @@ async def test_a_big_upload_is_worked_on_off_the_loop_while_others_are_answered(
 
         return await asyncio.to_thread(work_then_wait)
 
-    hub = SyncHub(
-        storage, SyncMetrics(CollectorRegistry(), storage.stats), peer_id="srv", compute=compute
-    )
+    hub = new_hub(storage, compute=compute)
     conns = {name: Conn(events) for name in ("a", "b")}
     peers: dict[str, Peer] = {}
     for name, conn in conns.items():
