@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hearth.files import private_dir
+
 log = logging.getLogger("hearth.config")
 
 
@@ -128,10 +130,8 @@ class ServiceConfig:
 
     @property
     def service_dir(self) -> Path:
-        """`<data-dir>/<service>`, created on first use."""
-        path = self.settings.data_dir / self.service
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """`<data-dir>/<service>`, created (mode 0700) on first use."""
+        return private_dir(self.settings.data_dir / self.service)
 
 
 def parse_bool(text: str) -> bool:

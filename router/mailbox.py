@@ -15,23 +15,36 @@ wildcard device `*`).
 msgId for the recipient; msgIds are meant to be random (ULIDs), so two
 senders colliding is not a practical concern.
 
+Quotas (all configuration, see docs/notifications.md): undelivered mails and
+their body bytes per recipient, per sender, and per (sender, recipient) pair,
+the pair's limits being a `share` of the recipient's, so one sender cannot
+fill a recipient's whole mailbox and lock the recipient's friends out. Each
+put counts the recipient's and the sender's undelivered mails on covering
+indexes: at most `per_recipient + per_sender` index entries, no body read.
+
 The SQLite implementation runs every statement on one thread and commits
 writes in groups (one fsync for all operations queued meanwhile), in WAL
 mode with `synchronous=FULL`: once `put` returns, the mail survives a crash.
+Storage failures raise `hearth.storage.StorageUnavailable` and show in
+`health` (see router/sqlite_thread.py); the file is 0600 and its integrity
+is checked once at open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from hearth.files import is_memory, quick_check
+from hearth.storage import StorageHealth, describe
 from hearth.types import Did
-from router.sqlite_thread import SqliteThread, connect
+from router.sqlite_thread import DEFAULT_BUSY_TIMEOUT, SqliteThread, connect
 from router.urgency import MailUrgency
 
 T = TypeVar("T")
@@ -68,18 +81,37 @@ class MsgIdConflict(Exception):
 
 
 class QuotaExceeded(Exception):
-    """A put refused because a quota is full; `kind` is "recipient" or "sender"."""
+    """A put refused because a quota is full.
 
-    def __init__(self, kind: str, limit: int) -> None:
-        super().__init__(f"mailbox quota per {kind} ({limit} mails) is full")
+    `kind` is "recipient", "sender" or "pair" (this sender's share of this
+    recipient's mailbox); `unit` is "mails" or "bytes".
+    """
+
+    def __init__(self, kind: str, limit: int, unit: str = "mails") -> None:
+        what = "sender and recipient" if kind == "pair" else kind
+        super().__init__(f"mailbox quota per {what} ({limit} {unit}) is full")
         self.kind = kind
         self.limit = limit
+        self.unit = unit
 
 
 @dataclass(frozen=True, slots=True)
 class Quotas:
+    """Limits on undelivered mail; see docs/notifications.md for their costs."""
+
     per_recipient: int = 1000
     per_sender: int = 1000
+    recipient_bytes: int = 16 * 1024 * 1024
+    sender_bytes: int = 16 * 1024 * 1024
+    share: float = 0.25  # of a recipient's mails and bytes one sender may hold
+
+    @property
+    def pair_mails(self) -> int:
+        return max(1, int(self.per_recipient * self.share))
+
+    @property
+    def pair_bytes(self) -> int:
+        return max(1, int(self.recipient_bytes * self.share))
 
 
 class Mailbox(Protocol):
@@ -92,8 +124,9 @@ class Mailbox(Protocol):
         this moment, read in the same transaction as the insert.
 
         Raises QuotaExceeded, or MsgIdConflict when the sender used `msg_id`
-        for another recipient. Returns DUPLICATE / ALREADY_DELIVERED for a
-        known (sender, msg_id) without changing anything.
+        for another recipient, or StorageUnavailable (nothing stored).
+        Returns DUPLICATE / ALREADY_DELIVERED for a known (sender, msg_id)
+        without changing anything.
         """
         ...
 
@@ -136,6 +169,11 @@ class Mailbox(Protocol):
         """Remove and return the DID's kept receipts as (msgId, status), oldest first."""
         ...
 
+    @property
+    def health(self) -> StorageHealth:
+        """The store's state, for `/xrpc/_health`."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -150,12 +188,9 @@ CREATE TABLE IF NOT EXISTS mail (
     urgency TEXT NOT NULL,
     body BLOB NOT NULL,
     done INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL DEFAULT 0,
     UNIQUE (sender, msg_id)
 );
-CREATE INDEX IF NOT EXISTS mail_recipient ON mail (recipient, done, seq);
-CREATE INDEX IF NOT EXISTS mail_recipient_msg ON mail (recipient, msg_id);
-CREATE INDEX IF NOT EXISTS mail_sender ON mail (sender, done);
-CREATE INDEX IF NOT EXISTS mail_expiry ON mail (expires_at);
 CREATE TABLE IF NOT EXISTS mail_device (
     seq INTEGER NOT NULL REFERENCES mail (seq) ON DELETE CASCADE,
     device TEXT NOT NULL,
@@ -178,7 +213,17 @@ CREATE TABLE IF NOT EXISTS device (
     PRIMARY KEY (did, device)
 ) WITHOUT ROWID;
 """
+# After the `size` column exists (files from before it get it added and filled).
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS mail_recipient ON mail (recipient, done, seq);
+CREATE INDEX IF NOT EXISTS mail_recipient_msg ON mail (recipient, msg_id);
+DROP INDEX IF EXISTS mail_sender;
+CREATE INDEX IF NOT EXISTS mail_recipient_usage ON mail (recipient, done, sender, size);
+CREATE INDEX IF NOT EXISTS mail_sender_usage ON mail (sender, done, size);
+CREATE INDEX IF NOT EXISTS mail_expiry ON mail (expires_at);
+"""
 # mail_device holds the devices that have NOT acked yet; an ack deletes its row.
+# `size` is the body's length while undelivered (0 once done): what quotas count.
 
 _COLUMNS = "sender, recipient, msg_id, sent_at, expires_at, urgency, body, seq"
 
@@ -190,10 +235,35 @@ def _row(r: tuple[Any, ...]) -> Mail:
 class _SqliteCore:
     """The synchronous part: every method runs on the store's one thread, in a transaction."""
 
-    def __init__(self, path: str, quotas: Quotas) -> None:
-        self.db = connect(path)
+    def __init__(self, path: str, quotas: Quotas, busy_timeout: float) -> None:
         self.quotas = quotas
-        self.db.executescript(_SCHEMA)
+        # A corrupt file is reported (health, StorageUnavailable), not served.
+        self.broken: str | None = None
+        try:
+            self.db = connect(path, busy_timeout)
+        except sqlite3.DatabaseError as e:
+            self.db = sqlite3.connect(":memory:", check_same_thread=False)  # never used
+            self.broken = describe(e)
+        if self.broken is None and not is_memory(path):
+            self.broken = quick_check(self.db)
+        if self.broken is None:
+            try:
+                self._schema()
+            except sqlite3.DatabaseError as e:
+                self.broken = f"cannot set up the schema: {describe(e)}"
+        if self.broken is not None:
+            self.broken = f"mailbox database unusable ({self.broken}); restore or remove it"
+
+    def _schema(self) -> None:
+        db = self.db
+        db.executescript(_SCHEMA)
+        columns = {r[1] for r in db.execute("PRAGMA table_info(mail)")}
+        if "size" not in columns:
+            db.executescript(
+                "BEGIN; ALTER TABLE mail ADD COLUMN size INTEGER NOT NULL DEFAULT 0;"
+                " UPDATE mail SET size = length(body) WHERE done = 0; COMMIT;"
+            )
+        db.executescript(_INDEXES)
 
     def put(self, mail: Mail, devices: frozenset[str] | None) -> PutResult:
         db = self.db
@@ -207,19 +277,10 @@ class _SqliteCore:
             if found[1] != mail.recipient:
                 raise MsgIdConflict("msgId already used for another recipient")
             return PutResult.ALREADY_DELIVERED if found[0] else PutResult.DUPLICATE
-        (n,) = db.execute(
-            "SELECT count(*) FROM mail WHERE recipient = ? AND done = 0", (mail.recipient,)
-        ).fetchone()
-        if n >= self.quotas.per_recipient:
-            raise QuotaExceeded("recipient", self.quotas.per_recipient)
-        (n,) = db.execute(
-            "SELECT count(*) FROM mail WHERE sender = ? AND done = 0", (mail.sender,)
-        ).fetchone()
-        if n >= self.quotas.per_sender:
-            raise QuotaExceeded("sender", self.quotas.per_sender)
+        self._check_quotas(mail)
         cur = db.execute(
-            "INSERT INTO mail (sender, msg_id, recipient, sent_at, expires_at, urgency, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO mail (sender, msg_id, recipient, sent_at, expires_at, urgency, body, size)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 mail.sender,
                 mail.msg_id,
@@ -228,6 +289,7 @@ class _SqliteCore:
                 mail.expires_at,
                 mail.urgency.value,
                 mail.body,
+                len(mail.body),
             ),
         )
         seq = cur.lastrowid
@@ -236,6 +298,32 @@ class _SqliteCore:
             [(seq, d) for d in (devices or {ANY_DEVICE})],
         )
         return PutResult.STORED
+
+    def _check_quotas(self, mail: Mail) -> None:
+        """Raise QuotaExceeded if storing `mail` would pass a limit."""
+        q = self.quotas
+        size = len(mail.body)
+        r_mails, r_bytes, p_mails, p_bytes = self.db.execute(
+            "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(sender = ?), 0),"
+            " coalesce(sum(CASE WHEN sender = ? THEN size ELSE 0 END), 0)"
+            " FROM mail WHERE recipient = ? AND done = 0",
+            (mail.sender, mail.sender, mail.recipient),
+        ).fetchone()
+        s_mails, s_bytes = self.db.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM mail WHERE sender = ? AND done = 0",
+            (mail.sender,),
+        ).fetchone()
+        checks = (
+            ("recipient", r_mails + 1, q.per_recipient, "mails"),
+            ("recipient", r_bytes + size, q.recipient_bytes, "bytes"),
+            ("sender", s_mails + 1, q.per_sender, "mails"),
+            ("sender", s_bytes + size, q.sender_bytes, "bytes"),
+            ("pair", p_mails + 1, q.pair_mails, "mails"),
+            ("pair", p_bytes + size, q.pair_bytes, "bytes"),
+        )
+        for kind, wanted, limit, unit in checks:
+            if wanted > limit:
+                raise QuotaExceeded(kind, limit, unit)
 
     def pending(self, recipient: str, device: str | None, limit: int, now: int) -> list[Mail]:
         wanted = (ANY_DEVICE,) if device is None else (device, ANY_DEVICE)
@@ -264,7 +352,9 @@ class _SqliteCore:
             )
             left = db.execute("SELECT 1 FROM mail_device WHERE seq = ? LIMIT 1", (mail.seq,))
             if left.fetchone() is None:
-                db.execute("UPDATE mail SET done = 1, body = x'' WHERE seq = ?", (mail.seq,))
+                db.execute(
+                    "UPDATE mail SET done = 1, body = x'', size = 0 WHERE seq = ?", (mail.seq,)
+                )
                 completed.append(replace(mail, body=b""))
         return completed
 
@@ -322,18 +412,36 @@ class _SqliteCore:
 class SqliteMailbox:
     """`Mailbox` in one SQLite file. Create with `await SqliteMailbox.open(path)`."""
 
-    def __init__(self, core: _SqliteCore, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, core: _SqliteCore, clock: Callable[[], float], retry_interval: float = 1.0
+    ) -> None:
         self._core = core
         self._clock = clock
-        self._thread = SqliteThread(core.db, "mailbox-sqlite")
+        self._thread = SqliteThread(
+            core.db, "mailbox", broken=core.broken, retry_interval=retry_interval
+        )
 
     @classmethod
     async def open(
-        cls, path: Path | str, quotas: Quotas | None = None, clock: Callable[[], float] = time.time
+        cls,
+        path: Path | str,
+        quotas: Quotas | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        retry_interval: float = 1.0,
     ) -> SqliteMailbox:
-        """Open (creating if needed) the mailbox at `path` (":memory:" for a throwaway one)."""
-        core = await asyncio.to_thread(_SqliteCore, str(path), quotas or Quotas())
-        return cls(core, clock)
+        """Open (creating if needed, mode 0600) the mailbox at `path` (":memory:": throwaway).
+
+        A file that fails its integrity check opens anyway, refusing every
+        call with StorageUnavailable and saying why in `health`.
+        """
+        core = await asyncio.to_thread(_SqliteCore, str(path), quotas or Quotas(), busy_timeout)
+        return cls(core, clock, retry_interval)
+
+    @property
+    def health(self) -> StorageHealth:
+        return self._thread.health
 
     def _now(self) -> int:
         return int(self._clock() * 1000)

@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from hearth.config import Option, ServiceConfig, parse_bool
+from hearth.storage import StorageHealth, StorageUnavailable
 from hearth.types import ConnId, Did
 from router.core import Connection, Router
 from router.frames import encode_frame
@@ -72,6 +73,22 @@ OPTIONS = (
     Option("mail_max_bytes", int, 64 * 1024, "largest mail body (bytes)"),
     Option("mailbox_per_recipient", int, 1000, "undelivered mails kept per recipient DID"),
     Option("mailbox_per_sender", int, 1000, "undelivered mails kept per sender DID"),
+    Option(
+        "mailbox_recipient_bytes", int, 16 * 1024 * 1024, "undelivered body bytes per recipient"
+    ),
+    Option("mailbox_sender_bytes", int, 16 * 1024 * 1024, "undelivered body bytes per sender"),
+    Option(
+        "mailbox_share",
+        float,
+        0.25,
+        "fraction of one recipient's mails and bytes a single sender may hold",
+    ),
+    Option(
+        "storage_busy_timeout",
+        float,
+        5.0,
+        "seconds a mailbox/push write waits for a lock held by another process before failing",
+    ),
     Option("mail_sweep_interval", float, 5.0, "seconds between mailbox expiry sweeps"),
     Option("mail_rate", float, 50.0, "mail/notify frames per second per connection"),
     Option("mail_burst", float, 200.0, "mail/notify frame burst per connection"),
@@ -99,6 +116,7 @@ class NotifySettings:
     push_max_attempts: int = 5
     push_retry_base: float = 1.0
     push_timeout: float = 10.0
+    storage_busy_timeout: float = 5.0
 
     @classmethod
     def from_config(cls, config: ServiceConfig) -> NotifySettings:
@@ -113,7 +131,13 @@ class NotifySettings:
         return cls(
             mail_max_ttl=int(num("mail_max_ttl")),
             mail_max_bytes=int(num("mail_max_bytes")),
-            quotas=Quotas(int(num("mailbox_per_recipient")), int(num("mailbox_per_sender"))),
+            quotas=Quotas(
+                int(num("mailbox_per_recipient")),
+                int(num("mailbox_per_sender")),
+                int(num("mailbox_recipient_bytes")),
+                int(num("mailbox_sender_bytes")),
+                num("mailbox_share"),
+            ),
             sweep_interval=num("mail_sweep_interval"),
             mail_rate=(num("mail_rate"), num("mail_burst")),
             push_subject=str(opts["push_subject"]),
@@ -123,6 +147,7 @@ class NotifySettings:
             push_max_attempts=int(num("push_max_attempts")),
             push_retry_base=num("push_retry_base"),
             push_timeout=num("push_timeout"),
+            storage_busy_timeout=num("storage_busy_timeout"),
         )
 
 
@@ -228,8 +253,13 @@ class Notifications:
         vapid = await asyncio.to_thread(
             VapidKey.load_or_create, base / "vapid_private.pem", settings.push_subject
         )
-        mailbox = await SqliteMailbox.open(base / "mailbox.sqlite3", settings.quotas, clock)
-        registry = await SqlitePushRegistry.open(base / "push.sqlite3", clock=clock)
+        busy = settings.storage_busy_timeout
+        mailbox = await SqliteMailbox.open(
+            base / "mailbox.sqlite3", settings.quotas, clock, busy_timeout=busy
+        )
+        registry = await SqlitePushRegistry.open(
+            base / "push.sqlite3", clock=clock, busy_timeout=busy
+        )
         sender = WebPushSender(vapid, timeout=settings.push_timeout)
         return cls(router, mailbox, registry, vapid, sender, settings, clock=clock)
 
@@ -276,6 +306,10 @@ class Notifications:
             log.error("notification task failed", exc_info=task.exception())
         if not self._tasks:
             self._idle.set()
+
+    def storage_healths(self) -> list[StorageHealth]:
+        """The mailbox's and the push registry's state, for `/xrpc/_health`."""
+        return [self.mailbox.health, self.registry.health]
 
     def device_of(self, conn: Connection) -> str | None:
         entry = self._conn_device.get(conn.conn_id)
@@ -339,7 +373,15 @@ class Notifications:
         # pending() first: it is queued to the store before anything this
         # connection sends next, so waiting mail precedes later answers.
         limit = self.settings.quotas.per_recipient
-        for mail in await self.mailbox.pending(conn.did, device, limit):
+        try:
+            waiting = await self.mailbox.pending(conn.did, device, limit)
+        except StorageUnavailable as e:
+            # Forget the device so that the client may say `device` again later.
+            self._conn_device.pop(conn.conn_id, None)
+            self._online.get((conn.did, device), set()).discard(conn.conn_id)
+            self.router.error(conn, "storage_unavailable", str(e), "device", abuse=False)
+            return
+        for mail in waiting:
             self.router.write(conn, _delivery(mail))
         await self.mailbox.add_device(conn.did, device)
         for msg_id, status in await self.mailbox.take_receipts(conn.did):
@@ -373,6 +415,9 @@ class Notifications:
         except MsgIdConflict as e:
             self.stats.refused += 1
             self.router.error(conn, "msg_id_conflict", str(e), "mail", abuse=False)
+            return
+        except StorageUnavailable as e:
+            self.router.error(conn, "storage_unavailable", str(e), "mail", abuse=False)
             return
         if result is not PutResult.STORED:
             self.stats.duplicates += 1
@@ -419,7 +464,13 @@ class Notifications:
         self.push.submit(PushMessage(reg.subscription, payload, ttl, header, topic))
 
     def _on_ack(self, conn: Connection, msg: Ack, _body: memoryview) -> None:
-        self._spawn(self._ack(conn.did, self.device_of(conn), msg.msg_id))
+        self._spawn(self._client_ack(conn, msg.msg_id))
+
+    async def _client_ack(self, conn: Connection, msg_id: str) -> None:
+        try:
+            await self._ack(conn.did, self.device_of(conn), msg_id)
+        except StorageUnavailable as e:  # the mail stays pending: the client may ack again
+            self.router.error(conn, "storage_unavailable", str(e), "ack", abuse=False)
 
     async def _ack(self, did: Did, device: str | None, msg_id: str) -> None:
         for mail in await self.mailbox.ack(did, device, msg_id):
@@ -469,6 +520,8 @@ class Notifications:
             await asyncio.sleep(self.settings.sweep_interval)
             try:
                 await self.sweep()
+            except StorageUnavailable as e:  # health says so; the store retries by itself
+                log.warning("mailbox sweep skipped: %s", e)
             except Exception:
                 log.exception("mailbox sweep failed")
 

@@ -8,20 +8,26 @@ those subscriptions.
 
 Endpoint URLs and keys are stored as given (the router needs them to push);
 they are never returned to anyone but the registering DID, and never logged.
+The file (it holds every endpoint's auth secret) is 0600. Storage failures
+raise `hearth.storage.StorageUnavailable` and show in `health`; a file that
+fails its integrity check at open is refused, not served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from hearth.files import is_memory, quick_check
+from hearth.storage import StorageHealth, describe
 from hearth.types import Did, DocumentId
 from router.push import PushSubscription
-from router.sqlite_thread import SqliteThread, connect
+from router.sqlite_thread import DEFAULT_BUSY_TIMEOUT, SqliteThread, connect
 from router.urgency import Level
 
 
@@ -76,6 +82,11 @@ class PushRegistry(Protocol):
         """Registrations subscribed to `doc`, each with the subscription's level."""
         ...
 
+    @property
+    def health(self) -> StorageHealth:
+        """The store's state, for `/xrpc/_health`."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -124,14 +135,36 @@ class SqlitePushRegistry:
         path: Path | str,
         limits: RegistryLimits | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        retry_interval: float = 1.0,
     ) -> SqlitePushRegistry:
+        """Open (creating if needed, mode 0600) the registry at `path`."""
+
         def setup() -> SqliteThread:
-            db = connect(str(path))
-            db.executescript(_SCHEMA)
-            return SqliteThread(db, "push-registry-sqlite")
+            broken: str | None = None
+            try:
+                db = connect(str(path), busy_timeout)
+            except sqlite3.DatabaseError as e:
+                db = sqlite3.connect(":memory:", check_same_thread=False)  # never used
+                broken = describe(e)
+            if broken is None and not is_memory(path):
+                broken = quick_check(db)
+            if broken is None:
+                try:
+                    db.executescript(_SCHEMA)
+                except sqlite3.DatabaseError as e:
+                    broken = f"cannot set up the schema: {describe(e)}"
+            if broken is not None:
+                broken = f"push registry database unusable ({broken}); restore or remove it"
+            return SqliteThread(db, "push-registry", broken=broken, retry_interval=retry_interval)
 
         thread = await asyncio.to_thread(setup)
         return cls(thread, limits or RegistryLimits(), clock)
+
+    @property
+    def health(self) -> StorageHealth:
+        return self._thread.health
 
     async def register(
         self, did: Did, device: str, subscription: PushSubscription, level: Level

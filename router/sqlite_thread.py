@@ -5,19 +5,44 @@ committed together (one fsync), each inside a savepoint so one failing
 operation is undone alone and its exception handed back to its caller.
 Used by the mailbox and the push registry; any store with small synchronous
 methods can use it.
+
+Storage failures (the file locked by another process for longer than the
+busy timeout, the disk full, an I/O error, corruption) fail the whole batch:
+it is rolled back and every caller in it gets `StorageUnavailable`. The
+thread never stops on them. While failing it probes the database every
+`retry_interval` seconds when idle (`BEGIN IMMEDIATE` + `COMMIT`: is the
+write lock ours again?), so `health` turns healthy once the cause is gone
+even without traffic; any successful batch does the same. Callers that were
+refused retry on their own.
+
+A file that failed its integrity check at start (`broken=`) is never
+touched: every call is refused at once with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
+from hearth.files import private_sqlite_connect
+from hearth.storage import (
+    StorageHealth,
+    StorageUnavailable,
+    describe,
+    is_storage_failure,
+)
+
 T = TypeVar("T")
+log = logging.getLogger("hearth.router.storage")
+
+DEFAULT_BUSY_TIMEOUT = 5.0
 
 
 @dataclass(slots=True)
@@ -26,29 +51,52 @@ class _Op:
     future: asyncio.Future[Any]
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """A connection in autocommit mode, WAL, synchronous=FULL, foreign keys on."""
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA foreign_keys=ON")
-    return db
+def connect(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:
+    """A private (0600) connection in autocommit mode, WAL, synchronous=FULL, foreign keys on.
+
+    `busy_timeout`: seconds a transaction waits for a lock held by another
+    process before its batch fails.
+    """
+    return private_sqlite_connect(
+        path,
+        timeout=busy_timeout,
+        pragmas=("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"),
+    )
 
 
 class SqliteThread:
-    """Runs functions against `db` on one thread. Call `close()` when done."""
+    """Runs functions against `db` on one thread. Call `close()` when done.
 
-    def __init__(self, db: sqlite3.Connection, name: str) -> None:
+    `health` says whether the last batch (or probe) worked; pass `broken`
+    (a reason) for a database that failed its integrity check at start.
+    """
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        name: str,
+        *,
+        broken: str | None = None,
+        retry_interval: float = 1.0,
+    ) -> None:
         self.db = db
+        self.health = StorageHealth(name)
+        self.health.broken = broken
+        self._retry_interval = retry_interval
         self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self.closed = False
 
     async def call(self, fn: Callable[[], T]) -> T:
-        """Run `fn()` in a transaction on the database thread and return its result."""
+        """Run `fn()` in a transaction on the database thread and return its result.
+
+        Raises StorageUnavailable when the database cannot be used now; the
+        operation then had no effect.
+        """
         if self.closed:
             raise RuntimeError("store is closed")
+        self.health.refuse_if_broken()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._ops.put(_Op(fn, future))
         return await future
@@ -61,11 +109,20 @@ class SqliteThread:
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
-        db = self.db
+        try:
+            self._loop()
+        finally:
+            self.db.close()
+
+    def _loop(self) -> None:
         while True:
-            op = self._ops.get()
+            failing = self.health.error is not None and self.health.broken is None
+            try:
+                op = self._ops.get(timeout=self._retry_interval if failing else None)
+            except queue.Empty:
+                self._probe()
+                continue
             if op is None:
-                db.close()
                 return
             batch = [op]
             stop = False
@@ -80,10 +137,28 @@ class SqliteThread:
                 batch.append(more)
             self._run_batch(batch)
             if stop:
-                db.close()
                 return
 
     def _run_batch(self, batch: list[_Op]) -> None:
+        try:
+            results = self._transaction(batch)
+        except Exception as e:  # the batch as a whole failed; the thread goes on
+            self._rollback()
+            reason = describe(e)
+            if not isinstance(e, sqlite3.Error):
+                log.exception("%s: a batch failed unexpectedly", self.health.name)
+            self.health.failed(reason)
+            error = StorageUnavailable(f"storage unavailable: {reason}; retry later")
+            results = [(item, False, error) for item in batch]
+        else:
+            self.health.succeeded()
+        for item, ok, value in results:
+            try:
+                item.future.get_loop().call_soon_threadsafe(_settle, item.future, ok, value)
+            except RuntimeError:  # the caller's loop is gone
+                pass
+
+    def _transaction(self, batch: list[_Op]) -> list[tuple[_Op, bool, Any]]:
         db = self.db
         results: list[tuple[_Op, bool, Any]] = []
         db.execute("BEGIN IMMEDIATE")
@@ -91,23 +166,35 @@ class SqliteThread:
             db.execute("SAVEPOINT op")
             try:
                 value = item.fn()
-            except Exception as e:  # handed back to the caller
-                db.execute("ROLLBACK TO op")
+            except Exception as e:
+                if is_storage_failure(e):
+                    raise  # SQLite may have rolled back the whole transaction already
+                db.execute("ROLLBACK TO op")  # an answer about this operation alone
                 db.execute("RELEASE op")
                 results.append((item, False, e))
                 continue
             db.execute("RELEASE op")
             results.append((item, True, value))
-        try:
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            db.execute("ROLLBACK")
-            results = [(item, False, e) for item, _, _ in results]
-        for item, ok, value in results:
+        db.execute("COMMIT")
+        return results
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
             try:
-                item.future.get_loop().call_soon_threadsafe(_settle, item.future, ok, value)
-            except RuntimeError:  # the caller's loop is gone
-                pass
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error as e:  # the next batch or probe tries again
+                log.warning("%s: rollback failed: %s", self.health.name, describe(e))
+
+    def _probe(self) -> None:
+        try:
+            self._rollback()
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback()
+            self.health.failed(describe(e))
+        else:
+            self.health.succeeded()
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

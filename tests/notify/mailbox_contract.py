@@ -49,7 +49,7 @@ class MailboxContract:
 
     @pytest.fixture
     async def box(self, clock: Clock) -> AsyncIterator[Mailbox]:
-        mb = await self.make(Quotas(per_recipient=5, per_sender=7), clock)
+        mb = await self.make(Quotas(per_recipient=5, per_sender=7, share=1.0), clock)
         yield mb
         await mb.close()
 
@@ -139,6 +139,60 @@ class MailboxContract:
         # delivery frees the quota
         await box.ack(BOB, "d1", "r0")
         assert await box.put(mail(clock, "r5"), {"d1"}) is PutResult.STORED
+
+    async def test_one_sender_fills_only_its_share(self, clock: Clock) -> None:
+        """A flood from Alice leaves room in Bob's mailbox for his friend Carol."""
+        quotas = Quotas(per_recipient=8, per_sender=100, share=0.25)
+        box = await self.make(quotas, clock)
+        try:
+            assert await box.put(mail(clock, "a0"), {"d1"}) is PutResult.STORED
+            assert await box.put(mail(clock, "a1"), {"d1"}) is PutResult.STORED
+            with pytest.raises(QuotaExceeded) as e:
+                await box.put(mail(clock, "a2"), {"d1"})
+            assert (e.value.kind, e.value.limit, e.value.unit) == ("pair", 2, "mails")
+            assert "per sender and recipient (2 mails)" in str(e.value)
+            # Alice may still write to others, and Carol to Bob.
+            assert await box.put(mail(clock, "a2", recipient=CAROL), {"d1"}) is PutResult.STORED
+            assert await box.put(mail(clock, "c0", sender=CAROL), {"d1"}) is PutResult.STORED
+            # Delivery gives Alice her share back.
+            await box.ack(BOB, "d1", "a0")
+            assert await box.put(mail(clock, "a3"), {"d1"}) is PutResult.STORED
+        finally:
+            await box.close()
+
+    async def test_byte_quotas(self, clock: Clock) -> None:
+        quotas = Quotas(
+            per_recipient=100, per_sender=100, recipient_bytes=4000, sender_bytes=3000,
+            share=0.5,
+        )  # fmt: skip
+        box = await self.make(quotas, clock)
+        kb = b"x" * 1000
+        try:
+            for i in range(2):
+                assert await box.put(mail(clock, f"a{i}", body=kb), {"d"}) is PutResult.STORED
+            with pytest.raises(QuotaExceeded) as e:  # Alice's half of Bob's 4000 bytes
+                await box.put(mail(clock, "a2", body=b"x"), {"d"})
+            assert (e.value.kind, e.value.limit, e.value.unit) == ("pair", 2000, "bytes")
+            assert await box.put(mail(clock, "a2", body=kb, recipient=CAROL), {"d"}) is (
+                PutResult.STORED
+            )
+            with pytest.raises(QuotaExceeded) as e:  # Alice's own 3000 bytes
+                await box.put(mail(clock, "a3", body=b"x", recipient=CAROL), {"d"})
+            assert (e.value.kind, e.value.unit) == ("sender", "bytes")
+            for i, sender in enumerate((CAROL, Did("did:key:zDave"))):
+                body = kb if i == 0 else kb + b"x"
+                result = box.put(mail(clock, f"o{i}", sender=sender, body=body), {"d"})
+                if i == 0:
+                    assert await result is PutResult.STORED
+                else:  # Bob already holds 3000 of his 4000 bytes
+                    with pytest.raises(QuotaExceeded) as e:
+                        await result
+                    assert (e.value.kind, e.value.unit) == ("recipient", "bytes")
+            # A delivered mail costs nothing.
+            await box.ack(BOB, "d", "a0")
+            assert await box.put(mail(clock, "a4", body=kb), {"d"}) is PutResult.STORED
+        finally:
+            await box.close()
 
     async def test_devices(self, box: Mailbox) -> None:
         assert await box.devices(BOB) == frozenset()

@@ -209,7 +209,9 @@ async def test_ttl_expiry_tells_the_sender(tmp_path: Path) -> None:
 
 async def test_quotas_and_bad_mail(tmp_path: Path) -> None:
     alice, bob, carol = Person(), Person(), Person()
-    async with running_router(tmp_path, mailbox_per_recipient=2, mailbox_per_sender=3) as r:
+    async with running_router(
+        tmp_path, mailbox_per_recipient=2, mailbox_per_sender=3, mailbox_share=1.0
+    ) as r:
         a = await Client.open(r, alice.signer)
         for i in range(2):
             await a.send(["mail", bob.did, f"b{i}", 60, "normal"], b"s")
