@@ -271,6 +271,7 @@ async def main(args: argparse.Namespace) -> None:
         "HEARTH_ROUTER_MAILBOX_PER_SENDER": str(total * 2),
         "HEARTH_ROUTER_MAIL_RATE": "100000",
         "HEARTH_ROUTER_MAIL_BURST": "100000",
+        "HEARTH_ROUTER_AUTH_RATE": "0",  # every client is 127.0.0.1: no per-address budget
     }
     log = open(os.path.join(data, "bench.log"), "wb")  # noqa: ASYNC230 - before any load
     router = await asyncio.create_subprocess_exec(

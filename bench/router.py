@@ -238,7 +238,14 @@ class Target:
 
 def start_hearth(tmp: Path) -> Target:
     port = free_port()
-    env = {**os.environ, "HEARTH_LOG_LEVEL": "warning"}
+    # The bench measures routing, not the auth budget: every client comes
+    # from 127.0.0.1 with a token minted before the run starts.
+    env = {
+        **os.environ,
+        "HEARTH_LOG_LEVEL": "warning",
+        "HEARTH_ROUTER_AUTH_RATE": "0",
+        "HEARTH_ROUTER_AUTH_DID_KEY_LIFETIME": "300",
+    }
     proc = subprocess.Popen(
         [str(ROOT / ".venv/bin/hearth"), "router", "--port", str(port), "--data-dir", str(tmp)],
         env=env,

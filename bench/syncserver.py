@@ -89,7 +89,8 @@ async def hearth_server(data_dir: Path) -> AsyncIterator[Server]:
         str(port),
         "--data-dir",
         str(data_dir),
-        env={**os.environ, "HEARTH_LOG_LEVEL": "warning"},
+        # Every client is 127.0.0.1: no per-address token budget in the bench.
+        env={**os.environ, "HEARTH_LOG_LEVEL": "warning", "HEARTH_SYNCSERVER_AUTH_RATE": "0"},
         stdout=asyncio.subprocess.DEVNULL,
     )
     http = f"http://127.0.0.1:{port}"

@@ -6,20 +6,32 @@ ES256K, minted by its PDS), or the did:key itself (EdDSA, minted by the client).
 
 Every failure raises `AuthError` with a distinct `reason`, so services can
 answer 401 with a precise atproto error body and count failures by reason.
+
+Verifying costs the service CPU (a signature check) and memory (a jti kept
+until the token expires), and anybody can mint did:key tokens for free. So a
+service's `AuthBudget` bounds both, charging whoever causes the cost: each
+client address has a token bucket of verifications, charged before the token
+is parsed; the jti caches of did:key and of atproto issuers are apart, and a
+full one forgets entries of the address holding the most, never refusing;
+did:key tokens may live only `did_key_lifetime` seconds. A token's jti is
+recorded only when the service accepts the request (`check`, then `commit`).
 """
 
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from hearth.config import Option, ServiceConfig
 from hearth.identity import IdentitySyntaxError, parse_did
 from hearth.jwt import JwtFormatError, ParsedJwt, parse_jwt
 from hearth.keys import KeyFormatError, PublicKey, is_high_s
+from hearth.ratelimit import RateLimiter
 from hearth.types import Did
 
 # exp may be at most this far in the future (atproto service-auth tokens are short).
@@ -30,15 +42,22 @@ LEEWAY_SECONDS = 5
 REFETCH_INTERVAL_SECONDS = 30.0
 # DIDs remembered for that limit; beyond, no DID is refetched until entries age out.
 MAX_REFETCH_TRACKED = 10_000
+# What an issuer at its live-token cap is told to wait (its oldest token expires by then, roughly).
+ISSUER_BUSY_RETRY_SECONDS = 10.0
 
 
 class AuthError(Exception):
-    """A token was refused. `reason` is a stable machine-readable code."""
+    """A token was refused. `reason` is a stable machine-readable code.
 
-    def __init__(self, reason: str, message: str) -> None:
+    `retry_after` (seconds) is set when the token may well be good and the
+    caller should simply try again later (`rate_limited`, `issuer_busy`).
+    """
+
+    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +67,7 @@ class VerifiedToken:
     exp: int
     lxm: str | None
     jti: str
+    client: str = ""  # the address key its verification was charged to
 
 
 # Looks up the signing key of a DID; `fresh=True` bypasses caches (key rotation).
@@ -55,56 +75,259 @@ class VerifiedToken:
 KeyLookup = Callable[[Did, bool], Awaitable[PublicKey | None]]
 
 
+@dataclass(frozen=True, slots=True)
+class AuthLimits:
+    """What verifying tokens may cost a service; see docs/configuration.md.
+
+    `rate`/`burst`: token verifications per client address (an IPv6 address
+    counts per /64), charged before anything else is looked at; `rate` 0
+    turns the budget off. `did_key_capacity`/`atproto_capacity`: live jtis
+    remembered for did:key issuers and for did:plc/did:web issuers, apart.
+    `per_issuer`: live jtis of one issuer. `did_key_lifetime`: how far ahead
+    a did:key token's exp may be (atproto tokens: `MAX_FUTURE_SECONDS`).
+    """
+
+    rate: float = 20.0
+    burst: int = 200
+    max_addresses: int = 100_000
+    did_key_capacity: int = 100_000
+    atproto_capacity: int = 100_000
+    per_issuer: int = 1_000
+    did_key_lifetime: int = 60
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+_LIMITS = AuthLimits()
+# Every service that verifies tokens declares these (HEARTH_<SERVICE>_AUTH_*, --auth-*).
+AUTH_OPTIONS = (
+    Option(
+        "auth_rate",
+        _non_negative_float,
+        _LIMITS.rate,
+        "token verifications per second per client address (IPv6: per /64), sustained; 0: off",
+    ),
+    Option("auth_burst", _positive_int, _LIMITS.burst, "token verifications per address, burst"),
+    Option(
+        "auth_did_key_capacity",
+        _positive_int,
+        _LIMITS.did_key_capacity,
+        "live did:key token ids remembered against replay (~400 bytes each)",
+    ),
+    Option(
+        "auth_atproto_capacity",
+        _positive_int,
+        _LIMITS.atproto_capacity,
+        "live did:plc/did:web token ids remembered against replay (~400 bytes each)",
+    ),
+    Option(
+        "auth_per_issuer", _positive_int, _LIMITS.per_issuer, "live token ids of one issuer DID"
+    ),
+    Option(
+        "auth_did_key_lifetime",
+        _positive_int,
+        _LIMITS.did_key_lifetime,
+        "seconds ahead a did:key token's exp may be",
+    ),
+)
+
+
+def auth_limits_from_config(config: ServiceConfig) -> AuthLimits:
+    """The `AUTH_OPTIONS` of a service's configuration (defaults where absent)."""
+
+    def get(name: str, default: Any) -> Any:
+        return config.options.get(f"auth_{name}", default)
+
+    return AuthLimits(
+        rate=float(get("rate", _LIMITS.rate)),
+        burst=int(get("burst", _LIMITS.burst)),
+        did_key_capacity=int(get("did_key_capacity", _LIMITS.did_key_capacity)),
+        atproto_capacity=int(get("atproto_capacity", _LIMITS.atproto_capacity)),
+        per_issuer=int(get("per_issuer", _LIMITS.per_issuer)),
+        did_key_lifetime=int(get("did_key_lifetime", _LIMITS.did_key_lifetime)),
+    )
+
+
+def address_key(host: str | None) -> str:
+    """The budget key of a client address: itself, or its /64 for IPv6.
+
+    One IPv6 subscriber gets a whole /64 (often more), so counting single
+    addresses would give one machine 2**64 budgets. Unparsable hosts (a
+    Unix socket, a test transport) are their own key; None is "".
+    """
+    if not host:
+        return ""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class JtiCache:
     """Remembers (iss, jti) pairs until their token expires; bounded in size.
 
-    When full of still-valid entries, new tokens are refused (`busy`) rather
-    than forgetting old ones, which would reopen a replay window. One issuer
-    may hold at most `per_issuer` live entries (`issuer_busy` beyond), so a
-    single DID - did:key identities cost nothing - cannot fill the cache and
-    lock everybody else out. Memory: ~300 bytes per live entry (jti included).
+    Every entry is charged to the client address (`address_key`) its request
+    came from. When the cache is full, it makes room by forgetting the oldest
+    entry of the address holding the most live entries, so a flood displaces
+    its own entries and never those of an address holding fewer: the cost of
+    the cache is borne by whoever fills it, and a full cache refuses nobody.
+    (A forgotten token could be replayed until it expires; only tokens that
+    came from the heaviest address are exposed.) One issuer may hold at most
+    `per_issuer` live entries (`issuer_busy` beyond).
+
+    `check` then `record`, with no await between them, is the two-step use:
+    a request refused between the two leaves no trace. Memory: ~400 bytes per
+    live entry (jti included).
     """
 
     def __init__(self, capacity: int = 100_000, per_issuer: int = 1_000) -> None:
-        self._seen: dict[tuple[str, str], float] = {}
-        # Min-heap on expiry: every expired entry is pruned, whatever order
-        # tokens arrived in (one long-lived token must not shield the rest).
-        self._by_expiry: list[tuple[float, str, str]] = []
-        self._per_issuer: dict[str, int] = {}
+        if capacity < 1 or per_issuer < 1:
+            raise ValueError("jti cache capacity and per-issuer cap must be >= 1")
         self._capacity = capacity
         self._issuer_cap = per_issuer
+        self._seen: dict[tuple[str, str], tuple[float, str]] = {}  # -> (expires, address)
+        # Min-heap on expiry: every expired entry is pruned, whatever order
+        # tokens arrived in (one long-lived token must not shield the rest).
+        # Entries evicted early stay here until popped (skipped then), so the
+        # heap is rebuilt when it holds twice what the cache does.
+        self._by_expiry: list[tuple[float, str, str]] = []
+        self._per_issuer: dict[str, int] = {}
+        self._by_address: dict[str, OrderedDict[tuple[str, str], None]] = {}  # arrival order
+        self._holding: dict[int, set[str]] = {}  # n -> the addresses holding n entries
+        self._heaviest = 0
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def live_for(self, iss: str) -> int:
-        """Entries `iss` holds now (as of the last `consume`)."""
+        """Entries `iss` holds now (as of the last `check` or `record`)."""
         return self._per_issuer.get(iss, 0)
 
-    def consume(self, iss: str, jti: str, exp: float, now: float) -> None:
-        """Record a use; raises AuthError if the pair was already used or a cap is reached."""
+    def held_by(self, address: str) -> int:
+        """Entries charged to `address` now."""
+        entries = self._by_address.get(address)
+        return len(entries) if entries else 0
+
+    def check(self, iss: str, jti: str, now: float) -> None:
+        """Raise AuthError if the pair was used already or `iss` is at its cap; records nothing."""
         self._prune(now)
         if (iss, jti) in self._seen:
             raise AuthError("replayed", "token already used (jti seen before)")
         if self._per_issuer.get(iss, 0) >= self._issuer_cap:
-            raise AuthError("issuer_busy", "too many live tokens for this issuer; retry shortly")
+            raise AuthError(
+                "issuer_busy",
+                "too many live tokens for this issuer; retry shortly",
+                retry_after=ISSUER_BUSY_RETRY_SECONDS,
+            )
+
+    def record(self, iss: str, jti: str, exp: float, address: str, now: float) -> None:
+        """Record a use charged to `address` (as `check`, then remember it)."""
+        self.check(iss, jti, now)
         if len(self._seen) >= self._capacity:
-            raise AuthError("busy", "too many live tokens; retry shortly")
+            self._evict()
+        key = (iss, jti)
         expires = exp + LEEWAY_SECONDS
-        self._seen[(iss, jti)] = expires
+        self._seen[key] = (expires, address)
         heapq.heappush(self._by_expiry, (expires, iss, jti))
         self._per_issuer[iss] = self._per_issuer.get(iss, 0) + 1
+        entries = self._by_address.setdefault(address, OrderedDict())
+        entries[key] = None
+        self._moved(address, len(entries) - 1, len(entries))
+        if len(self._by_expiry) > 2 * self._capacity:
+            self._by_expiry = [(e, i, j) for (i, j), (e, _a) in self._seen.items()]
+            heapq.heapify(self._by_expiry)
+
+    def _evict(self) -> None:
+        address = next(iter(self._holding[self._heaviest]))
+        key = next(iter(self._by_address[address]))
+        self._forget(key)
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        _expires, address = self._seen.pop(key)
+        iss = key[0]
+        left = self._per_issuer[iss] - 1
+        if left:
+            self._per_issuer[iss] = left
+        else:
+            del self._per_issuer[iss]
+        entries = self._by_address[address]
+        del entries[key]
+        self._moved(address, len(entries) + 1, len(entries))
+        if not entries:
+            del self._by_address[address]
+
+    def _moved(self, address: str, old: int, new: int) -> None:
+        """Keep `_holding` and `_heaviest` right after `address` went from old to new entries."""
+        if old:
+            holders = self._holding[old]
+            holders.discard(address)
+            if not holders:
+                del self._holding[old]
+        if new:
+            self._holding.setdefault(new, set()).add(address)
+        if new > self._heaviest:
+            self._heaviest = new
+        elif old == self._heaviest and old not in self._holding:
+            self._heaviest = new  # old - 1: `address` itself now holds that many (or none is left)
 
     def _prune(self, now: float) -> None:
         heap = self._by_expiry
+        seen = self._seen
         while heap and heap[0][0] <= now:
-            _, iss, jti = heapq.heappop(heap)
-            del self._seen[(iss, jti)]
-            left = self._per_issuer[iss] - 1
-            if left:
-                self._per_issuer[iss] = left
-            else:
-                del self._per_issuer[iss]
+            expires, iss, jti = heapq.heappop(heap)
+            entry = seen.get((iss, jti))
+            if entry is not None and entry[0] == expires:
+                self._forget((iss, jti))
+
+
+class AuthBudget:
+    """The shared state token verification may use in one service, and its bounds.
+
+    Every verifier of a service should share one budget: an address's
+    verifications are counted together whichever endpoint they hit. did:key
+    issuers (free to create) and atproto issuers get separate jti caches, so
+    no flood of did:key identities can displace an atproto user's entry.
+    """
+
+    def __init__(self, limits: AuthLimits | None = None) -> None:
+        self.limits = limits = limits if limits is not None else AuthLimits()
+        self._addresses = (
+            RateLimiter(limits.burst, limits.rate * 60.0, limits.max_addresses)
+            if limits.rate > 0
+            else None
+        )
+        self.did_key_jtis = JtiCache(limits.did_key_capacity, limits.per_issuer)
+        self.atproto_jtis = JtiCache(limits.atproto_capacity, limits.per_issuer)
+
+    def jtis_for(self, did: str) -> JtiCache:
+        return self.did_key_jtis if did.startswith("did:key:") else self.atproto_jtis
+
+    def spend(self, address: str, now: float) -> None:
+        """Charge one verification to `address`; raise AuthError('rate_limited') when spent."""
+        if self._addresses is None:
+            return
+        wait = self._addresses.take(address, now)
+        if wait > 0:
+            raise AuthError(
+                "rate_limited", "too many token verifications from this address", retry_after=wait
+            )
 
 
 def did_key_lookup(did: Did) -> PublicKey:
@@ -147,7 +370,7 @@ class ServiceAuthVerifier:
         key_lookup: KeyLookup,
         *,
         clock: Callable[[], float] = time.time,
-        jti_cache: JtiCache | None = None,
+        budget: AuthBudget | None = None,
         refetch_interval: float = REFETCH_INTERVAL_SECONDS,
     ) -> None:
         # atproto is moving proxied tokens from `aud = <service DID>` to
@@ -157,16 +380,45 @@ class ServiceAuthVerifier:
         self.audiences = frozenset(audiences)
         self._key_lookup = key_lookup
         self._clock = clock
-        self._jtis = jti_cache if jti_cache is not None else JtiCache()
+        self.budget = budget if budget is not None else AuthBudget()
         self._refetch_interval = refetch_interval
         self._refetched: OrderedDict[Did, float] = OrderedDict()  # DID -> last forced refetch
 
-    async def verify(self, token: str, *, lxm: str | None) -> VerifiedToken:
-        """Check every rule; return the claims or raise AuthError.
+    async def verify(
+        self, token: str, *, lxm: str | None, client: str | None = None
+    ) -> VerifiedToken:
+        """`check`, then `commit`: for callers that accept a request on its token alone."""
+        verified = await self.check(token, lxm=lxm, client=client)
+        self.commit(verified)
+        return verified
+
+    def commit(self, verified: VerifiedToken) -> None:
+        """Record the token's jti as used: call once the request is accepted.
+
+        Call it right after `check` with no await between, and it cannot fail;
+        otherwise another request may have used the same jti meanwhile
+        (AuthError `replayed`, or `issuer_busy`).
+        """
+        jtis = self.budget.jtis_for(verified.iss)
+        jtis.record(verified.iss, verified.jti, verified.exp, verified.client, self._clock())
+
+    async def check(
+        self, token: str, *, lxm: str | None, client: str | None = None
+    ) -> VerifiedToken:
+        """Check every rule; return the claims or raise AuthError. Records nothing.
 
         `lxm` is the method being called; when given, the token must name it.
-        A successful call consumes the token's jti.
+        `client` is the caller's address (the socket peer, or what a trusted
+        proxy says): its budget is charged first, before the token is even
+        parsed, so a flood is refused before it costs a signature check or
+        touches the jti cache. None means "not from the network" (in-process
+        callers) and shares one budget. The token stays unused until
+        `commit`: refuse the request for any other reason in between and the
+        client may use the token again.
         """
+        now = self._clock()
+        address = address_key(client)
+        self.budget.spend(address, now)
         try:
             jwt = parse_jwt(token)
         except JwtFormatError as e:
@@ -191,10 +443,16 @@ class ServiceAuthVerifier:
             raise AuthError("no_exp", "exp is required")
         if not isinstance(exp, int) or isinstance(exp, bool):
             raise AuthError("malformed", "exp must be an integer")
-        now = self._clock()
         if exp + LEEWAY_SECONDS < now:
             raise AuthError("expired", "token expired")
-        if exp > now + MAX_FUTURE_SECONDS:
+        if did.startswith("did:key:"):
+            # Anybody can mint did:key tokens: keep their jti entries short-lived.
+            ahead = self.budget.limits.did_key_lifetime
+            if exp > now + ahead + LEEWAY_SECONDS:
+                raise AuthError(
+                    "exp_too_far", f"a did:key token's exp may be at most {ahead} s ahead"
+                )
+        elif exp > now + MAX_FUTURE_SECONDS:
             raise AuthError("exp_too_far", "exp is too far in the future")
         aud = claims.get("aud")
         if not isinstance(aud, str) or aud not in self.audiences:
@@ -217,8 +475,8 @@ class ServiceAuthVerifier:
             failure = _signature_failure(key, alg, jwt)
         if failure is not None:
             raise AuthError(failure, _FAILURES[failure].format(alg=alg))
-        self._jtis.consume(did, jti, exp, now)
-        return VerifiedToken(did, aud, exp, token_lxm, jti)
+        self.budget.jtis_for(did).check(did, jti, self._clock())
+        return VerifiedToken(did, aud, exp, token_lxm, jti, address)
 
     def _may_refetch(self, did: Did, now: float) -> bool:
         """Whether a failed signature may re-resolve `did` now; records it if so.

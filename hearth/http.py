@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -16,7 +17,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import hearth
 from hearth.auth import AuthError, ServiceAuthVerifier, VerifiedToken, bearer_token
-from hearth.storage import StorageUnavailable
 
 access_log = logging.getLogger("hearth.access")
 
@@ -24,20 +24,25 @@ access_log = logging.getLogger("hearth.access")
 class XrpcError(Exception):
     """Raise inside a handler to answer with an atproto error body."""
 
-    def __init__(self, status: int, error: str, message: str) -> None:
+    def __init__(
+        self, status: int, error: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
+        self.headers = headers
 
 
-def xrpc_error(status: int, error: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message}, status_code=status)
+def xrpc_error(
+    status: int, error: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
 
 
 async def xrpc_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, XrpcError)
-    return xrpc_error(exc.status, exc.error, exc.message)
+    return xrpc_error(exc.status, exc.error, exc.message, exc.headers)
 
 
 async def not_found_handler(_request: Request, _exc: Exception) -> Response:
@@ -46,11 +51,6 @@ async def not_found_handler(_request: Request, _exc: Exception) -> Response:
 
 async def method_not_allowed_handler(_request: Request, _exc: Exception) -> Response:
     return xrpc_error(405, "MethodNotAllowed", "method not allowed")
-
-
-async def storage_unavailable_handler(_request: Request, exc: Exception) -> Response:
-    # The store says why (locked, disk full, corrupt); retrying later may work.
-    return xrpc_error(503, "StorageUnavailable", str(exc))
 
 
 async def internal_error_handler(_request: Request, _exc: Exception) -> Response:
@@ -64,30 +64,64 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]
     XrpcError: xrpc_error_handler,
     404: not_found_handler,
     405: method_not_allowed_handler,
-    StorageUnavailable: storage_unavailable_handler,
     # Anything else a handler lets escape: an atproto body instead of text/plain.
     Exception: internal_error_handler,
 }
 
 
 async def require_auth(
-    request: Request, verifier: ServiceAuthVerifier, lxm: str | None
+    request: Request, verifier: ServiceAuthVerifier, lxm: str | None, *, client: str | None = None
 ) -> VerifiedToken:
-    """Verify the request's service-auth JWT, or raise XrpcError 401 with the reason."""
+    """Verify the request's service-auth JWT and record its jti, or raise XrpcError.
+
+    For a handler that may still refuse the request after authentication,
+    `check_auth`, its own checks, then `commit_auth` (no await in between)
+    leave a refused request's token unused.
+    """
+    verified = await check_auth(request, verifier, lxm, client=client)
+    commit_auth(verifier, verified)
+    return verified
+
+
+async def check_auth(
+    request: Request, verifier: ServiceAuthVerifier, lxm: str | None, *, client: str | None = None
+) -> VerifiedToken:
+    """Check the request's service-auth JWT without using it up; raise XrpcError if refused.
+
+    The budget charged is `client`'s, by default the socket peer (uvicorn
+    replaces it with the `X-Forwarded-For` address when the peer is one of
+    its `--forwarded-allow-ips`, loopback by default).
+    """
+    if client is None and request.client is not None:
+        client = request.client.host
     try:
         token = bearer_token(request.headers.get("authorization"))
-        return await verifier.verify(token, lxm=lxm)
+        return await verifier.check(token, lxm=lxm, client=client)
     except AuthError as e:
-        # A full replay cache says nothing about the token: tell the client to
-        # retry later instead of calling its (possibly good) token invalid.
-        if e.reason == "issuer_busy":
-            raise XrpcError(429, "RateLimitExceeded", f"{e.reason}: {e.message}") from e
-        if e.reason == "busy":
-            raise XrpcError(503, "ServiceBusy", f"{e.reason}: {e.message}") from e
-        error = {"missing": "AuthenticationRequired", "expired": "ExpiredToken"}.get(
-            e.reason, "InvalidToken"
+        raise auth_refusal(e) from e
+
+
+def commit_auth(verifier: ServiceAuthVerifier, verified: VerifiedToken) -> None:
+    """Record a checked token as used (`ServiceAuthVerifier.commit`); raise XrpcError if refused."""
+    try:
+        verifier.commit(verified)
+    except AuthError as e:
+        raise auth_refusal(e) from e
+
+
+def auth_refusal(e: AuthError) -> XrpcError:
+    """The XRPC error for a refused token: 401, or 429 with Retry-After when it may be good."""
+    if e.retry_after is not None:
+        # A spent budget says nothing about the token: tell the client when to
+        # retry instead of calling its (possibly good) token invalid.
+        retry = str(max(1, math.ceil(e.retry_after)))
+        return XrpcError(
+            429, "RateLimitExceeded", f"{e.reason}: {e.message}", {"Retry-After": retry}
         )
-        raise XrpcError(401, error, f"{e.reason}: {e.message}") from e
+    error = {"missing": "AuthenticationRequired", "expired": "ExpiredToken"}.get(
+        e.reason, "InvalidToken"
+    )
+    return XrpcError(401, error, f"{e.reason}: {e.message}")
 
 
 def did_document(did: str, url: str, services: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -109,11 +143,7 @@ def common_routes(
     registry: CollectorRegistry,
     health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> list[Route]:
-    """`/.well-known/did.json`, `/xrpc/_health` and `/metrics`.
-
-    `health` returns fields added to the health body; a `"storage"` field
-    other than `"ok"` makes the answer a 503.
-    """
+    """`/.well-known/did.json`, `/xrpc/_health` and `/metrics`."""
     doc = did_document(did, url, services)
 
     async def did_json(_request: Request) -> Response:
@@ -123,10 +153,7 @@ def common_routes(
         body: dict[str, Any] = {"version": hearth.__version__}
         if health is not None:
             body.update(await health())
-        # "storage": "ok" | "error: <why>" (hearth.storage); failing storage is a 503.
-        storage = body.get("storage")
-        status = 503 if isinstance(storage, str) and storage != "ok" else 200
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body)
 
     async def metrics(_request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -16,16 +16,16 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from hearth.auth import ServiceAuthVerifier
+from hearth.auth import AUTH_OPTIONS, AuthBudget, ServiceAuthVerifier, auth_limits_from_config
 from hearth.config import ConfigError, Option, ServiceConfig
 from hearth.http import EXCEPTION_HANDLERS, AccessLogMiddleware, common_routes
 from hearth.identity import web_did_for_url
+from hearth.ratelimit import RateLimiter
 from hearth.service import Service
 from keyserver import handlers as h
 from keyserver.cache import AnswerCache
 from keyserver.directory import ResolverDirectory
 from keyserver.keyring import Keyring
-from keyserver.ratelimit import RateLimiter
 from keyserver.sealing import (
     MasterKeyError,
     Sealer,
@@ -87,6 +87,7 @@ OPTIONS = (
         "",
         "header a trusted reverse proxy sets to the client address (e.g. x-forwarded-for)",
     ),
+    *AUTH_OPTIONS,
 )
 
 
@@ -138,7 +139,9 @@ def create_app(config: ServiceConfig) -> Starlette:
             # Tokens name the service DID, bare or (as PDSes proxying with
             # `atproto-proxy: <did>#<service id>` now may) with a service id.
             audiences = [did, *(f"{did}#{fragment}" for fragment, _kind in DID_SERVICES)]
-            handlers.verifier = ServiceAuthVerifier(audiences, resolver.signing_key)
+            handlers.verifier = ServiceAuthVerifier(
+                audiences, resolver.signing_key, budget=AuthBudget(auth_limits_from_config(config))
+            )
             handlers.keyring = Keyring(
                 store,
                 sealer,

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from hearth.auth import AuthError, ServiceAuthVerifier
-from hearth.http import XrpcError, require_auth
+from hearth.http import XrpcError, check_auth, commit_auth
 from hearth.types import Did
 from keyserver import messages
 from keyserver.cache import AnswerCache
@@ -129,7 +129,7 @@ class Handlers:
     async def _owner(self, request: Request, lxm: str) -> Did:
         _keyring, verifier = self._ready()
         try:
-            token = await require_auth(request, verifier, lxm)
+            token = await check_auth(request, verifier, lxm, client=self._client(request))
         except XrpcError as e:
             cause = e.__cause__
             self.metrics.auth_failures.labels(
@@ -138,7 +138,9 @@ class Handlers:
             raise
         asked = request.query_params.get("did")
         if asked is not None and asked != token.iss:
+            # Refused before the commit: the token stays good for a right request.
             raise XrpcError(403, "Forbidden", "a token can only fetch its own issuer's keys")
+        commit_auth(verifier, token)  # no await since the check: cannot fail
         return token.iss
 
     def route(self, method: str, handler: Handler) -> Handler:
@@ -152,7 +154,7 @@ class Handlers:
             except KeyringError as e:
                 response = _refusal(e)
             except XrpcError as e:
-                response = _error(e.status, e.error, e.message)
+                response = _error(e.status, e.error, e.message, e.headers)
             self.metrics.requests.labels(method, str(response.status_code)).inc()
             return response
 

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from hearth.ratelimit import RateLimiter
 from hearth.types import Did
 from keyserver.keypair import KeyPair, PublicPair, did_key_pair
-from keyserver.ratelimit import RateLimiter
 from keyserver.sealing import Sealer, SealError
 from keyserver.storage import Generation, KeyRecord, KeyStore, NewKeys, TooManyGenerations
 

@@ -21,18 +21,18 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 import hearth
-from hearth.auth import ServiceAuthVerifier
+from hearth.auth import AUTH_OPTIONS, AuthBudget, ServiceAuthVerifier, auth_limits_from_config
 from hearth.config import Option, ServiceConfig
 from hearth.http import (
     EXCEPTION_HANDLERS,
     AccessLogMiddleware,
     XrpcError,
+    check_auth,
+    commit_auth,
     common_routes,
-    require_auth,
 )
 from hearth.identity import web_did_for_url
 from hearth.service import Service
-from hearth.storage import storage_status
 from resolver import Resolver
 from router.limits import Limits
 from router.notify import OPTIONS as NOTIFY_OPTIONS
@@ -77,6 +77,7 @@ OPTIONS = (
     Option("token_ttl", float, 30.0, "seconds a router token stays valid"),
     *NOTIFY_OPTIONS,
     *SIGNALING_OPTIONS,
+    *AUTH_OPTIONS,
 )
 
 
@@ -161,11 +162,15 @@ def create_app(config: ServiceConfig) -> Starlette:
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
         # Resolves did:plc / did:web issuers of token-endpoint JWTs.
         resolver = Resolver.from_settings(config.settings)
+        # One budget for the token endpoints and the did:key connect: an
+        # address's verifications count together wherever they arrive.
+        auth_budget = AuthBudget(auth_limits_from_config(config))
         server = RouterServer(
             did,
             limits,
             info={"server": "hearth-router", "version": hearth.__version__},
             token_ttl=token_ttl,
+            auth_budget=auth_budget,
         )
         server.start()
         holder["server"] = server
@@ -175,7 +180,7 @@ def create_app(config: ServiceConfig) -> Starlette:
         signaling = Signaling(server.router, SignalingSettings.from_config(config))
         signaling.install()
         holder["signaling"] = signaling
-        holder["verifier"] = ServiceAuthVerifier(did, resolver.signing_key)
+        holder["verifier"] = ServiceAuthVerifier(did, resolver.signing_key, budget=auth_budget)
         metrics.server = server
         try:
             yield {STATE_KEY: server}
@@ -186,12 +191,15 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     async def token(request: Request) -> Response:
         nsid = request.url.path.rsplit("/", 1)[-1]
-        verified = await require_auth(request, holder["verifier"], nsid)
+        verifier: ServiceAuthVerifier = holder["verifier"]
+        verified = await check_auth(request, verifier, nsid)
         server: RouterServer = holder["server"]
         try:
             value = server.tokens.issue(verified.iss, time.monotonic())
         except TokenStoreFull as e:
+            # Refused: the JWT stays unused, the client may retry with it.
             raise XrpcError(503, "Busy", "too many live router tokens; retry shortly") from e
+        commit_auth(verifier, verified)
         return JSONResponse({"token": value}, headers={"Cache-Control": "no-store"})
 
     async def connect_without_upgrade(_request: Request) -> Response:
@@ -199,13 +207,9 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     async def health() -> dict[str, Any]:
         server: RouterServer | None = holder.get("server")
-        notifications: Notifications | None = holder.get("notifications")
-        if server is None or notifications is None:
+        if server is None:
             return {"connections": 0}
-        return {
-            "connections": len(server.router.connections),
-            "storage": storage_status(notifications.storage_healths()),
-        }
+        return {"connections": len(server.router.connections)}
 
     routes = [
         *(Route(f"/xrpc/{nsid}", token) for nsid in TOKEN_NSIDS),

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import time
 from typing import Any
 
-from hearth.auth import AuthError, JtiCache, ServiceAuthVerifier
+from hearth.auth import AuthBudget, AuthError, ServiceAuthVerifier
 from hearth.identity import IdentitySyntaxError, parse_did
 from hearth.keys import PublicKey
 from hearth.types import Did
@@ -74,12 +75,13 @@ class RouterServer:
         *,
         info: dict[str, Any] | None = None,
         token_ttl: float = 30.0,
+        auth_budget: AuthBudget | None = None,
     ) -> None:
         self.did = did
         self.limits = limits
         self.router = Router(limits, info=info)
         self.tokens = TokenStore(ttl=token_ttl)
-        self.connect_verifier = ServiceAuthVerifier(did, _no_resolution, jti_cache=JtiCache())
+        self.connect_verifier = ServiceAuthVerifier(did, _no_resolution, budget=auth_budget)
         self.protocols: set[RouterProtocol] = set()
         self.refused: dict[str, int] = {}  # handshake refusals by reason
         self.slow_consumers = 0
@@ -281,20 +283,33 @@ class RouterProtocol(asyncio.Protocol):
         if not did.startswith("did:key:"):
             self._reject(403, "self-signed connect tokens are for did:key only", "bad_token")
             return
+        verifier = server.connect_verifier
         try:
-            verified = await server.connect_verifier.verify(token, lxm=CONNECT_LXM)
+            verified = await verifier.check(token, lxm=CONNECT_LXM, client=self._peer_host())
         except AuthError as e:
-            if self.state == _AUTHENTICATING:
+            if self.state != _AUTHENTICATING:
+                return
+            if e.retry_after is not None:
+                # The token may be good: a retryable refusal, as for a full router.
+                retry = max(1, math.ceil(e.retry_after))
+                self._reject(429, f"{e.reason}: retry in {retry} s", "auth_" + e.reason)
+            else:
                 self._reject(403, f"connect token refused: {e.reason}", "bad_jwt_" + e.reason)
             return
         if self.state != _AUTHENTICATING:
-            return  # the client went away meanwhile
+            return  # the client went away meanwhile; its token stays unused
         if verified.iss != did:
             self._reject(403, "connect token was issued by another DID", "bad_jwt_issuer")
             return
         if not self._admit(did):
             return
+        verifier.commit(verified)  # no await since `check`: cannot fail
         self._open(did, accept)
+
+    def _peer_host(self) -> str | None:
+        """The client's address as the socket sees it (a reverse proxy's, behind one)."""
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return peer[0] if isinstance(peer, tuple) and peer else None
 
     def _admit(self, did: Did) -> bool:
         """Check the connection caps (whole router, then per DID); refuse if over."""

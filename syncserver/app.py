@@ -27,9 +27,23 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from hearth.auth import AuthError, ServiceAuthVerifier, bearer_token
+from hearth.auth import (
+    AUTH_OPTIONS,
+    AuthBudget,
+    AuthError,
+    ServiceAuthVerifier,
+    auth_limits_from_config,
+    bearer_token,
+)
 from hearth.config import Option, ServiceConfig, parse_bool
-from hearth.http import EXCEPTION_HANDLERS, AccessLogMiddleware, XrpcError, common_routes
+from hearth.http import (
+    EXCEPTION_HANDLERS,
+    AccessLogMiddleware,
+    XrpcError,
+    auth_refusal,
+    common_routes,
+    require_auth,
+)
 from hearth.identity import IdentitySyntaxError, parse_did, web_did_for_url
 from hearth.service import Service
 from hearth.types import Did, DocumentId
@@ -94,6 +108,7 @@ OPTIONS = (
         "per-connection outgoing queue limit, bytes; a slower peer is disconnected",
     ),
     Option("memory_storage", parse_bool, False, "keep everything in memory (tests, throwaway)"),
+    *AUTH_OPTIONS,
 )
 
 
@@ -187,7 +202,9 @@ def create_app(config: ServiceConfig) -> Starlette:
             max_queued_bytes=config.get_int("max_queued_bytes"),
         )
         resolver = Resolver.from_settings(settings)
-        verifier = ServiceAuthVerifier(service_did, resolver.signing_key)
+        verifier = ServiceAuthVerifier(
+            service_did, resolver.signing_key, budget=AuthBudget(auth_limits_from_config(config))
+        )
         holder["state"] = _State(storage, hub, metrics, verifier, run_in_worker)
         try:
             yield
@@ -246,13 +263,10 @@ def create_app(config: ServiceConfig) -> Starlette:
         st = state()
         try:
             token = bearer_token(header)
-            if looks_like_jwt(token):
-                return (await st.verifier.verify(token, lxm=lxm)).iss
         except AuthError as e:
-            error = {"missing": "AuthenticationRequired", "expired": "ExpiredToken"}.get(
-                e.reason, "InvalidToken"
-            )
-            raise XrpcError(401, error, f"{e.reason}: {e.message}") from e
+            raise auth_refusal(e) from e
+        if looks_like_jwt(token):
+            return (await require_auth(request, st.verifier, lxm)).iss
         digest = token_hash(token)
         did = await run(st, lambda: st.storage.lookup_token(digest, time.time()))
         if did is None:

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from hearth.auth import AuthError, JtiCache, ServiceAuthVerifier
+from hearth.auth import (
+    AuthBudget,
+    AuthError,
+    AuthLimits,
+    JtiCache,
+    ServiceAuthVerifier,
+    address_key,
+)
 from hearth.jwt import Signer, b64url_decode, b64url_encode, encode_jwt, mint_service_jwt
 from hearth.keys import KeyType
 from resolver import Resolver
@@ -213,46 +220,147 @@ async def test_unknown_issuer(verifier: ServiceAuthVerifier) -> None:
 
 def test_jti_cache_prunes_every_expired_entry_behind_a_long_lived_one() -> None:
     cache = JtiCache(capacity=1000, per_issuer=1000)
-    cache.consume("did:key:zlong", "long", exp=300, now=0)
+    cache.record("did:key:zlong", "long", exp=300, address="a", now=0)
     for i in range(999):
-        cache.consume(f"did:key:z{i}", "j", exp=10, now=0)
-    with pytest.raises(AuthError) as info:
-        cache.consume("did:key:zlate", "j", exp=20, now=1)
-    assert info.value.reason == "busy"
+        cache.record(f"did:key:z{i}", "j", exp=10, address="a", now=0)
     # 60 s later the 999 short tokens have expired; only the long one is live.
     for i in range(999):
-        cache.consume(f"did:key:z{i}", "k", exp=120, now=60)
-    assert len(cache) == 1000
+        cache.record(f"did:key:z{i}", "k", exp=120, address="b", now=60)
+    assert len(cache) == 1000 and cache.held_by("a") == 1 and cache.held_by("b") == 999
     with pytest.raises(AuthError) as info:
-        cache.consume("did:key:zlong", "long", exp=300, now=61)
+        cache.record("did:key:zlong", "long", exp=300, address="a", now=61)
     assert info.value.reason == "replayed"
+
+
+def test_a_full_jti_cache_forgets_the_heaviest_address_first() -> None:
+    cache = JtiCache(capacity=10, per_issuer=1000)
+    cache.record("did:key:zvictim", "v", exp=60, address="victim", now=0)
+    for i in range(100):  # a flood from one address, far beyond the capacity
+        cache.record(f"did:key:zflood{i}", "j", exp=60, address="flood", now=0)
+    assert len(cache) == 10 and cache.held_by("flood") == 9 and cache.held_by("victim") == 1
+    # The flood displaced only its own entries: the victim's token is still spent ...
+    with pytest.raises(AuthError) as info:
+        cache.check("did:key:zvictim", "v", now=1)
+    assert info.value.reason == "replayed"
+    # ... a newcomer is served (never `busy`), at the heaviest address's expense ...
+    cache.record("did:key:znew", "n", exp=60, address="other", now=1)
+    assert cache.held_by("flood") == 8 and cache.held_by("other") == 1
+    # ... and the flood's oldest entry is what went first.
+    cache.check("did:key:zflood0", "j", now=1)
+    with pytest.raises(AuthError):
+        cache.check("did:key:zflood99", "j", now=1)
+    # Expiry works through entries forgotten early without tripping over them.
+    cache.record("did:key:zlater", "l", exp=200, address="flood", now=70)
+    assert len(cache) == 1 and cache.held_by("flood") == 1 and cache.held_by("victim") == 0
 
 
 def test_jti_cache_caps_live_tokens_per_issuer() -> None:
     cache = JtiCache(capacity=100, per_issuer=10)
     for i in range(10):
-        cache.consume("did:key:zgreedy", f"j{i}", exp=30, now=0)
+        cache.record("did:key:zgreedy", f"j{i}", exp=30, address="a", now=0)
     with pytest.raises(AuthError) as info:
-        cache.consume("did:key:zgreedy", "j10", exp=30, now=0)
-    assert info.value.reason == "issuer_busy"
+        cache.record("did:key:zgreedy", "j10", exp=30, address="a", now=0)
+    assert info.value.reason == "issuer_busy" and info.value.retry_after
     assert cache.live_for("did:key:zgreedy") == 10
     # Everybody else is still served ...
     for i in range(90):
-        cache.consume(f"did:key:zother{i}", "j", exp=30, now=0)
-    with pytest.raises(AuthError) as info:
-        cache.consume("did:key:zone-too-many", "j", exp=30, now=0)
-    assert info.value.reason == "busy"
+        cache.record(f"did:key:zother{i}", "j", exp=30, address=f"b{i}", now=0)
     # ... and once its tokens expire the greedy issuer may come back.
-    cache.consume("did:key:zgreedy", "j10", exp=90, now=36)
+    cache.record("did:key:zgreedy", "j10", exp=90, address="a", now=36)
     assert cache.live_for("did:key:zgreedy") == 1 and len(cache) == 1
 
 
 async def test_one_did_key_cannot_lock_others_out(verifier: ServiceAuthVerifier) -> None:
     greedy, other = Signer.generate(), Signer.generate()
-    v = ServiceAuthVerifier(AUD, verifier._key_lookup, jti_cache=JtiCache(per_issuer=3))
+    v = ServiceAuthVerifier(AUD, verifier._key_lookup, budget=AuthBudget(AuthLimits(per_issuer=3)))
     for _ in range(3):
         await v.verify(mint_service_jwt(greedy, iss=greedy.did_key, aud=AUD, lxm=LXM), lxm=LXM)
     token = mint_service_jwt(greedy, iss=greedy.did_key, aud=AUD, lxm=LXM)
     assert await reason(v, token) == "issuer_busy"
     token = mint_service_jwt(other, iss=other.did_key, aud=AUD, lxm=LXM)
     assert (await v.verify(token, lxm=LXM)).iss == other.did_key
+
+
+# -- budgets and the two-step use ----------------------------------------------
+
+
+async def _no_lookup(_did: object, _fresh: bool) -> None:
+    raise AssertionError("did:key issuers need no lookup")
+
+
+def did_key_token(signer: Signer | None = None, **kw: Any) -> str:
+    signer = signer or Signer.generate()
+    return mint_service_jwt(signer, iss=signer.did_key, aud=AUD, lxm=LXM, **kw)
+
+
+async def test_a_jti_is_recorded_only_when_the_request_is_committed() -> None:
+    v = ServiceAuthVerifier(AUD, _no_lookup)
+    token = did_key_token()
+    checked = await v.check(token, lxm=LXM, client="192.0.2.1")
+    # Refused for some other reason after the check: nothing was recorded.
+    assert len(v.budget.did_key_jtis) == 0
+    assert await v.check(token, lxm=LXM, client="192.0.2.1") == checked
+    v.commit(checked)
+    assert v.budget.did_key_jtis.held_by("192.0.2.1") == 1
+    with pytest.raises(AuthError) as info:
+        await v.check(token, lxm=LXM, client="192.0.2.1")
+    assert info.value.reason == "replayed"
+    with pytest.raises(AuthError) as info:
+        v.commit(checked)  # a second commit of one check: a replay like any other
+    assert info.value.reason == "replayed"
+
+
+async def test_the_address_budget_refuses_before_the_token_is_even_parsed() -> None:
+    v = ServiceAuthVerifier(AUD, _no_lookup, budget=AuthBudget(AuthLimits(rate=1, burst=3)))
+    flood = "2001:db8:1:2::7"
+    for _ in range(3):
+        await v.verify(did_key_token(), lxm=LXM, client=flood)
+    jtis = v.budget.did_key_jtis
+    assert len(jtis) == 3
+    for token in (did_key_token(), "not a token"):
+        with pytest.raises(AuthError) as info:
+            await v.verify(token, lxm=LXM, client=flood)
+        assert info.value.reason == "rate_limited"  # not `malformed`: nothing was looked at
+        assert info.value.retry_after is not None and 0 < info.value.retry_after <= 1
+    # The same /64 is the same budget; the cache was not touched.
+    with pytest.raises(AuthError) as info:
+        await v.verify(did_key_token(), lxm=LXM, client="2001:db8:1:2:ffff::1")
+    assert info.value.reason == "rate_limited" and len(jtis) == 3
+    # Other addresses have their own budgets.
+    assert await v.verify(did_key_token(), lxm=LXM, client="2001:db8:1:3::7")
+    assert await v.verify(did_key_token(), lxm=LXM, client="192.0.2.1")
+
+
+def test_address_keys() -> None:
+    assert address_key("192.0.2.1") == "192.0.2.1"
+    assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert address_key("2001:db8::1") == address_key("2001:db8::ffff:1") == "2001:db8::/64"
+    assert address_key(None) == "" and address_key("unix-socket") == "unix-socket"
+
+
+async def test_did_key_tokens_may_live_only_a_short_while(
+    world: World, verifier: ServiceAuthVerifier
+) -> None:
+    signer = Signer.generate()
+    limit = verifier.budget.limits.did_key_lifetime
+    assert await reason(verifier, did_key_token(signer, ttl=limit + 30)) == "exp_too_far"
+    assert await verifier.verify(did_key_token(signer, ttl=limit), lxm=LXM)
+    # atproto tokens come from a PDS and keep the longer atproto bound.
+    ident = world.new_plc_identity()
+    assert await verifier.verify(ident.jwt(AUD, LXM, ttl=limit + 30), lxm=LXM)
+
+
+async def test_did_key_floods_cannot_displace_atproto_entries(world: World) -> None:
+    r = Resolver.from_settings(world.settings())
+    try:
+        budget = AuthBudget(AuthLimits(did_key_capacity=5, atproto_capacity=5))
+        v = ServiceAuthVerifier(AUD, r.signing_key, budget=budget)
+        ident = world.new_plc_identity()
+        token = ident.jwt(AUD, LXM)
+        await v.verify(token, lxm=LXM, client="192.0.2.9")
+        for _ in range(20):
+            await v.verify(did_key_token(), lxm=LXM, client="192.0.2.9")
+        assert len(budget.did_key_jtis) == 5 and len(budget.atproto_jtis) == 1
+        assert await reason(v, token) == "replayed"
+    finally:
+        await r.aclose()

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hearth.auth import JtiCache, ServiceAuthVerifier
+from hearth.auth import AuthBudget, AuthLimits, ServiceAuthVerifier
 from hearth.http import EXCEPTION_HANDLERS, AccessLogMiddleware, XrpcError, require_auth
 from hearth.jwt import Signer, mint_service_jwt
 from tests.servers import serve_app
@@ -56,20 +56,20 @@ async def test_unexpected_exception_is_an_atproto_500_logged_once(
     assert any("/xrpc/boom 500" in line for line in access), access
 
 
-async def test_a_full_replay_cache_asks_to_retry_instead_of_calling_the_token_invalid() -> None:
+async def test_refusals_a_good_token_may_get_are_429_with_retry_after() -> None:
     async def no_lookup(_did: object, *, fresh: bool = False) -> object:
         raise AssertionError("did:key issuers need no lookup")
 
     aud, lxm = "did:web:svc.test", "chat.hearth.v1.test"
-    cache = JtiCache(capacity=2, per_issuer=1)
-    verifier = ServiceAuthVerifier(aud, no_lookup, jti_cache=cache)  # type: ignore[arg-type]
+    budget = AuthBudget(AuthLimits(rate=0.1, burst=4, per_issuer=1))
+    verifier = ServiceAuthVerifier(aud, no_lookup, budget=budget)  # type: ignore[arg-type]
 
     async def guarded(request: Request) -> Response:
         token = await require_auth(request, verifier, lxm)
         return Response(token.iss)
 
     app = Starlette(routes=[Route("/xrpc/x", guarded)], exception_handlers=EXCEPTION_HANDLERS)
-    a, b, c = Signer.generate(), Signer.generate(), Signer.generate()
+    a, b = Signer.generate(), Signer.generate()
 
     def auth(s: Signer) -> dict[str, str]:
         return {"Authorization": "Bearer " + mint_service_jwt(s, iss=s.did_key, aud=aud, lxm=lxm)}
@@ -78,8 +78,12 @@ async def test_a_full_replay_cache_asks_to_retry_instead_of_calling_the_token_in
         assert (await client.get("/xrpc/x", headers=auth(a))).status_code == 200
         r = await client.get("/xrpc/x", headers=auth(a))  # a second live token of one issuer
         assert r.status_code == 429 and r.json()["error"] == "RateLimitExceeded"
+        assert int(r.headers["retry-after"]) >= 1
         assert (await client.get("/xrpc/x", headers=auth(b))).status_code == 200
-        r = await client.get("/xrpc/x", headers=auth(c))  # the whole cache is full
-        assert r.status_code == 503 and r.json()["error"] == "ServiceBusy"
+        # The fifth verification from this address within seconds: its budget is spent.
         r = await client.get("/xrpc/x", headers={"Authorization": "Bearer nonsense"})
         assert r.status_code == 401 and r.json()["error"] == "InvalidToken"
+        r = await client.get("/xrpc/x", headers=auth(Signer.generate()))
+        assert r.status_code == 429 and r.json()["error"] == "RateLimitExceeded"
+        assert 1 <= int(r.headers["retry-after"]) <= 10
+        assert "rate_limited" in r.json()["message"]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from keyserver.ratelimit import RateLimiter
+from hearth.ratelimit import RateLimiter
 
 
 def test_burst_then_refill() -> None:

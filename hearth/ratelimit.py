@@ -1,4 +1,4 @@
-"""Token buckets per key (a client address, a DID), bounded in memory.
+"""Token buckets per key (a client address, a DID), bounded in memory; shared by every service.
 
 Pure logic: the caller passes the time, so tests need no clock.
 """
