@@ -38,6 +38,7 @@ from syncserver.automerge import (
     QueueFullError,
     QueueLimits,
     SyncState,
+    UnsupportedChunkError,
 )
 from syncserver.automerge import SyncMessage as AutomergeSyncMessage
 from syncserver.messages import (
@@ -474,6 +475,15 @@ class SyncHub:
                     peer.peer_id,
                     peer.conn,
                     f"document {document_id}: {e.reason}; changes not stored",
+                    document_id,
+                )
+                return
+            except UnsupportedChunkError as e:
+                self.metrics.refused.labels("document_chunk").inc()
+                self.error(
+                    peer.peer_id,
+                    peer.conn,
+                    f"document {document_id}: {e}; nothing applied",
                     document_id,
                 )
                 return

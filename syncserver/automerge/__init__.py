@@ -33,7 +33,7 @@ from their modules.
 from .bloom import BloomFilter
 from .chunk import Change, DocumentChunk, parse_chunks
 from .document import Document
-from .errors import AutomergeError, QueueFullError
+from .errors import AutomergeError, QueueFullError, UnsupportedChunkError
 from .graph import QueueLimits
 from .message import Have, SyncMessage
 from .state import SyncState
@@ -49,5 +49,6 @@ __all__ = [
     "QueueLimits",
     "SyncMessage",
     "SyncState",
+    "UnsupportedChunkError",
     "parse_chunks",
 ]

@@ -10,10 +10,16 @@ from collections.abc import Hashable, Iterable, Iterator
 
 from . import sync
 from .chunk import Change, DocumentChunk, InflateBudget, iter_chunks
-from .errors import AutomergeError
+from .errors import AutomergeError, UnsupportedChunkError
 from .graph import ChangeGraph, QueueLimits
 from .message import SyncMessage
 from .state import SyncState
+
+#: Why a sync message carrying a whole-document chunk is refused.
+UNSUPPORTED_DOCUMENT_CHUNK = (
+    "whole-document chunk (type 0) in a sync message: this peer speaks sync v1 without"
+    " capabilities and takes individual change chunks (types 1 and 2) only"
+)
 
 
 class Document:
@@ -151,8 +157,8 @@ class Document:
     def document_chunks(self) -> list[DocumentChunk]:
         """Whole-document chunks received verbatim; their contents are not in the graph.
 
-        We never advertise capabilities, so peers do not send these in sync; they
-        only arrive through :meth:`apply` of a ``save()`` blob from elsewhere.
+        Only :meth:`apply` of a ``save()`` blob keeps them; sync messages carrying
+        one are refused (:meth:`receive_sync_message`).
         """
         return list(self._documents)
 
@@ -192,28 +198,31 @@ class Document:
 
         The message and all its changes are parsed before anything changes, so a
         malformed message raises :class:`AutomergeError` and leaves document and
-        state untouched. Persist the returned changes before the next
-        :meth:`generate_sync_message` advertises them in our heads.
+        state untouched. A whole-document (type 0) chunk raises
+        :class:`~.errors.UnsupportedChunkError` the same way: this v1 core cannot
+        expand it into changes, so it is refused rather than kept. Persist the
+        returned changes before the next :meth:`generate_sync_message` advertises
+        them in our heads.
         """
         message = SyncMessage.decode(data)
         changes: list[Change] = []
-        documents: list[DocumentChunk] = []
         budget = InflateBudget.for_input(len(data), max_inflated)
         for entry, offset in zip(message.changes, message.change_offsets, strict=True):
             try:
                 for chunk in iter_chunks(entry, budget):
-                    if isinstance(chunk, Change):
-                        changes.append(chunk)
-                    else:
-                        documents.append(chunk)
+                    if not isinstance(chunk, Change):
+                        # We never send capability flags, so a peer has no reason to
+                        # send one, and its changes cannot go into the graph: keeping
+                        # it would hold its bytes for nothing.
+                        raise UnsupportedChunkError(UNSUPPORTED_DOCUMENT_CHUNK, 0)
+                    changes.append(chunk)
+            except UnsupportedChunkError as e:
+                raise UnsupportedChunkError(e.reason, offset) from None
             except AutomergeError as e:
                 # Report the offset in the message, not in the change entry.
                 raise AutomergeError(e.reason, offset + max(e.offset, 0)) from None
         before = self._graph.heads
         added = self.apply_changes(changes, source)
-        for d in documents:
-            if d not in self._documents:
-                self._documents.append(d)
         state.in_flight = False
         sync.update_after_receive(self._graph, state, message, before)
         return added

@@ -22,3 +22,8 @@ class AutomergeError(ValueError):
 class QueueFullError(AutomergeError):
     """Accepting the input would queue more changes (waiting for missing
     dependencies) than the document's limit; nothing was applied."""
+
+
+class UnsupportedChunkError(AutomergeError):
+    """The input holds a chunk this core can check but not use in that place (a
+    whole-document chunk in a sync message); nothing was applied or kept."""

@@ -16,10 +16,17 @@ from syncserver.automerge import (
     Have,
     SyncMessage,
     SyncState,
+    UnsupportedChunkError,
     parse_chunks,
 )
 from syncserver.automerge.bloom import BloomFilter
-from syncserver.automerge.chunk import INFLATE_SLACK, compress_change, encode_change
+from syncserver.automerge.chunk import (
+    INFLATE_SLACK,
+    TYPE_DOCUMENT,
+    compress_change,
+    encode_change,
+    wrap_chunk,
+)
 from syncserver.automerge.leb128 import encode_uleb
 from syncserver.automerge.message import MAX_HAVE, MAX_HAVE_PROBES
 from syncserver.automerge.sync import make_have
@@ -320,3 +327,24 @@ def test_answering_many_haves_checks_only_non_empty_filters(
     # One non-empty filter: one check per candidate, not MAX_HAVE.
     assert calls <= len(changes) + 10
     assert len(SyncMessage.decode(reply).changes) >= len(changes) - 10
+
+
+def test_a_whole_document_chunk_in_a_sync_message_is_refused_and_not_kept() -> None:
+    changes = random_dag(5, 6)
+    doc = Document.from_chunks(c.raw for c in changes[:3])
+    state = SyncState()
+    # The heads of a document chunk are all this core reads of it; the rest is opaque.
+    body = encode_uleb(0) + encode_uleb(1) + changes[5].hash + bytes(4096)
+    document = wrap_chunk(TYPE_DOCUMENT, body)
+    message = SyncMessage(
+        heads=[changes[5].hash], have=[Have()], changes=[changes[3].raw, document]
+    ).encode()
+    with pytest.raises(UnsupportedChunkError, match="whole-document chunk") as caught:
+        doc.receive_sync_message(state, message)
+    assert message[caught.value.offset :].startswith(document)
+    # Nothing applied, nothing kept, the sync state untouched.
+    assert len(doc) == 3 and doc.queued == 0 and doc.document_chunks == []
+    assert state.their_heads is None
+    # The same changes without it go in.
+    ok = SyncMessage(heads=[changes[3].hash], have=[Have()], changes=[changes[3].raw]).encode()
+    assert doc.receive_sync_message(state, ok) == [changes[3].hash]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ import cbor2
 import httpx
 import websockets
 
+from bench.common import free_port
 from hearth.config import ServiceConfig, Settings
 from hearth.jwt import Signer, mint_service_jwt
 from syncserver.app import OPTIONS, create_app, uvicorn_options
@@ -23,6 +26,7 @@ from tests.servers import bound_socket, serve_app
 from tests.timing import MS
 
 JS_DIR = Path(__file__).resolve().parent.parent / "syncserver_js"
+HEARTH = Path(sys.executable).parent / "hearth"
 # Generous: Node start-up plus automerge wasm load on a busy 2-core machine.
 TIMEOUT = 30_000 * MS
 
@@ -257,3 +261,59 @@ async def wait_for_metric(
             return value
         assert asyncio.get_running_loop().time() < deadline, f"{name}{labels} stayed at {value}"
         await asyncio.sleep(20 * MS)
+
+
+@contextlib.asynccontextmanager
+async def server_process(
+    data_dir: Path, *flags: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`hearth syncserver [flags]` on a free port; yields (process, base URL) once it answers."""
+    for _attempt in range(5):
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            str(HEARTH),
+            "syncserver",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *flags,
+            env={**os.environ, "HEARTH_LOG_LEVEL": "warning"},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        async with httpx.AsyncClient() as http:
+            while proc.returncode is None and asyncio.get_running_loop().time() < deadline:
+                try:
+                    if (await http.get(url + "/xrpc/_health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(20 * MS)
+        if proc.returncode is None:
+            break
+        # The port was taken between our probe and its bind: try another.
+    else:
+        raise RuntimeError("could not start hearth syncserver")
+    try:
+        yield proc, url
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+async def server_at(url: str) -> RunningServer:
+    """A RunningServer handle for a server started elsewhere (e.g. `server_process`)."""
+    async with httpx.AsyncClient() as http:
+        did = (await http.get(url + "/.well-known/did.json")).json()["id"]
+    return RunningServer(url, did, Path())

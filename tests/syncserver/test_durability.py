@@ -4,60 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 
-from bench.common import free_port
 from hearth.base58 import b58check_decode
 from hearth.jwt import Signer, mint_service_jwt
 from syncserver.automerge import Document
-from tests.syncserver.helpers import TIMEOUT, NodeClients
-from tests.timing import MS
-
-HEARTH = Path(sys.executable).parent / "hearth"
-
-
-@contextlib.asynccontextmanager
-async def server_process(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`hearth syncserver` on a free port; yields (process, base URL) once it answers."""
-    for _attempt in range(5):
-        port = free_port()
-        proc = await asyncio.create_subprocess_exec(
-            str(HEARTH),
-            "syncserver",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            env={**os.environ, "HEARTH_LOG_LEVEL": "warning"},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = asyncio.get_running_loop().time() + TIMEOUT
-        async with httpx.AsyncClient() as http:
-            while proc.returncode is None and asyncio.get_running_loop().time() < deadline:
-                try:
-                    if (await http.get(url + "/xrpc/_health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(20 * MS)
-        if proc.returncode is None:
-            break
-        # The port was taken between our probe and its bind: try another.
-    else:
-        raise RuntimeError("could not start hearth syncserver")
-    try:
-        yield proc, url
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+from tests.syncserver.helpers import TIMEOUT, NodeClients, server_process
 
 
 async def token_and_did(url: str, signer: Signer) -> tuple[str, str]:
