@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import hearth
 from hearth.auth import AuthError, ServiceAuthVerifier, VerifiedToken, bearer_token
+from hearth.storage import StorageUnavailable
 
 access_log = logging.getLogger("hearth.access")
 
@@ -53,6 +54,11 @@ async def method_not_allowed_handler(_request: Request, _exc: Exception) -> Resp
     return xrpc_error(405, "MethodNotAllowed", "method not allowed")
 
 
+async def storage_unavailable_handler(_request: Request, exc: Exception) -> Response:
+    # The store says why (locked, disk full, corrupt); retrying later may work.
+    return xrpc_error(503, "StorageUnavailable", str(exc))
+
+
 async def internal_error_handler(_request: Request, _exc: Exception) -> Response:
     # Starlette re-raises the exception after this response is sent, so the
     # server (uvicorn) logs it once with its traceback; logging it here too
@@ -64,6 +70,7 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]
     XrpcError: xrpc_error_handler,
     404: not_found_handler,
     405: method_not_allowed_handler,
+    StorageUnavailable: storage_unavailable_handler,
     # Anything else a handler lets escape: an atproto body instead of text/plain.
     Exception: internal_error_handler,
 }
@@ -143,7 +150,11 @@ def common_routes(
     registry: CollectorRegistry,
     health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> list[Route]:
-    """`/.well-known/did.json`, `/xrpc/_health` and `/metrics`."""
+    """`/.well-known/did.json`, `/xrpc/_health` and `/metrics`.
+
+    `health` returns fields added to the health body; a `"storage"` field
+    other than `"ok"` makes the answer a 503.
+    """
     doc = did_document(did, url, services)
 
     async def did_json(_request: Request) -> Response:
@@ -153,7 +164,10 @@ def common_routes(
         body: dict[str, Any] = {"version": hearth.__version__}
         if health is not None:
             body.update(await health())
-        return JSONResponse(body)
+        # "storage": "ok" | "error: <why>" (hearth.storage); failing storage is a 503.
+        storage = body.get("storage")
+        status = 503 if isinstance(storage, str) and storage != "ok" else 200
+        return JSONResponse(body, status_code=status)
 
     async def metrics(_request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -33,6 +33,7 @@ from hearth.http import (
 )
 from hearth.identity import web_did_for_url
 from hearth.service import Service
+from hearth.storage import storage_status
 from resolver import Resolver
 from router.limits import Limits
 from router.notify import OPTIONS as NOTIFY_OPTIONS
@@ -207,9 +208,13 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     async def health() -> dict[str, Any]:
         server: RouterServer | None = holder.get("server")
-        if server is None:
+        notifications: Notifications | None = holder.get("notifications")
+        if server is None or notifications is None:
             return {"connections": 0}
-        return {"connections": len(server.router.connections)}
+        return {
+            "connections": len(server.router.connections),
+            "storage": storage_status(notifications.storage_healths()),
+        }
 
     routes = [
         *(Route(f"/xrpc/{nsid}", token) for nsid in TOKEN_NSIDS),
