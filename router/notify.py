@@ -49,13 +49,16 @@ from router.mailbox import (
 )
 from router.notify_messages import Ack, DeviceHello, MailSend, Notify
 from router.push import (
+    PUSH_QUEUE_OPTIONS,
     PushMessage,
     PushQueue,
     PushSender,
     PushSubscription,
     VapidKey,
     WebPushSender,
+    push_limits,
 )
+from router.push_queue import PushLimits
 from router.push_store import PushRegistry, Registration, SqlitePushRegistry
 from router.urgency import MailUrgency, push_urgency
 
@@ -94,11 +97,7 @@ OPTIONS = (
     Option("mail_burst", float, 200.0, "mail/notify frame burst per connection"),
     Option("push_subject", str, "mailto:admin@hearth.invalid", "VAPID contact (mailto: or https:)"),
     Option("push_allow_http", parse_bool, False, "accept http:// push endpoints (dev/tests only)"),
-    Option("push_workers", int, 16, "concurrent push deliveries"),
-    Option("push_queue", int, 10_000, "pushes queued before new ones are dropped"),
-    Option("push_max_attempts", int, 5, "tries per push on 429/5xx"),
-    Option("push_retry_base", float, 1.0, "first retry delay (seconds), doubling"),
-    Option("push_timeout", float, 10.0, "HTTP timeout per push (seconds)"),
+    *PUSH_QUEUE_OPTIONS,
 )
 
 
@@ -111,11 +110,7 @@ class NotifySettings:
     mail_rate: tuple[float, float] = (50.0, 200.0)
     push_subject: str = "mailto:admin@hearth.invalid"
     push_allow_http: bool = False
-    push_workers: int = 16
-    push_queue: int = 10_000
-    push_max_attempts: int = 5
-    push_retry_base: float = 1.0
-    push_timeout: float = 10.0
+    push: PushLimits = PushLimits()
     storage_busy_timeout: float = 5.0
 
     @classmethod
@@ -142,11 +137,7 @@ class NotifySettings:
             mail_rate=(num("mail_rate"), num("mail_burst")),
             push_subject=str(opts["push_subject"]),
             push_allow_http=bool(opts["push_allow_http"]),
-            push_workers=int(num("push_workers")),
-            push_queue=int(num("push_queue")),
-            push_max_attempts=int(num("push_max_attempts")),
-            push_retry_base=num("push_retry_base"),
-            push_timeout=num("push_timeout"),
+            push=push_limits(opts),
             storage_busy_timeout=num("storage_busy_timeout"),
         )
 
@@ -184,16 +175,7 @@ class NotifyMetrics(Collector):
         yield CounterMetricFamily(
             "hearth_router_mail_refused", "mails refused (quota, msgId conflict)", mail.refused
         )
-        push = n.push.stats
-        pushes = CounterMetricFamily(
-            "hearth_router_pushes", "Web Push outcomes", labels=["outcome"]
-        )
-        for outcome in ("submitted", "sent", "gone", "retried", "failed", "dropped"):
-            pushes.add_metric([outcome], getattr(push, outcome))
-        yield pushes
-        yield GaugeMetricFamily(
-            "hearth_router_push_pending", "pushes queued or waiting to retry", n.push.pending
-        )
+        yield from n.push.metrics("hearth_router_push")
         yield GaugeMetricFamily(
             "hearth_router_device_connections",
             "connections that said which device they are",
@@ -225,14 +207,7 @@ class Notifications:
         self.vapid = vapid
         self.settings = settings
         self.clock = clock
-        self.push = PushQueue(
-            sender,
-            maxsize=settings.push_queue,
-            workers=settings.push_workers,
-            max_attempts=settings.push_max_attempts,
-            base_delay=settings.push_retry_base,
-            on_gone=self._gone,
-        )
+        self.push = PushQueue(sender, settings.push, on_gone=self._gone)
         self._sender = sender
         self.stats = MailStats()
         self.metrics = NotifyMetrics(lambda: self)
@@ -260,7 +235,7 @@ class Notifications:
         registry = await SqlitePushRegistry.open(
             base / "push.sqlite3", clock=clock, busy_timeout=busy
         )
-        sender = WebPushSender(vapid, timeout=settings.push_timeout)
+        sender = WebPushSender(vapid, timeout=settings.push.timeout)
         return cls(router, mailbox, registry, vapid, sender, settings, clock=clock)
 
     def install(self) -> None:
@@ -461,7 +436,7 @@ class Notifications:
         header = push_urgency(reg.level, urgency)
         if header is None or ttl <= 0:
             return
-        self.push.submit(PushMessage(reg.subscription, payload, ttl, header, topic))
+        self.push.submit(PushMessage(reg.subscription, payload, ttl, header, topic), reg.did)
 
     def _on_ack(self, conn: Connection, msg: Ack, _body: memoryview) -> None:
         self._spawn(self._client_ack(conn, msg.msg_id))

@@ -12,10 +12,14 @@ Pieces, from the inside out:
   and POST it (httpx) with `TTL`, `Urgency` and `Topic`. The answer is
   classified: sent, gone (404/410: drop the subscription), retry (429/5xx,
   network errors) or failed.
-- `PushQueue`: a bounded queue and a few workers. Retries wait on timers
-  outside the queue, so one slow or failing push service never blocks other
-  deliveries. When the queue is full, new pushes are dropped and counted;
-  memory never grows with a backlog.
+- `PushQueue`: sends what `router.push_queue.PushScheduler` picks, one task
+  per push in flight. The scheduler is fair between push service origins and
+  between recipient DIDs (round-robin), caps pushes in flight in all, per
+  origin and per DID, opens a circuit on an origin that stops answering, and
+  bounds pushes held in all and per DID; retries wait on timers outside the
+  queues. So one DID's dead or slow endpoints never hold up anyone else's
+  pushes, and memory never grows with a backlog (see docs/notifications.md
+  for what a held push costs).
 
 Nothing here logs payloads, keys or endpoint URLs (an endpoint URL is a
 bearer capability for the device).
@@ -31,9 +35,8 @@ import hashlib
 import hmac
 import logging
 import os
-import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,9 +45,12 @@ from urllib.parse import urlsplit
 import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from py_vapid import Vapid02
 from pywebpush import WebPusher
 
+from hearth.config import Option
+from router.push_queue import Drop, Finish, PushLimits, PushScheduler, Ticket
 from router.urgency import PushUrgency
 
 log = logging.getLogger("hearth.router.push")
@@ -273,7 +279,11 @@ class WebPushSender:
     async def send(self, message: PushMessage) -> PushResult:
         url, headers, body = self.build_request(message)
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # No pool limit of its own: the caller (PushQueue) caps pushes in
+            # flight, in all and per origin; a second, shared limit here would
+            # let a dead origin's requests queue in front of everyone else's.
+            connector = aiohttp.TCPConnector(limit=0)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         try:
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False
@@ -290,6 +300,46 @@ class WebPushSender:
             self._session = None
 
 
+PUSH_QUEUE_OPTIONS = (
+    Option("push_workers", int, 64, "pushes in flight at once, in all"),
+    Option("push_per_origin", int, 8, "pushes in flight at once to one push service origin"),
+    Option("push_per_did", int, 4, "pushes in flight at once for one recipient DID"),
+    Option("push_queue", int, 10_000, "pushes held (queued/in flight/retrying) in all"),
+    Option("push_queue_per_did", int, 500, "pushes held for one recipient DID"),
+    Option("push_max_attempts", int, 5, "tries per push on 429/5xx/network errors"),
+    Option("push_retry_base", float, 1.0, "first retry delay (seconds), doubling"),
+    Option("push_timeout", float, 10.0, "time per push attempt (seconds)"),
+    Option("push_breaker_failures", int, 5, "consecutive failures that open an origin's circuit"),
+    Option("push_breaker_open", float, 30.0, "seconds a circuit first stays open, doubling"),
+    Option("push_breaker_open_max", float, 600.0, "longest a circuit stays open (seconds)"),
+)
+
+
+def push_limits(options: Mapping[str, object]) -> PushLimits:
+    """`PushLimits` from parsed `PUSH_QUEUE_OPTIONS` values (missing ones: their default)."""
+
+    def get(name: str) -> float:
+        value = options.get(name, defaults[name])
+        if not isinstance(value, int | float):
+            raise TypeError(f"push option {name} must be a number")
+        return value
+
+    defaults = {opt.name: opt.default for opt in PUSH_QUEUE_OPTIONS}
+    return PushLimits(
+        max_held=int(get("push_queue")),
+        max_held_per_owner=int(get("push_queue_per_did")),
+        concurrency=int(get("push_workers")),
+        per_origin=int(get("push_per_origin")),
+        per_owner=int(get("push_per_did")),
+        timeout=get("push_timeout"),
+        max_attempts=int(get("push_max_attempts")),
+        retry_base=get("push_retry_base"),
+        breaker_failures=int(get("push_breaker_failures")),
+        breaker_open=get("push_breaker_open"),
+        breaker_open_max=get("push_breaker_open_max"),
+    )
+
+
 @dataclass
 class PushStats:
     submitted: int = 0
@@ -297,147 +347,169 @@ class PushStats:
     gone: int = 0
     retried: int = 0
     failed: int = 0
-    dropped: int = 0  # queue full, or out of attempts
-
-
-@dataclass(slots=True)
-class _Job:
-    message: PushMessage
-    attempt: int = 0
+    dropped: int = 0  # any reason: see `PushQueue.stats_dropped`
 
 
 class PushQueue:
-    """Bounded queue of pushes with workers and off-queue retry timers.
+    """Sends pushes as `router.push_queue.PushScheduler` decides, one task per push in flight.
 
-    Call `start()` inside the event loop, `submit()` from anywhere in it,
-    `stop()` on shutdown. `on_gone(subscription)` is awaited for 404/410.
+    Call `start()` inside the event loop, `submit(message, owner)` from
+    anywhere in it (`owner`: the DID whose registration it is), `stop()` on
+    shutdown. `on_gone(subscription)` is awaited for 404/410. Each attempt
+    is bounded by `limits.timeout`, whatever the sender does.
     """
 
     def __init__(
         self,
         sender: PushSender,
+        limits: PushLimits | None = None,
         *,
-        maxsize: int = 10_000,
-        workers: int = 4,
-        max_attempts: int = 5,
-        base_delay: float = 1.0,
-        max_delay: float = 60.0,
         on_gone: Callable[[PushSubscription], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sender = sender
-        self.stats = PushStats()
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize)
-        self._workers_n = workers
-        self._max_attempts = max_attempts
-        self._base_delay = base_delay
-        self._max_delay = max_delay
+        self.scheduler: PushScheduler[PushMessage] = PushScheduler(limits)
+        self.limits = self.scheduler.limits
+        self._stats = PushStats()
         self._on_gone = on_gone
-        self._workers: list[asyncio.Task[None]] = []
-        self._timers: set[asyncio.TimerHandle] = set()
-        self._pending = 0
+        self._clock = clock
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
 
     def start(self) -> None:
-        for i in range(self._workers_n):
-            self._workers.append(asyncio.create_task(self._work(), name=f"push-worker-{i}"))
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="push-dispatcher")
 
     async def stop(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-        for task in self._workers:
+        tasks = list(self._sending)
+        if self._dispatcher is not None:
+            tasks.append(self._dispatcher)
+            self._dispatcher = None
+        for task in tasks:
             task.cancel()
-        for task in self._workers:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        self._workers.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._sending.clear()
+
+    @property
+    def stats(self) -> PushStats:
+        """Counters so far (`retried` and `dropped` come from the scheduler)."""
+        self._stats.retried = self.scheduler.stats.retried
+        self._stats.dropped = sum(self.scheduler.stats.dropped.values())
+        return self._stats
 
     @property
     def pending(self) -> int:
         """Pushes queued, being sent, or waiting for a retry."""
-        return self._pending
+        return self.scheduler.held
+
+    @property
+    def stats_dropped(self) -> dict[str, int]:
+        """Dropped pushes by reason (`router.push_queue.Drop` values)."""
+        counts = self.scheduler.stats.dropped
+        return {reason.value: counts[reason] for reason in Drop}
 
     async def idle(self) -> None:
         """Wait until nothing is queued, in flight or waiting for a retry."""
         await self._idle.wait()
 
-    def submit(self, message: PushMessage) -> bool:
-        """Queue a push; False (and counted as dropped) when the queue is full."""
-        self.stats.submitted += 1
-        return self._put(_Job(message))
-
-    def _put(self, job: _Job) -> bool:
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
-            self.stats.dropped += 1
+    def submit(self, message: PushMessage, owner: str) -> bool:
+        """Hold a push for `owner`'s device; False (counted as dropped) when it is refused."""
+        self._stats.submitted += 1
+        origin = message.subscription.origin
+        if self.scheduler.submit(message, origin, owner, self._clock()) is not None:
             return False
-        self._pending += 1
         self._idle.clear()
+        self._wake.set()
         return True
 
-    def _finish(self) -> None:
-        self._pending -= 1
-        if self._pending == 0:
+    def _check_idle(self) -> None:
+        if self.scheduler.held == 0 and not self._sending:
             self._idle.set()
 
-    async def _work(self) -> None:
+    async def _dispatch(self) -> None:
+        scheduler = self.scheduler
         while True:
-            job = await self._queue.get()
+            now = self._clock()
+            while (ticket := scheduler.next(now)) is not None:
+                task = asyncio.create_task(self._send(ticket))
+                self._sending.add(task)
+                task.add_done_callback(self._sent)
+            self._check_idle()  # retries fallen due for an open circuit are dropped
+            self._wake.clear()
+            deadline = scheduler.next_deadline()
             try:
-                await self._deliver(job)
-            except Exception:  # a bug in a callback must not kill the worker
-                log.exception("push delivery failed")
-            finally:
-                self._queue.task_done()
-                self._finish()
+                async with asyncio.timeout(None if deadline is None else max(0.0, deadline - now)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
 
-    async def _deliver(self, job: _Job) -> None:
+    async def _send(self, ticket: Ticket[PushMessage]) -> None:
         try:
-            result = await self.sender.send(job.message)
+            await self._attempt(ticket)
+        except Exception:  # a bug in a callback must not stop the queue
+            log.exception("push delivery failed")
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._wake.set()
+        self._check_idle()
+
+    async def _attempt(self, ticket: Ticket[PushMessage]) -> None:
+        message = ticket.item
+        try:
+            async with asyncio.timeout(self.limits.timeout):
+                result = await self.sender.send(message)
+        except TimeoutError:
+            result = PushResult(PushOutcome.RETRY)
         except Exception as e:  # encryption errors etc.: never retried
             log.warning("push could not be built: %s", type(e).__name__)
-            self.stats.failed += 1
-            return
-        if result.outcome is PushOutcome.SENT:
-            self.stats.sent += 1
-        elif result.outcome is PushOutcome.GONE:
-            self.stats.gone += 1
-            if self._on_gone is not None:
-                await self._on_gone(job.message.subscription)
-        elif result.outcome is PushOutcome.FAILED:
-            self.stats.failed += 1
-            log.info("push refused with status %s", result.status)
+            result = PushResult(PushOutcome.FAILED)
+        outcome = result.outcome
+        if outcome is PushOutcome.RETRY:
+            finish = Finish.UNREACHABLE if result.status is None else Finish.RETRY
         else:
-            self._retry_later(job, result)
+            finish = Finish.DONE
+        drop = self.scheduler.finish(ticket, finish, self._clock(), result.retry_after)
+        if drop is not None:
+            log.info("push given up: %s (status %s)", drop.value, result.status)
+        if outcome is PushOutcome.SENT:
+            self._stats.sent += 1
+        elif outcome is PushOutcome.GONE:
+            self._stats.gone += 1
+            if self._on_gone is not None:
+                await self._on_gone(message.subscription)
+        elif outcome is PushOutcome.FAILED:
+            self._stats.failed += 1
+            log.info("push refused with status %s", result.status)
 
-    def backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds before retry number `attempt + 1`: exponential, jittered, capped."""
-        if retry_after is not None:
-            return min(self._max_delay, max(0.0, retry_after))
-        base = min(self._max_delay, self._base_delay * float(2**attempt))
-        return base * random.uniform(0.5, 1.0)
-
-    def _retry_later(self, job: _Job, result: PushResult) -> None:
-        if job.attempt + 1 >= self._max_attempts:
-            self.stats.dropped += 1
-            log.info("push given up after %d attempts (status %s)", job.attempt + 1, result.status)
-            return
-        self.stats.retried += 1
-        delay = self.backoff(job.attempt, result.retry_after)
-        retry = _Job(job.message, job.attempt + 1)
-        # Counted as pending while the timer runs, so idle() waits for retries.
-        self._pending += 1
-        loop = asyncio.get_running_loop()
-
-        def fire() -> None:
-            self._timers.discard(handle)
-            self._pending -= 1
-            if not self._put(retry) and self._pending == 0:
-                self._idle.set()
-
-        handle = loop.call_later(delay, fire)
-        self._timers.add(handle)
+    def metrics(self, prefix: str = "hearth_router_push") -> Iterable[Metric]:
+        """Prometheus families: outcomes, drops by reason, pending, in flight, circuits."""
+        pushes = CounterMetricFamily(prefix + "es", "Web Push outcomes", labels=["outcome"])
+        stats = self.stats
+        for outcome in ("submitted", "sent", "gone", "retried", "failed", "dropped"):
+            pushes.add_metric([outcome], getattr(stats, outcome))
+        yield pushes
+        dropped = CounterMetricFamily(
+            prefix + "_dropped", "pushes dropped undelivered, by reason", labels=["reason"]
+        )
+        for reason, count in self.stats_dropped.items():
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield GaugeMetricFamily(
+            prefix + "_pending", "pushes queued, in flight or waiting to retry", self.pending
+        )
+        yield GaugeMetricFamily(
+            prefix + "_in_flight", "pushes being sent", self.scheduler.in_flight
+        )
+        yield CounterMetricFamily(
+            prefix + "_circuit_trips",
+            "times a push service origin's circuit opened",
+            self.scheduler.stats.circuit_trips,
+        )
+        yield GaugeMetricFamily(
+            prefix + "_circuits_open",
+            "push service origins whose circuit is open",
+            self.scheduler.circuits_open(self._clock()),
+        )

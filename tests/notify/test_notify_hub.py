@@ -19,6 +19,7 @@ from router.limits import Limits
 from router.mailbox import SqliteMailbox
 from router.notify import MAX_PUSH_PAYLOAD, Notifications, NotifySettings
 from router.push import PushSubscription, VapidKey, WebPushSender
+from router.push_queue import PushLimits
 from router.push_store import SqlitePushRegistry
 from router.urgency import Level, MailUrgency, push_urgency
 from tests.notify.helpers import within
@@ -73,7 +74,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             await SqlitePushRegistry.open(tmp_path / "push.sqlite3"),
             vapid,
             WebPushSender(vapid),
-            NotifySettings(push_allow_http=True, push_retry_base=0.01),
+            NotifySettings(push_allow_http=True, push=PushLimits(retry_base=0.01)),
         )
         hub.install()
         try:

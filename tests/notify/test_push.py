@@ -19,11 +19,14 @@ from router.push import (
     WebPushSender,
     classify,
 )
+from router.push_queue import PushLimits
 from router.urgency import PushUrgency
 from tests.notify.helpers import MS, within
 from tests.notify.push_endpoint import PushEndpoint
+from tests.notify.stall_endpoint import StallEndpoint
 
 SUBJECT = "mailto:ops@hearth.test"
+BOB, MALLORY = "did:key:zBob", "did:key:zMallory"
 
 
 def test_vapid_key_created_once_and_kept(tmp_path: Path) -> None:
@@ -129,7 +132,8 @@ async def test_queue_gone_retry_and_no_head_of_line_blocking(tmp_path: Path) -> 
     async with PushEndpoint(vapid.public_key).running() as ep:
         sender = WebPushSender(vapid)
         # One worker: if a retry blocked the worker, B could not overtake A.
-        queue = PushQueue(sender, workers=1, base_delay=100 * MS, on_gone=on_gone)
+        limits = PushLimits(concurrency=1, retry_base=100 * MS)
+        queue = PushQueue(sender, limits, on_gone=on_gone)
         queue.start()
         try:
             a, b, c = ep.device(), ep.device(), ep.device()
@@ -139,7 +143,7 @@ async def test_queue_gone_retry_and_no_head_of_line_blocking(tmp_path: Path) -> 
                 PushSubscription.from_json(d.subscription, allow_insecure=True) for d in (a, b, c)
             ]
             for sub, body in zip(subs, (b"to a", b"to b", b"to c"), strict=True):
-                assert queue.submit(PushMessage(sub, body, 60, PushUrgency.LOW))
+                assert queue.submit(PushMessage(sub, body, 60, PushUrgency.LOW), "did:key:zBob")
             first = await within(ep.received.get())
             assert (first.sub_id, first.plaintext) == (b.sub_id, b"to b")
             second = await within(ep.received.get())
@@ -158,33 +162,25 @@ async def test_queue_gives_up_and_is_bounded(tmp_path: Path) -> None:
     vapid = VapidKey.load_or_create(tmp_path / "vapid.pem", SUBJECT)
     async with PushEndpoint(vapid.public_key).running() as ep:
         sender = WebPushSender(vapid)
-        queue = PushQueue(sender, workers=1, max_attempts=2, base_delay=10 * MS, maxsize=2)
+        limits = PushLimits(concurrency=1, max_attempts=2, retry_base=10 * MS, max_held=2)
+        queue = PushQueue(sender, limits)
         try:
             dev = ep.device()
             ep.answer(dev, 429, 503, 503, 503)
             sub = PushSubscription.from_json(dev.subscription, allow_insecure=True)
             msg = PushMessage(sub, b"x", 60, PushUrgency.LOW)
             # not started: the queue fills and refuses the third
-            assert queue.submit(msg) and queue.submit(msg)
-            assert not queue.submit(msg)
-            assert queue.stats.dropped == 1
+            assert queue.submit(msg, BOB) and queue.submit(msg, BOB)
+            assert not queue.submit(msg, BOB)
+            assert queue.stats.dropped == 1 and queue.stats_dropped["queue_full"] == 1
             queue.start()
             await within(queue.idle())
             assert ep.attempts[dev.sub_id] == 4  # two messages x two attempts each
             assert queue.stats.dropped == 3 and queue.stats.sent == 0
+            assert queue.stats_dropped["attempts"] == 2
         finally:
             await queue.stop()
             await sender.aclose()
-
-
-def test_backoff_is_capped_and_honours_retry_after() -> None:
-    queue = PushQueue.__new__(PushQueue)
-    queue._base_delay, queue._max_delay = 1.0, 60.0
-    for attempt in range(10):
-        d = queue.backoff(attempt, None)
-        assert 0.5 * min(60.0, 2**attempt) <= d <= min(60.0, 2**attempt)
-    assert queue.backoff(0, 5.0) == 5.0
-    assert queue.backoff(0, 500.0) == 60.0
 
 
 async def test_ttl_clamped(tmp_path: Path) -> None:
@@ -200,3 +196,45 @@ async def test_ttl_clamped(tmp_path: Path) -> None:
     finally:
         await sender.aclose()
     await asyncio.sleep(0)
+
+
+async def test_dead_origin_trips_its_circuit_and_others_are_served(tmp_path: Path) -> None:
+    vapid = VapidKey.load_or_create(tmp_path / "vapid.pem", SUBJECT)
+    limits = PushLimits(
+        concurrency=4, per_origin=2, timeout=200 * MS, breaker_failures=3, retry_base=10 * MS
+    )
+    async with (
+        PushEndpoint(vapid.public_key).running() as ep,
+        StallEndpoint().running() as dead,
+    ):
+        sender = WebPushSender(vapid, timeout=limits.timeout)
+        queue = PushQueue(sender, limits)
+        queue.start()
+        try:
+            fake = PushEndpoint(vapid.public_key)
+            fake.url = dead.url
+            for _ in range(20):
+                sub = PushSubscription.from_json(fake.device().subscription, allow_insecure=True)
+                assert queue.submit(PushMessage(sub, b"x", 60, PushUrgency.LOW), MALLORY)
+            dev = ep.device()
+            sub = PushSubscription.from_json(dev.subscription, allow_insecure=True)
+            assert queue.submit(PushMessage(sub, b"for bob", 60, PushUrgency.LOW), BOB)
+            got = await within(ep.received.get())
+            assert (got.sub_id, got.plaintext) == (dev.sub_id, b"for bob")
+            await within(queue.idle())
+            # three timeouts opened the circuit; everything else to it was dropped
+            assert dead.connected <= 4
+            assert queue.stats.sent == 1 and queue.stats.dropped == 20
+            assert queue.stats_dropped["circuit_open"] >= 17
+            sub = PushSubscription.from_json(fake.device().subscription, allow_insecure=True)
+            assert not queue.submit(PushMessage(sub, b"x", 60, PushUrgency.LOW), MALLORY)
+            families = {m.name: m for m in queue.metrics()}
+            assert families["hearth_router_push_circuit_trips"].samples[0].value == 1
+            assert families["hearth_router_push_circuits_open"].samples[0].value == 1
+            dropped = {
+                s.labels["reason"]: s.value for s in families["hearth_router_push_dropped"].samples
+            }
+            assert dropped["circuit_open"] >= 18
+        finally:
+            await queue.stop()
+            await sender.aclose()

@@ -1,0 +1,338 @@
+"""Fair push scheduling: who is sent next, and who is dropped. No I/O, no clock.
+
+The scheduler decides; an I/O layer (`router.push.PushQueue`, later the
+notifier service) sends. It is generic over what a push is (`T`) and knows
+each one only by two strings: the *origin* of its endpoint (scheme://host:port,
+the party that may be slow or dead) and the *owner* (the recipient DID whose
+registration it is, the party that may be hostile). Every method takes `now`
+(monotonic seconds) from the caller, so tests drive it with a fake clock.
+
+Rules:
+
+- **Round-robin, two levels.** Origins with queued pushes take turns; within
+  an origin, owners take turns; one owner's pushes to one origin go in order.
+  A push service that has thousands queued does not delay one that has one.
+- **Concurrency caps.** At most `concurrency` pushes in flight, at most
+  `per_origin` to one origin and `per_owner` for one owner. A push that may not
+  start now stays queued while others go first; nothing blocks a worker.
+- **Circuit breaker per origin.** `breaker_failures` consecutive unreachable
+  answers (timeout, connection refused/reset) open the circuit for
+  `breaker_open` seconds, doubling each time it trips again, at most
+  `breaker_open_max`. While open, the origin's queued and new pushes are
+  dropped (counted, never waited for). After the period one probe is let
+  through (half-open): an answer closes the circuit, a failure reopens it.
+  Any HTTP answer, even 5xx, counts as reachable: those are retried with
+  backoff but do not trip the breaker.
+- **Bounded.** At most `max_held` pushes held (queued, in flight or waiting
+  for a retry), and at most `max_held_per_owner` for one owner, so one DID
+  cannot fill the queue for everyone. A push over either bound is dropped.
+- **Retries** (429/5xx/unreachable) wait on a timer outside the queues:
+  exponential, jittered, capped, `Retry-After` honoured, at most
+  `max_attempts` tries in all.
+
+Costs: a held push is one `Ticket` (about 100 bytes) plus the caller's item;
+an origin with pushes queued costs a dict entry and one deque per owner.
+Origins whose breaker has state but nothing held are remembered in an LRU of
+at most `MAX_IDLE_ORIGINS` entries (about 200 bytes each). `next()` skips at
+most the origins and owners that are at their caps, so it costs
+O(concurrency) in the worst case.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import random
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+MAX_IDLE_ORIGINS = 4096
+
+
+class Drop(enum.Enum):
+    """Why a push was dropped (the metric label)."""
+
+    QUEUE_FULL = "queue_full"  # max_held reached
+    OWNER_FULL = "owner_full"  # the owner's share, max_held_per_owner, reached
+    CIRCUIT_OPEN = "circuit_open"  # the origin's circuit is open
+    ATTEMPTS = "attempts"  # out of attempts
+
+
+class Finish(enum.Enum):
+    """What became of one attempt, as far as scheduling cares."""
+
+    DONE = "done"  # the origin answered; nothing more to do (sent, gone, refused)
+    RETRY = "retry"  # the origin answered 429/5xx: try again later
+    UNREACHABLE = "unreachable"  # timeout or connection failure: try again, count a failure
+
+
+@dataclass(frozen=True, slots=True)
+class PushLimits:
+    """Every bound of the scheduler; `timeout` is for the I/O layer (per request)."""
+
+    max_held: int = 10_000
+    max_held_per_owner: int = 500
+    concurrency: int = 64
+    per_origin: int = 8
+    per_owner: int = 4
+    timeout: float = 10.0
+    max_attempts: int = 5
+    retry_base: float = 1.0
+    retry_max: float = 60.0
+    breaker_failures: int = 5
+    breaker_open: float = 30.0
+    breaker_open_max: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_held",
+            "max_held_per_owner",
+            "concurrency",
+            "per_origin",
+            "per_owner",
+            "max_attempts",
+            "breaker_failures",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"push limit {name} must be at least 1")
+        for name in ("timeout", "breaker_open", "breaker_open_max"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"push limit {name} must be positive")
+        if self.retry_base < 0 or self.retry_max < 0:
+            raise ValueError("push retry delays must not be negative")
+
+
+@dataclass(eq=False, slots=True)
+class Ticket(Generic[T]):
+    """One held push. The I/O layer sends `item` and must then call `finish`."""
+
+    item: T
+    origin: str
+    owner: str
+    attempt: int = 0  # attempts already made before this one
+
+
+@dataclass(slots=True)
+class _Origin(Generic[T]):
+    queues: OrderedDict[str, deque[Ticket[T]]] = field(default_factory=OrderedDict)
+    in_flight: int = 0
+    failures: int = 0  # consecutive unreachable answers
+    trips: int = 0  # consecutive times the circuit opened
+    open_until: float = 0.0  # open while now < open_until (trips > 0)
+
+    def is_idle(self) -> bool:
+        return not self.queues and self.in_flight == 0
+
+    def is_plain(self) -> bool:
+        return self.failures == 0 and self.trips == 0
+
+
+@dataclass
+class SchedulerStats:
+    retried: int = 0
+    circuit_trips: int = 0
+    dropped: Counter[Drop] = field(default_factory=Counter)
+
+
+class PushScheduler(Generic[T]):
+    """Decides which push goes next. Drive it like this:
+
+    - `submit(item, origin, owner, now)` for every new push; `None` means it
+      is held, a `Drop` means it was dropped.
+    - Whenever something changed (a submit, a finish, `next_deadline()`
+      reached), call `next(now)` until it returns None and send each ticket.
+    - For each ticket sent, call `finish(ticket, outcome, now)` exactly once.
+    """
+
+    def __init__(
+        self, limits: PushLimits | None = None, *, rng: Callable[[], float] = random.random
+    ) -> None:
+        self.limits = limits if limits is not None else PushLimits()
+        self.stats = SchedulerStats()
+        self._rng = rng
+        self._origins: dict[str, _Origin[T]] = {}
+        self._idle_origins: OrderedDict[str, _Origin[T]] = OrderedDict()  # breaker state only
+        self._rotation: OrderedDict[str, None] = OrderedDict()  # origins with pushes queued
+        self._held_by: dict[str, int] = {}
+        self._flight_by: dict[str, int] = {}
+        self._timers: list[tuple[float, int, Ticket[T]]] = []
+        self._seq = 0
+        self.held = 0  # queued + in flight + waiting for a retry
+        self.in_flight = 0
+
+    # ------------------------------------------------------------ inputs
+
+    def submit(self, item: T, origin: str, owner: str, now: float) -> Drop | None:
+        """Hold a new push, or say why it was dropped."""
+        lim = self.limits
+        if self.held >= lim.max_held:
+            return self._count(Drop.QUEUE_FULL)
+        if self._held_by.get(owner, 0) >= lim.max_held_per_owner:
+            return self._count(Drop.OWNER_FULL)
+        if self._is_open(self._peek(origin), now):
+            return self._count(Drop.CIRCUIT_OPEN)
+        self.held += 1
+        self._held_by[owner] = self._held_by.get(owner, 0) + 1
+        self._enqueue(Ticket(item, origin, owner))
+        return None
+
+    def next(self, now: float) -> Ticket[T] | None:
+        """The next push to send now, marked in flight; None when none may start."""
+        self._fire_timers(now)
+        lim = self.limits
+        if self.in_flight >= lim.concurrency:
+            return None
+        for _ in range(len(self._rotation)):
+            name = next(iter(self._rotation))
+            self._rotation.move_to_end(name)
+            o = self._origins[name]
+            if o.in_flight >= (1 if o.trips else lim.per_origin):  # half-open: one probe
+                continue
+            for _ in range(len(o.queues)):
+                owner, queue = next(iter(o.queues.items()))
+                o.queues.move_to_end(owner)
+                if self._flight_by.get(owner, 0) >= lim.per_owner:
+                    continue
+                ticket = queue.popleft()
+                if not queue:
+                    del o.queues[owner]
+                    if not o.queues:
+                        del self._rotation[name]
+                o.in_flight += 1
+                self.in_flight += 1
+                self._flight_by[owner] = self._flight_by.get(owner, 0) + 1
+                return ticket
+        return None
+
+    def finish(
+        self, ticket: Ticket[T], outcome: Finish, now: float, retry_after: float | None = None
+    ) -> Drop | None:
+        """Record what became of a ticket from `next`; a `Drop` if it is given up for good."""
+        o = self._origins[ticket.origin]
+        o.in_flight -= 1
+        self.in_flight -= 1
+        left = self._flight_by[ticket.owner] - 1
+        if left:
+            self._flight_by[ticket.owner] = left
+        else:
+            del self._flight_by[ticket.owner]
+        if outcome is Finish.UNREACHABLE:
+            self._failed(ticket.origin, o, now)
+        else:
+            o.failures = 0
+            o.trips = 0
+        drop: Drop | None = None
+        if outcome is Finish.DONE:
+            self._release(ticket)
+        elif self._is_open(o, now):
+            drop = self._give_up(ticket, Drop.CIRCUIT_OPEN)
+        elif ticket.attempt + 1 >= self.limits.max_attempts:
+            drop = self._give_up(ticket, Drop.ATTEMPTS)
+        else:
+            self.stats.retried += 1
+            due = now + self.backoff(ticket.attempt, retry_after)
+            ticket.attempt += 1
+            self._seq += 1
+            heapq.heappush(self._timers, (due, self._seq, ticket))
+        self._maybe_forget(ticket.origin)
+        return drop
+
+    # ------------------------------------------------------------ queries
+
+    def next_deadline(self) -> float | None:
+        """When a retry falls due (call `next` then), or None."""
+        return self._timers[0][0] if self._timers else None
+
+    def held_by(self, owner: str) -> int:
+        return self._held_by.get(owner, 0)
+
+    def circuits_open(self, now: float) -> int:
+        """Origins whose circuit is open at `now` (for a gauge)."""
+        origins = list(self._origins.values()) + list(self._idle_origins.values())
+        return sum(1 for o in origins if self._is_open(o, now))
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before retry number `attempt + 1`: exponential, jittered, capped."""
+        lim = self.limits
+        if retry_after is not None:
+            return min(lim.retry_max, max(0.0, retry_after))
+        base = min(lim.retry_max, lim.retry_base * float(2 ** min(attempt, 32)))
+        return base * (0.5 + 0.5 * self._rng())
+
+    # ------------------------------------------------------------ internals
+
+    def _count(self, reason: Drop) -> Drop:
+        self.stats.dropped[reason] += 1
+        return reason
+
+    def _peek(self, origin: str) -> _Origin[T] | None:
+        return self._origins.get(origin) or self._idle_origins.get(origin)
+
+    def _is_open(self, o: _Origin[T] | None, now: float) -> bool:
+        return o is not None and o.trips > 0 and now < o.open_until
+
+    def _enqueue(self, ticket: Ticket[T]) -> None:
+        o = self._origins.get(ticket.origin)
+        if o is None:
+            o = self._idle_origins.pop(ticket.origin, None) or _Origin()
+            self._origins[ticket.origin] = o
+        queue = o.queues.get(ticket.owner)
+        if queue is None:
+            queue = o.queues[ticket.owner] = deque()
+        queue.append(ticket)
+        if ticket.origin not in self._rotation:
+            self._rotation[ticket.origin] = None
+
+    def _release(self, ticket: Ticket[T]) -> None:
+        self.held -= 1
+        left = self._held_by[ticket.owner] - 1
+        if left:
+            self._held_by[ticket.owner] = left
+        else:
+            del self._held_by[ticket.owner]
+
+    def _give_up(self, ticket: Ticket[T], reason: Drop) -> Drop:
+        self._release(ticket)
+        return self._count(reason)
+
+    def _failed(self, name: str, o: _Origin[T], now: float) -> None:
+        lim = self.limits
+        if self._is_open(o, now):
+            return  # answers of requests sent before it opened
+        o.failures += 1
+        if o.trips == 0 and o.failures < lim.breaker_failures:
+            return
+        # closed and at the threshold, or a half-open probe failed: (re)open
+        period = min(lim.breaker_open_max, lim.breaker_open * float(2 ** min(o.trips, 32)))
+        o.trips += 1
+        o.failures = 0
+        o.open_until = now + period
+        self.stats.circuit_trips += 1
+        for queue in o.queues.values():
+            for ticket in queue:
+                self._give_up(ticket, Drop.CIRCUIT_OPEN)
+        o.queues.clear()
+        self._rotation.pop(name, None)
+
+    def _fire_timers(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, ticket = heapq.heappop(self._timers)
+            if self._is_open(self._peek(ticket.origin), now):
+                self._give_up(ticket, Drop.CIRCUIT_OPEN)
+            else:
+                self._enqueue(ticket)
+
+    def _maybe_forget(self, name: str) -> None:
+        o = self._origins[name]
+        if not o.is_idle():
+            return
+        del self._origins[name]
+        if o.is_plain():
+            return
+        self._idle_origins[name] = o
+        while len(self._idle_origins) > MAX_IDLE_ORIGINS:
+            self._idle_origins.popitem(last=False)

@@ -1,0 +1,183 @@
+"""The push scheduler on its own: no sockets, a fake clock (plain floats)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from router.push_queue import (
+    MAX_IDLE_ORIGINS,
+    Drop,
+    Finish,
+    PushLimits,
+    PushScheduler,
+    Ticket,
+)
+
+A, B, C = "https://a.push", "https://b.push", "https://c.push"
+
+
+def sched(**limits: float) -> PushScheduler[str]:
+    return PushScheduler(PushLimits(**limits), rng=lambda: 1.0)  # type: ignore[arg-type]
+
+
+def drain(s: PushScheduler[str], now: float = 0.0) -> list[Ticket[str]]:
+    out = []
+    while (t := s.next(now)) is not None:
+        out.append(t)
+    return out
+
+
+def test_origins_and_owners_take_turns() -> None:
+    s = sched(concurrency=1)
+    for i in range(100):
+        assert s.submit(f"flood{i}", A, "mallory", 0.0) is None
+    for i in range(50):
+        assert s.submit(f"same-origin{i}", A, "carol", 0.0) is None
+    assert s.submit("bob", B, "bob", 0.0) is None
+    order = []
+    for _ in range(6):
+        t = s.next(0.0)
+        assert t is not None and s.next(0.0) is None  # one at a time
+        order.append(t.item)
+        assert s.finish(t, Finish.DONE, 0.0) is None
+    # A and B alternate; within A, mallory and carol alternate; each in order
+    assert order == ["flood0", "bob", "same-origin0", "flood1", "same-origin1", "flood2"]
+    assert s.held == 150 - 6 + 1
+
+
+def test_caps_per_origin_and_per_owner() -> None:
+    s = sched(concurrency=10, per_origin=3, per_owner=2)
+    for i in range(20):
+        s.submit(f"a{i}", A, "mallory", 0.0)
+        s.submit(f"b{i}", B, "mallory", 0.0)
+    s.submit("a-bob", A, "bob", 0.0)
+    s.submit("c-carol", C, "carol", 0.0)
+    started = drain(s)
+    items = [t.item for t in started]
+    assert sum(t.owner == "mallory" for t in started) == 2
+    assert "a-bob" in items and "c-carol" in items  # not stuck behind mallory's 40
+    assert sum(1 for t in started if t.origin == A) <= 3
+    assert s.in_flight == 4
+    # a slot of mallory's frees: the next one goes out, still within every cap
+    mallorys = [t for t in started if t.owner == "mallory"]
+    s.finish(mallorys[0], Finish.DONE, 0.0)
+    (t,) = drain(s)
+    assert t.owner == "mallory"
+
+
+def test_global_concurrency_cap() -> None:
+    s = sched(concurrency=2, per_origin=10, per_owner=10)
+    for i in range(5):
+        s.submit(str(i), A, f"o{i}", 0.0)
+    assert len(drain(s)) == 2 and s.in_flight == 2
+
+
+def test_bounds_in_all_and_per_owner() -> None:
+    s = sched(max_held=10, max_held_per_owner=4)
+    assert [s.submit("m", A, "mallory", 0.0) for _ in range(5)] == [None] * 4 + [Drop.OWNER_FULL]
+    for i in range(6):
+        assert s.submit("x", B, f"o{i}", 0.0) is None
+    assert s.submit("late", C, "bob", 0.0) is Drop.QUEUE_FULL
+    assert s.held == 10 and s.held_by("mallory") == 4
+    t = s.next(0.0)
+    assert t is not None
+    s.finish(t, Finish.DONE, 0.0)
+    assert s.submit("late", C, "bob", 0.0) is None
+    assert s.stats.dropped == {Drop.OWNER_FULL: 1, Drop.QUEUE_FULL: 1}
+
+
+def test_circuit_opens_drops_and_probes() -> None:
+    s = sched(concurrency=10, per_origin=10, per_owner=10, breaker_failures=3,
+              breaker_open=30.0, breaker_open_max=100.0, max_attempts=9)  # fmt: skip
+    for i in range(10):
+        s.submit(f"dead{i}", A, "mallory", 0.0)
+    s.submit("alive", B, "bob", 0.0)
+    flying = drain(s)
+    assert len(flying) == 10
+    dead = [t for t in flying if t.origin == A]
+    # two failures: retried later; the third opens the circuit
+    for t in dead[:2]:
+        assert s.finish(t, Finish.UNREACHABLE, 1.0) is None
+    assert s.finish(dead[2], Finish.UNREACHABLE, 1.0) is Drop.CIRCUIT_OPEN
+    assert s.stats.circuit_trips == 1 and s.circuits_open(1.0) == 1
+    assert s.submit("more", A, "mallory", 2.0) is Drop.CIRCUIT_OPEN
+    assert s.submit("other", B, "bob", 2.0) is None  # other origins unaffected
+    # the rest of what was in flight comes back: dropped, the circuit stays as it was
+    for t in dead[3:]:
+        assert s.finish(t, Finish.UNREACHABLE, 2.0) is Drop.CIRCUIT_OPEN
+    assert s.stats.circuit_trips == 1
+    # the two retries fall due while it is open: dropped
+    assert [t.item for t in drain(s, 25.0)] == ["other"]
+    assert s.held_by("mallory") == 0
+    # half-open after 30 s: one probe at a time
+    for i in range(3):
+        assert s.submit(f"probe{i}", A, "mallory", 31.0) is None
+    (probe,) = [t for t in drain(s, 31.0) if t.origin == A]
+    assert s.finish(probe, Finish.UNREACHABLE, 32.0) is Drop.CIRCUIT_OPEN
+    assert s.stats.circuit_trips == 2 and s.held_by("mallory") == 0  # queued ones dropped too
+    assert s.submit("x", A, "mallory", 32.0 + 59.0) is Drop.CIRCUIT_OPEN  # open 60 s now
+    assert s.submit("y", A, "mallory", 32.0 + 60.0) is None
+    (probe,) = [t for t in drain(s, 92.0) if t.origin == A]
+    assert s.finish(probe, Finish.DONE, 93.0) is None  # an answer closes it
+    assert s.circuits_open(93.0) == 0
+    for i in range(5):
+        s.submit(f"z{i}", A, "mallory", 93.0)
+    assert len([t for t in drain(s, 93.0) if t.origin == A]) == 5  # no probe limit
+
+
+def test_http_errors_retry_but_do_not_trip() -> None:
+    s = sched(breaker_failures=2, max_attempts=3, retry_base=1.0, retry_max=60.0)
+    s.submit("m", A, "bob", 0.0)
+    now = 0.0
+    for attempt in range(3):
+        t = s.next(now)
+        assert t is not None and t.attempt == attempt and s.next(now) is None
+        drop = s.finish(t, Finish.RETRY, now)
+        if attempt < 2:
+            assert drop is None
+            deadline = s.next_deadline()
+            assert deadline == now + 2.0**attempt  # rng 1.0: the top of the jitter range
+            assert s.next(deadline - 0.001) is None
+            now = deadline
+        else:
+            assert drop is Drop.ATTEMPTS
+    assert s.stats.circuit_trips == 0 and s.stats.retried == 2
+    assert s.held == 0 and s.next_deadline() is None
+    s.submit("m", A, "bob", now)
+    t = s.next(now)
+    assert t is not None
+    s.finish(t, Finish.RETRY, now, retry_after=7.0)
+    assert s.next_deadline() == now + 7.0
+
+
+def test_backoff_is_capped_jittered_and_honours_retry_after() -> None:
+    for r in (0.0, 0.5, 1.0):
+        s = PushScheduler[str](
+            PushLimits(retry_base=1.0, retry_max=60.0), rng=itertools.repeat(r).__next__
+        )
+        for attempt in range(40):
+            d = s.backoff(attempt, None)
+            top = min(60.0, 2.0**attempt)
+            assert 0.5 * top <= d <= top
+        assert s.backoff(0, 5.0) == 5.0
+        assert s.backoff(0, 500.0) == 60.0
+
+
+def test_idle_breaker_state_is_bounded() -> None:
+    s = sched(breaker_failures=2, max_attempts=1)
+    for i in range(MAX_IDLE_ORIGINS + 10):
+        s.submit("x", f"https://{i}.push", "o", 0.0)
+        t = s.next(0.0)
+        assert t is not None
+        s.finish(t, Finish.UNREACHABLE, 0.0)  # one failure: remembered
+    assert len(s._idle_origins) == MAX_IDLE_ORIGINS
+    assert not s._origins and not s._rotation and s.held == 0
+
+
+def test_limits_are_checked() -> None:
+    with pytest.raises(ValueError):
+        PushLimits(per_origin=0)
+    with pytest.raises(ValueError):
+        PushLimits(timeout=0)
