@@ -22,6 +22,7 @@ from hearth.http import EXCEPTION_HANDLERS, AccessLogMiddleware, common_routes
 from hearth.identity import web_did_for_url
 from hearth.ratelimit import RateLimiter
 from hearth.service import Service
+from hearth.storage import StorageUnavailable, storage_status
 from keyserver import handlers as h
 from keyserver.cache import AnswerCache
 from keyserver.directory import ResolverDirectory
@@ -118,13 +119,21 @@ def create_app(config: ServiceConfig) -> Starlette:
     cache = AnswerCache(config.get_int("public_cache_entries"))
     handlers = h.Handlers(metrics, config.get_str("client_ip_header"), cache)
 
+    stores: dict[str, SqliteKeyStore] = {}
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         store = await SqliteKeyStore.open(db_path)
+        stores["keys"] = store
         resolver: Resolver | None = None
         try:
             try:
                 await store.bind_master_key(sealer.fingerprint)
+            except StorageUnavailable as e:
+                if store.health.broken is None:
+                    raise  # e.g. locked: never serve without checking the master key
+                # Corrupt: served broken, health and every request say why (503).
+                log.error("%s cannot be used: %s", db_path, e)
             except Exception:
                 log.error("%s was sealed under another master key; refusing to start", db_path)
                 raise
@@ -162,18 +171,22 @@ def create_app(config: ServiceConfig) -> Starlette:
             handlers.verifier = None
             if resolver is not None:
                 await resolver.aclose()
+            stores.pop("keys", None)
             await store.close()
 
     async def health() -> dict[str, Any]:
         keyring = handlers.keyring
-        if keyring is None:
+        store = stores.get("keys")
+        if keyring is None or store is None:
             return {"ready": False}
         try:
             await keyring.ping()
+        except StorageUnavailable:
+            pass  # the store's health says why
         except Exception:  # noqa: BLE001 - health reports, it does not raise
             log.exception("key store does not answer")
-            return {"ready": True, "storage": "error"}
-        return {"ready": True, "storage": "ok"}
+            return {"ready": True, "storage": "error: key store does not answer"}
+        return {"ready": True, "storage": storage_status([store.health])}
 
     routes = [
         Route(f"/xrpc/{h.PUBLIC}", handlers.route(h.PUBLIC, handlers.public)),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from hearth.storage import StorageHealth
 from hearth.types import Did
 
 
@@ -102,7 +103,16 @@ class KeyStore(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise if the store cannot answer a trivial query."""
+        """Raise (StorageUnavailable) if the store cannot answer a trivial query.
+
+        While `health` is failing, also check whether the cause has gone.
+        """
+        ...
+
+    @property
+    def health(self) -> StorageHealth:
+        """The store's state, for `/xrpc/_health`. Calls that find the store
+        unusable raise `hearth.storage.StorageUnavailable`."""
         ...
 
     async def close(self) -> None:

@@ -6,18 +6,27 @@ has one writer anyway) inside `BEGIN IMMEDIATE` transactions; reads are single
 primary-key lookups on their own connection, small enough to run on the event
 loop. `secure_delete` zeroes erased sealed keys instead of leaving them in
 free pages.
+
+The file and its side files are 0600 (`hearth.files`). Its integrity is
+checked once at open (`PRAGMA quick_check`, one read of the whole file); a
+file that fails is opened anyway but refuses every call with
+`StorageUnavailable`, and `health` says why. Any other SQLite failure (a lock
+held by another process past the busy timeout, a full disk) fails only that
+call with `StorageUnavailable`; the next call that works makes `health`
+healthy again, and `ping` probes the write lock while it is failing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from hearth.files import private_sqlite_connect, quick_check
+from hearth.storage import StorageHealth, StorageUnavailable, describe, is_storage_failure
 from hearth.types import Did
 from keyserver.storage import (
     Generation,
@@ -52,12 +61,16 @@ _SELECT = (
 )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA secure_delete=ON")
-    return conn
+BUSY_TIMEOUT = 30.0  # seconds a write waits for a lock held by another process
+PROBE_TIMEOUT_MS = 100  # how long `ping`'s write probe waits for that lock
+
+
+def _connect(path: Path, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
+    return private_sqlite_connect(
+        path,
+        timeout=busy_timeout,
+        pragmas=("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON"),
+    )
 
 
 def _record(
@@ -84,28 +97,45 @@ class SqliteKeyStore:
         self._reader = reader
         self._executor = executor
         self._closed = False
+        self.health = StorageHealth("keys")
+        self._busy_timeout = BUSY_TIMEOUT
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteKeyStore:
-        """Create the file (mode 0600) and schema if needed, and open it."""
+    async def open(cls, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> SqliteKeyStore:
+        """Create the file (mode 0600) and schema if needed, and open it.
+
+        Raises RuntimeError for a schema newer than this code. A file that
+        fails its integrity check opens broken (see the module docstring).
+        """
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keystore-writer")
         loop = asyncio.get_running_loop()
         try:
-            writer = await loop.run_in_executor(executor, cls._open_writer, path)
-            reader = _connect(path)
+            writer, broken = await loop.run_in_executor(
+                executor, cls._open_writer, path, busy_timeout
+            )
+            reader = _connect(path, busy_timeout) if broken is None else sqlite3.connect(":memory:")
         except BaseException:
             executor.shutdown(wait=True)
             raise
-        return cls(path, writer, reader, executor)
+        store = cls(path, writer, reader, executor)
+        store._busy_timeout = busy_timeout
+        if broken is not None:
+            store.health.broken = (
+                f"keys database unusable ({broken}); restore it from a backup and restart"
+            )
+            store.health.failed(store.health.broken)
+        return store
 
     @staticmethod
-    def _open_writer(path: Path) -> sqlite3.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            # SQLite gives the -wal and -shm files the database file's mode.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        conn = _connect(path)
+    def _open_writer(path: Path, busy_timeout: float) -> tuple[sqlite3.Connection, str | None]:
         try:
+            conn = _connect(path, busy_timeout)
+        except sqlite3.DatabaseError as e:
+            return sqlite3.connect(":memory:", check_same_thread=False), describe(e)
+        try:
+            broken = quick_check(conn)
+            if broken is not None:
+                return conn, broken
             (version,) = conn.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{path} has schema {version}, newer than this keyserver")
@@ -115,13 +145,29 @@ class SqliteKeyStore:
         except BaseException:
             conn.close()
             raise
-        return conn
+        return conn, None
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _check(self) -> None:
         if self._closed:
             raise RuntimeError("key store is closed")
+        self.health.refuse_if_broken()
+
+    def _failed(self, e: BaseException) -> StorageUnavailable:
+        reason = describe(e)
+        self.health.failed(reason)
+        return StorageUnavailable(f"key storage unavailable: {reason}; retry later")
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, fn)
+        try:
+            result = await loop.run_in_executor(self._executor, self._transaction, fn)
+        except sqlite3.Error as e:
+            if is_storage_failure(e):
+                raise self._failed(e) from e
+            raise
+        self.health.succeeded()
+        return result
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._writer
@@ -131,9 +177,30 @@ class SqliteKeyStore:
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:  # the original error says more; the next BEGIN retries
+                    pass
             raise
         return result
+
+    def _probe_write(self) -> None:
+        """Take and release the write lock, waiting only briefly for it."""
+        conn = self._writer
+        conn.execute(f"PRAGMA busy_timeout = {PROBE_TIMEOUT_MS}")
+        try:
+            self._transaction(lambda _conn: None)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+
+    def _read(self, did: Did) -> KeyRecord | None:
+        try:
+            rows = self._reader.execute(_SELECT, (did,)).fetchall()
+        except sqlite3.Error as e:
+            if is_storage_failure(e):
+                raise self._failed(e) from e
+            raise
+        return _record(did, rows)
 
     async def bind_master_key(self, fingerprint: str) -> None:
         def bind(conn: sqlite3.Connection) -> None:
@@ -148,9 +215,8 @@ class SqliteKeyStore:
         await self._write(bind)
 
     async def get(self, did: Did) -> KeyRecord | None:
-        if self._closed:
-            raise RuntimeError("key store is closed")
-        return _record(did, self._reader.execute(_SELECT, (did,)).fetchall())
+        self._check()
+        return self._read(did)
 
     async def create(self, did: Did, keys: NewKeys, now: int) -> KeyRecord:
         def create(conn: sqlite3.Connection) -> KeyRecord:
@@ -193,9 +259,18 @@ class SqliteKeyStore:
         return await self._write(replace)
 
     async def ping(self) -> None:
-        if self._closed:
-            raise RuntimeError("key store is closed")
-        self._reader.execute("SELECT 1").fetchone()
+        self._check()
+        try:
+            self._reader.execute("SELECT count(*) FROM meta").fetchone()
+        except sqlite3.Error as e:
+            raise self._failed(e) from e
+        if self.health.error is not None:  # did the cause go? (a read cannot tell a lock)
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._executor, self._probe_write)
+            except sqlite3.Error as e:
+                raise self._failed(e) from e
+            self.health.succeeded()
 
     async def close(self) -> None:
         if self._closed:

@@ -19,9 +19,13 @@ import pytest
 from hearth import crockford
 from hearth.config import ConfigError, ServiceConfig, build_options
 from hearth.keys import KeyType
+from hearth.storage import StorageUnavailable
 from keyserver.app import OPTIONS, create_app
 from keyserver.keypair import parse_private_multibase
 from keyserver.storage import MasterKeyMismatch
+from keyserver.storage.contract import ALICE, BOB, new_keys
+from keyserver.storage.sqlite import SqliteKeyStore
+from tests.faults import corrupt_middle_page, locked, not_private
 from tests.keyserver.conftest import Keyserver, running_keyserver
 from tests.timing import MS
 from tests.world import Identity, World
@@ -304,3 +308,56 @@ async def test_database_writer_cannot_move_keys_between_dids(
             # Bob is unaffected.
             assert (await ks.private(bob)).json() == bob_keys
     assert "do not open" in caplog.text
+
+
+async def test_corrupt_database_is_reported_and_refused_with_a_clear_503(
+    world: World, tmp_path: Path
+) -> None:
+    """A bad page in the middle of the file: health says so, requests get a 503, not a 500."""
+    idents = [world.new_plc_identity() for _ in range(40)]
+    data = tmp_path / "data"
+    async with running_keyserver(world, data, {"HEARTH_KEYSERVER_CREATE_BURST": "100"}) as ks:
+        for ident in idents:
+            assert (await ks.public(ident.did)).status_code == 200
+    corrupt_middle_page(data / "keyserver" / "keys.sqlite3")
+
+    async with running_keyserver(world, data) as ks:
+        health = await ks.http.get("/xrpc/_health")
+        assert health.status_code == 503
+        storage = health.json()["storage"]
+        assert storage.startswith("error: keys: keys database unusable (integrity check failed")
+        for r in (await ks.public(idents[0].did), await ks.private(idents[1])):
+            assert r.status_code == 503, r.text
+            assert r.json()["error"] == "StorageUnavailable"
+            assert "integrity check failed" in r.json()["message"]
+
+
+async def test_a_locked_database_fails_the_write_and_the_store_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "keys.sqlite3"
+    store = await SqliteKeyStore.open(path, busy_timeout=100 * MS)
+    try:
+        await store.create(ALICE, new_keys(), 1)
+        with locked(path):
+            with pytest.raises(StorageUnavailable, match="locked"):
+                await store.create(BOB, new_keys(), 2)
+            assert store.health.error == "database is locked by another process"
+            with pytest.raises(StorageUnavailable):
+                await store.ping()  # the probe finds the lock still held
+            assert (await store.get(ALICE)) is not None  # WAL: reads go on
+        await store.ping()  # the probe finds the lock gone
+        assert store.health.problem is None
+        assert (await store.create(BOB, new_keys(), 3)).current.created_at == 3
+    finally:
+        await store.close()
+
+
+async def test_every_file_the_keyserver_writes_is_private(world: World, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        async with running_keyserver(world, tmp_path / "data") as ks:
+            assert (await ks.private(world.new_plc_identity())).status_code == 200
+            names = {p.name for p in (tmp_path / "data" / "keyserver").iterdir()}
+            assert {"keys.sqlite3", "keys.sqlite3-wal", "master.key"} <= names, names
+            assert not_private(tmp_path / "data") == {}
+    finally:
+        os.umask(old)
