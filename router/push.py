@@ -61,6 +61,7 @@ VAPID_TTL_SECONDS = 12 * 3600
 VAPID_REFRESH_SECONDS = 3600
 MAX_TOPIC_LEN = 32  # RFC 8030 section 5.4
 MAX_PUSH_TTL = 28 * 24 * 3600
+MAX_ANSWER_BYTES = 4096  # of a push service's response body, read and ignored
 
 
 def b64url(data: bytes) -> str:
@@ -288,7 +289,10 @@ class WebPushSender:
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False
             ) as response:
-                await response.read()
+                # Only the status matters. Read a little so that the connection
+                # can be reused; a longer body is not read (the connection is
+                # closed instead): a push service must not fill our memory.
+                await response.content.read(MAX_ANSWER_BYTES)
                 return classify(response.status, response.headers.get("retry-after"))
         except (aiohttp.ClientError, TimeoutError) as e:
             log.info("push transport error: %s", type(e).__name__)

@@ -21,7 +21,7 @@ from router.push import (
 )
 from router.push_queue import PushLimits
 from router.urgency import PushUrgency
-from tests.notify.helpers import MS, within
+from tests.notify.helpers import MS, WAIT, within
 from tests.notify.push_endpoint import PushEndpoint
 from tests.notify.stall_endpoint import StallEndpoint
 
@@ -238,3 +238,38 @@ async def test_dead_origin_trips_its_circuit_and_others_are_served(tmp_path: Pat
         finally:
             await queue.stop()
             await sender.aclose()
+
+
+async def test_a_huge_answer_is_not_read(tmp_path: Path) -> None:
+    """A push service that answers 201 with an endless body: classified, not read to the end."""
+    streamed = 0
+    done = asyncio.Event()
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal streamed
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 100000000000\r\n\r\n")
+        try:
+            while not done.is_set():
+                writer.write(b"\0" * 65536)
+                streamed += 65536
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    vapid = VapidKey.load_or_create(tmp_path / "vapid.pem", SUBJECT)
+    server = await asyncio.start_server(endless, "127.0.0.1", 0)
+    sender = WebPushSender(vapid, timeout=20 * WAIT)
+    try:
+        ep = PushEndpoint(vapid.public_key)
+        ep.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        sub = PushSubscription.from_json(ep.device().subscription, allow_insecure=True)
+        result = await within(sender.send(PushMessage(sub, b"x", 60, PushUrgency.LOW)))
+        assert (result.outcome, result.status) == (PushOutcome.SENT, 201)
+        assert streamed < 64 * 1024 * 1024
+    finally:
+        done.set()
+        server.close()
+        await sender.aclose()
