@@ -46,14 +46,17 @@ from hearth.http import (
 )
 from hearth.identity import IdentitySyntaxError, parse_did, web_did_for_url
 from hearth.service import Service
+from hearth.storage import StorageUnavailable, storage_status
 from hearth.types import Did, DocumentId
 from resolver import Resolver
 from syncserver.hub import SyncHub
 from syncserver.messages import MessageError, parse_document_id
 from syncserver.metrics import SyncMetrics
+from syncserver.outgoing import OutgoingBudget
 from syncserver.storage import Access, MemoryStorage, SqliteStorage, Storage
 from syncserver.tokens import looks_like_jwt, new_token, token_hash
 from syncserver.transport import serve_socket
+from syncserver.wsprotocol import protocol_class
 
 T = TypeVar("T")
 log = logging.getLogger("hearth.syncserver")
@@ -104,8 +107,16 @@ OPTIONS = (
     Option(
         "send_queue_bytes",
         int,
-        128 * 1024 * 1024,
-        "per-connection outgoing queue limit, bytes; a slower peer is disconnected",
+        32 * 1024 * 1024,
+        "outgoing bytes held per connection (queue and socket buffer; one message onto an"
+        " empty buffer always fits); a peer that reads slower is closed with 1008",
+    ),
+    Option(
+        "send_total_bytes",
+        int,
+        256 * 1024 * 1024,
+        "outgoing bytes held for all connections together; beyond, the slowest readers"
+        " are closed first with 1013",
     ),
     Option("memory_storage", parse_bool, False, "keep everything in memory (tests, throwaway)"),
     *AUTH_OPTIONS,
@@ -119,6 +130,7 @@ class _State:
     metrics: SyncMetrics
     verifier: ServiceAuthVerifier
     run: Callable[[Callable[[], Any]], Any]
+    outgoing: OutgoingBudget
 
 
 def _did_list(value: object, name: str) -> frozenset[Did]:
@@ -205,7 +217,8 @@ def create_app(config: ServiceConfig) -> Starlette:
         verifier = ServiceAuthVerifier(
             service_did, resolver.signing_key, budget=AuthBudget(auth_limits_from_config(config))
         )
-        holder["state"] = _State(storage, hub, metrics, verifier, run_in_worker)
+        outgoing = OutgoingBudget(config.get_int("send_total_bytes"))
+        holder["state"] = _State(storage, hub, metrics, verifier, run_in_worker, outgoing)
         try:
             yield
         finally:
@@ -253,6 +266,7 @@ def create_app(config: ServiceConfig) -> Starlette:
             did,
             config.get_int("send_queue_bytes"),
             config.get_int("max_unjoined_message_size"),
+            st.outgoing,
         )
 
     async def caller(request: Request, lxm: str, *, optional: bool = False) -> Did | None:
@@ -370,12 +384,18 @@ def create_app(config: ServiceConfig) -> Starlette:
         st = holder.get("state")
         if st is None:
             return {"status": "starting"}
+        if st.storage.health.error is not None:  # has the cause gone meanwhile?
+            with contextlib.suppress(StorageUnavailable):
+                await run(st, st.storage.check)
+        storage = storage_status([st.storage.health])
         stats = st.storage.stats()
         return {
-            "status": "ok",
+            "status": "ok" if storage == "ok" else "error",
+            "storage": storage,
             "peerId": st.hub.peer_id,
             "storageId": st.hub.storage_id,
             "peers": len(st.hub.peers),
+            "outgoingBytes": st.outgoing.total,
             "documents": stats.documents,
             "changes": stats.changes,
         }
@@ -451,11 +471,16 @@ class TokenFromQueryMiddleware:
 
 
 def uvicorn_options(config: ServiceConfig) -> Mapping[str, Any]:
-    return {
+    options: dict[str, Any] = {
         "ws_max_size": config.get_int("max_message_size"),
         "ws_ping_interval": 20.0,
         "ws_ping_timeout": 20.0,
     }
+    ws = protocol_class()
+    if ws is not None:
+        # Lets the outgoing budget see and drop what the socket buffers.
+        options["ws"] = ws
+    return options
 
 
 SERVICE = Service(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -21,48 +22,119 @@ from syncserver.messages import (
     encode_message,
 )
 from syncserver.metrics import SyncMetrics
+from syncserver.outgoing import CLOSE_SERVER_BUSY, SHED_GRACE, OutgoingBudget
 
 log = logging.getLogger("hearth.syncserver")
 
 CLOSE_SLOW_CONSUMER = 1008
 
 
+#: The ASGI scope extension under which `SyncWebSocketProtocol` puts the socket's
+#: asyncio transport (see `syncserver/wsprotocol.py`).
+TRANSPORT_EXTENSION = "hearth.transport"
+
+
+def scope_transport(ws: WebSocket) -> asyncio.Transport | None:
+    """The socket's asyncio transport, if the server exposes it (our uvicorn protocol)."""
+    extension = ws.scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
+    if isinstance(extension, dict):
+        transport = extension.get("transport")
+        if isinstance(transport, asyncio.Transport):
+            return transport
+    return None
+
+
 class WsConnection:
     """Outgoing side of one socket: `send` queues, a writer task drains.
 
-    The queue is bounded in bytes: a peer that does not read fast enough to
-    keep it under `max_queue_bytes` is disconnected rather than allowed to
-    grow the server's memory. automerge-repo reconnects and resumes.
+    What it holds for the peer (its queue, the frame being written, and what the
+    asyncio transport still buffers when the server exposes it) is bounded by
+    `max_queue_bytes`: a peer that does not read fast enough to keep under it is
+    closed with 1008 rather than allowed to grow the server's memory (one message
+    onto an empty buffer is always accepted, however big). The same bytes count
+    against the process-wide `budget`, which may shed this connection when others
+    need the room (see `syncserver/outgoing.py`). automerge-repo reconnects and
+    resumes.
     """
 
-    def __init__(self, ws: WebSocket, metrics: SyncMetrics, max_queue_bytes: int) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        metrics: SyncMetrics,
+        max_queue_bytes: int,
+        budget: OutgoingBudget | None = None,
+    ) -> None:
         self._ws = ws
         self._metrics = metrics
         self._max = max_queue_bytes
+        self._budget = budget
+        self._transport = scope_transport(ws)
         self._queue: deque[bytes] = deque()
         self._queued = 0
+        self._in_hand = 0  # the frame being written
         self._wake = asyncio.Event()
         self._closing: tuple[int, str] | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+        if budget is not None:
+            budget.add(self, time.monotonic())
+
+    def buffered_bytes(self) -> int:
+        held = self._queued + self._in_hand
+        if self._transport is not None:
+            held += self._transport.get_write_buffer_size()
+        return held
 
     def send(self, message: Message) -> None:
         if self._closing is not None:
             return
         data = encode_message(message)
-        if self._queue and self._queued + len(data) > self._max:
-            log.warning("closing a slow consumer (%d bytes queued)", self._queued)
+        held = self.buffered_bytes()
+        if held and held + len(data) > self._max:
+            log.warning("closing a slow consumer (%d bytes held)", held)
             self._metrics.refused.labels("slow_consumer").inc()
-            self._queue.clear()
-            self._queued = 0
-            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: send queue full")
+            self.shed(CLOSE_SLOW_CONSUMER, "slow consumer: send queue full")
+            if self._budget is not None:
+                self._budget.mark_shed(self)
             return
         self._queue.append(data)
         self._queued += len(data)
         self._wake.set()
+        if self._budget is not None:
+            self._budget.update(self, time.monotonic())
+
+    def shed(self, code: int, reason: str) -> None:
+        """Drop what is queued and close after the frame in hand; abort the transport
+        if the peer has not read what it holds within `SHED_GRACE` seconds."""
+        if code == CLOSE_SERVER_BUSY:
+            log.warning("closing a slow consumer: outgoing total over its bound")
+            self._metrics.refused.labels("server_busy").inc()
+        self._queue.clear()
+        self._queued = 0
+        self.close(code, reason)
+        if self._transport is not None and self._abort_timer is None:
+            self._abort_timer = asyncio.get_running_loop().call_later(SHED_GRACE, self.abort)
+
+    def abort(self) -> None:
+        self._queue.clear()
+        self._queued = 0
+        self.close(1006, "aborted")
+        if self._transport is not None:
+            # Also when it is closing: a closing transport keeps its buffer until the
+            # peer reads it, which a peer that never reads never does.
+            self._transport.abort()
 
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
             self._closing = (code, reason[:120])
             self._wake.set()
+
+    def finished(self) -> None:
+        """The socket is gone: stop counting it. Call once, after the writer ended."""
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        if self._budget is not None:
+            self._budget.remove(self)
 
     async def run_writer(self) -> None:
         """Send queued frames until closed; run as a task for the socket's lifetime."""
@@ -71,8 +143,14 @@ class WsConnection:
                 while self._queue:
                     data = self._queue.popleft()
                     self._queued -= len(data)
+                    self._in_hand = len(data)
                     await self._ws.send_bytes(data)
+                    self._in_hand = 0
                     self._metrics.bytes_out.inc(len(data))
+                    # Not held past its write: the transport has its own copy now.
+                    del data
+                    if self._budget is not None:
+                        self._budget.update(self, time.monotonic())
                 if self._closing is not None:
                     code, reason = self._closing
                     await self._ws.close(code, reason)
@@ -82,6 +160,8 @@ class WsConnection:
         except (WebSocketDisconnect, RuntimeError, OSError):
             # The peer went away; the reader side notices and cleans up.
             self._closing = self._closing or (1006, "gone")
+        finally:
+            self._in_hand = 0
 
 
 CLOSE_TOO_BIG = 1009
@@ -96,13 +176,14 @@ async def serve_socket(
     did: Did | None,
     max_queue_bytes: int,
     max_unjoined_frame: int = DEFAULT_MAX_UNJOINED_FRAME,
+    budget: OutgoingBudget | None = None,
 ) -> None:
     """Run one accepted WebSocket until it closes.
 
     Until the peer has joined, a frame over ``max_unjoined_frame`` bytes gets an
     `error` and closes the socket with 1009 without being decoded.
     """
-    conn = WsConnection(ws, metrics, max_queue_bytes)
+    conn = WsConnection(ws, metrics, max_queue_bytes, budget)
     writer = asyncio.create_task(conn.run_writer())
     peer: Peer | None = None
     try:
@@ -160,7 +241,12 @@ async def serve_socket(
         if peer is not None:
             await hub.leave(peer)
         conn.close(1000, "bye")
-        await writer
+        # A peer that does not read may never let the close frame out.
+        done, _ = await asyncio.wait({writer}, timeout=SHED_GRACE)
+        if not done:
+            conn.abort()
+            await writer
+        conn.finished()
 
 
 def _error(hub: SyncHub, peer: Peer | None, text: str) -> ErrorMessage:

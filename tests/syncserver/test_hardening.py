@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import socket
 from pathlib import Path
 
+import cbor2
 import httpx
 
 from hearth.jwt import Signer
-from syncserver.automerge import Have, SyncMessage
-from syncserver.automerge.chunk import TYPE_DOCUMENT, wrap_chunk
+from syncserver.automerge import Document, Have, SyncMessage, SyncState
+from syncserver.automerge.chunk import TYPE_DOCUMENT, encode_change, wrap_chunk
 from syncserver.automerge.leb128 import encode_uleb
 from tests.syncserver.helpers import (
     TIMEOUT,
     RawPeer,
+    metric,
     rss_bytes,
     server_at,
     server_process,
+    wait_for_metric,
 )
 from tests.syncserver.ids import new_document_id
 from tests.syncserver.test_protocol import make_changes, sync_frame, sync_until_acked
@@ -59,3 +64,124 @@ async def test_document_chunks_are_refused_and_leave_nothing_behind(tmp_path: Pa
         grown = rss_bytes(proc.pid) - before
         # Without the refusal every chunk stayed in the cached document: 240 MiB.
         assert grown < count * size // 3, f"RSS grew by {grown // MiB} MiB"
+
+
+class DeafReader:
+    """A WebSocket client that joins, asks for a document, and never reads again.
+
+    Raw asyncio streams with a small receive buffer: a client library would read
+    the socket in the background and so drain the server's buffers for us.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    @classmethod
+    async def ask(cls, url: str, peer_id: str, doc_id: str) -> DeafReader:
+        host, port = url.removeprefix("http://").split(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self = cls(writer)
+        self.send(
+            {
+                "type": "join",
+                "senderId": peer_id,
+                "peerMetadata": {"isEphemeral": True},
+                "supportedProtocolVersions": ["1"],
+            }
+        )
+        request = Document().generate_sync_message(SyncState())
+        assert request is not None
+        self.send(
+            {
+                "type": "request",
+                "senderId": peer_id,
+                "targetId": "server",
+                "documentId": doc_id,
+                "data": request,
+            }
+        )
+        await writer.drain()
+        return self
+
+    def send(self, obj: object) -> None:
+        payload = cbor2.dumps(obj)
+        assert len(payload) < 126
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(bytes([0x82, 0x80 | len(payload)]) + mask + masked)
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+
+async def health(url: str) -> dict[str, int]:
+    async with httpx.AsyncClient() as http:
+        value: dict[str, int] = (await http.get(url + "/xrpc/_health")).json()
+    return value
+
+
+async def test_readers_that_never_read_are_shed_slowest_first(tmp_path: Path) -> None:
+    total = 64 * MiB
+    async with server_process(
+        tmp_path, "--memory-storage", "true", "--send-total-bytes", str(total)
+    ) as (proc, url):
+        server = await server_at(url)
+        owner = Signer.generate()
+        token = await server.token_for(owner)
+        doc_id = new_document_id()
+        # A 16 MiB public document: 64 changes of 256 KiB.
+        doc = Document()
+        actor = os.urandom(16)
+        for seq in range(1, 65):
+            doc.apply(
+                encode_change(
+                    deps=doc.heads,
+                    actor=actor,
+                    seq=seq,
+                    start_op=seq,
+                    columns=b"\x00" + os.urandom(256 * 1024),
+                )
+            )
+        async with RawPeer.connect(server.ws(token), "owner") as peer:
+            await sync_until_acked(peer, doc_id, doc)
+        r = await server.xrpc(
+            "POST", "setAccess", owner, body={"documentId": doc_id, "public": True}
+        )
+        assert r.status_code == 200, r.text
+        rounds = await metric(server, "hearth_syncserver_sync_rounds_total")
+        before = rss_bytes(proc.pid)
+        readers = []
+        try:
+            for i in range(20):
+                readers.append(await DeafReader.ask(url, f"deaf-{i}", doc_id))
+            # Every request answered (or its reader shed) before we look.
+            await wait_for_metric(server, "hearth_syncserver_sync_rounds_total", rounds + 20)
+            await wait_for_metric(
+                server, "hearth_syncserver_refused_total", 1, reason="server_busy"
+            )
+            held = (await health(url))["outgoingBytes"]
+            grown = rss_bytes(proc.pid) - before
+            assert held <= total, held
+            # Unbounded, the 20 readers took ~600 MiB. Bounded: the budget, plus what
+            # generating and framing each 16 MiB reply leaves in the allocator
+            # (~145 MiB in all measured).
+            assert grown < 2 * total + 64 * MiB, f"RSS grew by {grown // MiB} MiB"
+        finally:
+            for reader in readers:
+                reader.close()
+        await wait_for_health(url, "peers", 0)
+        assert (await health(url))["outgoingBytes"] == 0
