@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hearth.storage import StorageHealth
 from hearth.types import ChangeHash, Did, DocumentId
 
 
@@ -110,5 +111,15 @@ class Storage(Protocol):
         ...
 
     def stats(self) -> StorageStats: ...
+
+    @property
+    def health(self) -> StorageHealth:
+        """The store's state, for `/xrpc/_health`. Methods that find the store
+        unusable (locked, disk full, corrupt) raise `hearth.storage.StorageUnavailable`."""
+        ...
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the store could write now; may block briefly."""
+        ...
 
     def close(self) -> None: ...

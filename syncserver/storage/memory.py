@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hearth.base58 import b58encode
+from hearth.storage import StorageHealth
 from hearth.types import ChangeHash, Did, DocumentId
 from syncserver.storage.base import Access, StorageError, StorageStats, StoredChange
 
@@ -26,6 +27,10 @@ class MemoryStorage:
         self._tokens: dict[bytes, tuple[Did, float, bool]] = {}
         self._changes = 0
         self._bytes = 0
+        self.health = StorageHealth("documents")  # memory never fails
+
+    def check(self) -> None:
+        pass
 
     def storage_id(self) -> str:
         return self._id

@@ -4,10 +4,19 @@ With WAL and FULL, a transaction is on disk when COMMIT returns, so a change
 is durable before the server advertises it; after a crash SQLite replays or
 discards the WAL itself, so a restart needs no repair step. Changes are stored
 verbatim by (document, hash); their rowid order is commit order.
+
+The file and its side files are 0600 (`hearth.files`). Its integrity is
+checked once at open (`PRAGMA quick_check`, one read of the whole file); a
+file that fails is opened anyway but refuses every call with
+`StorageUnavailable`, and `health` says why. Any other SQLite failure (a lock
+held by another process past `busy_timeout`, a full disk, an I/O error)
+fails only that call with `StorageUnavailable` and shows in `health` until a
+call or `check()` works again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -16,6 +25,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from hearth.base58 import b58encode
+from hearth.files import private_sqlite_connect, quick_check
+from hearth.storage import StorageHealth, StorageUnavailable, describe, is_storage_failure
 from hearth.types import ChangeHash, Did, DocumentId
 from syncserver.storage.base import Access, StorageError, StorageStats, StoredChange
 
@@ -53,16 +64,49 @@ CREATE INDEX IF NOT EXISTS tokens_by_did ON tokens (did);
 """
 
 
-class SqliteStorage:
-    """Storage in one SQLite file. Thread-safe (one connection behind a lock)."""
+PROBE_TIMEOUT_MS = 100  # how long `check()` waits for another process's lock
 
-    def __init__(self, path: Path | str) -> None:
+
+class SqliteStorage:
+    """Storage in one SQLite file. Thread-safe (one connection behind a lock).
+
+    `busy_timeout`: seconds a statement waits for a lock held by another
+    process before it fails with StorageUnavailable.
+    """
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        self._busy_timeout = busy_timeout
+        self.health = StorageHealth("documents")
+        self._stats = [0, 0, 0]
+        try:
+            self._db = private_sqlite_connect(
+                self.path,
+                timeout=busy_timeout,
+                pragmas=("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"),
+            )
+        except sqlite3.DatabaseError as e:
+            self._db = sqlite3.connect(":memory:", check_same_thread=False)  # never used
+            self._broken(describe(e))
+            return
+        problem = quick_check(self._db)
+        if problem is None:
+            try:
+                self._setup()
+                return
+            except sqlite3.DatabaseError as e:
+                problem = describe(e)
+        self._broken(problem)
+
+    def _broken(self, problem: str) -> None:
+        self.health.broken = (
+            f"syncserver database unusable ({problem}); restore it from a backup and restart"
+        )
+        self.health.failed(self.health.broken)
+        self._id = "unavailable-" + b58encode(os.urandom(8))
+
+    def _setup(self) -> None:
         self._db.executescript(SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'storage_id'").fetchone()
         if row is None:
@@ -76,6 +120,33 @@ class SqliteStorage:
         ).fetchone()
         self._stats = [int(docs), int(changes), int(size)]
 
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; storage failures become StorageUnavailable."""
+        self.health.refuse_if_broken()
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as e:
+                if not is_storage_failure(e):
+                    raise
+                reason = describe(e)
+                self.health.failed(reason)
+                raise StorageUnavailable(f"storage unavailable: {reason}; retry later") from e
+        self.health.succeeded()
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the write lock can be taken now (waits briefly)."""
+        with self._using() as db:
+            db.execute(f"PRAGMA busy_timeout = {PROBE_TIMEOUT_MS}")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("COMMIT")
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+
     def storage_id(self) -> str:
         return self._id
 
@@ -86,8 +157,8 @@ class SqliteStorage:
         return None if row is None else int(row[0])
 
     def get_access(self, document_id: DocumentId) -> Access | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._using() as db:
+            row = db.execute(
                 "SELECT owner, public, readers, writers FROM documents WHERE id = ?",
                 (document_id,),
             ).fetchone()
@@ -102,8 +173,8 @@ class SqliteStorage:
         )
 
     def set_access(self, document_id: DocumentId, access: Access) -> None:
-        with self._lock:
-            cur = self._db.execute(
+        with self._using() as db:
+            cur = db.execute(
                 "UPDATE documents SET owner = ?, public = ?, readers = ?, writers = ? WHERE id = ?",
                 (*_access_row(access), document_id),
             )
@@ -118,8 +189,7 @@ class SqliteStorage:
         create: Access | None = None,
         sync_states: Mapping[str, bytes] | None = None,
     ) -> int:
-        with self._lock:
-            db = self._db
+        with self._using() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 created = False
@@ -152,7 +222,9 @@ class SqliteStorage:
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the original error says more
+                        db.execute("ROLLBACK")
                 raise
             self._stats[0] += created
             self._stats[1] += added
@@ -160,8 +232,8 @@ class SqliteStorage:
             return added
 
     def changes(self, document_id: DocumentId) -> Iterator[StoredChange]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._using() as db:
+            rows = db.execute(
                 "SELECT hash, chunk FROM changes WHERE doc ="
                 " (SELECT rowid FROM documents WHERE id = ?) ORDER BY rowid",
                 (document_id,),
@@ -169,8 +241,8 @@ class SqliteStorage:
         return (StoredChange(ChangeHash(bytes(h)), bytes(c)) for h, c in rows)
 
     def load_sync_state(self, document_id: DocumentId, storage_id: str) -> bytes | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._using() as db:
+            row = db.execute(
                 "SELECT state FROM sync_states WHERE storage_id = ? AND doc ="
                 " (SELECT rowid FROM documents WHERE id = ?)",
                 (storage_id, document_id),
@@ -178,39 +250,37 @@ class SqliteStorage:
         return None if row is None else bytes(row[0])
 
     def save_sync_state(self, document_id: DocumentId, storage_id: str, state: bytes) -> None:
-        with self._lock:
-            self._db.execute(
+        with self._using() as db:
+            db.execute(
                 "INSERT OR REPLACE INTO sync_states SELECT rowid, ?, ? FROM documents WHERE id = ?",
                 (storage_id, state, document_id),
             )
 
     def add_token(self, token_hash: bytes, did: Did, expires_at: float) -> None:
-        with self._lock:
-            self._db.execute(
+        with self._using() as db:
+            db.execute(
                 "INSERT OR REPLACE INTO tokens (hash, did, expires) VALUES (?, ?, ?)",
                 (token_hash, did, expires_at),
             )
 
     def lookup_token(self, token_hash: bytes, now: float) -> Did | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._using() as db:
+            row = db.execute(
                 "SELECT did FROM tokens WHERE hash = ? AND revoked = 0 AND expires > ?",
                 (token_hash, now),
             ).fetchone()
         return None if row is None else Did(row[0])
 
     def revoke_token(self, token_hash: bytes) -> Did | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._using() as db:
+            row = db.execute(
                 "UPDATE tokens SET revoked = 1 WHERE hash = ? RETURNING did", (token_hash,)
             ).fetchone()
         return None if row is None else Did(row[0])
 
     def revoke_tokens(self, did: Did) -> int:
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE tokens SET revoked = 1 WHERE did = ? AND revoked = 0", (did,)
-            )
+        with self._using() as db:
+            cur = db.execute("UPDATE tokens SET revoked = 1 WHERE did = ? AND revoked = 0", (did,))
         return cur.rowcount
 
     def stats(self) -> StorageStats:
