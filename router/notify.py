@@ -235,7 +235,9 @@ class Notifications:
         registry = await SqlitePushRegistry.open(
             base / "push.sqlite3", clock=clock, busy_timeout=busy
         )
-        sender = WebPushSender(vapid, timeout=settings.push.timeout)
+        sender = WebPushSender(
+            vapid, timeout=settings.push.timeout, nameservers=config.settings.dns_nameservers
+        )
         return cls(router, mailbox, registry, vapid, sender, settings, clock=clock)
 
     def install(self) -> None:

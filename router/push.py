@@ -36,7 +36,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,6 +50,7 @@ from py_vapid import Vapid02
 from pywebpush import WebPusher
 
 from hearth.config import Option
+from router.push_dns import PushResolver
 from router.push_queue import Drop, Finish, PushLimits, PushScheduler, Ticket
 from router.urgency import PushUrgency
 
@@ -253,13 +254,22 @@ class WebPushSender:
     aiohttp is pywebpush's own async transport. It was chosen over httpx
     because it scales with concurrent pushes here (httpx's pool got slower
     with more workers) and logs no request URLs: a push endpoint URL is a
-    capability that must not reach the logs. The session is created on the
-    first send, inside the running loop; call `aclose()` when done.
+    capability that must not reach the logs. Host names are resolved by
+    `router.push_dns.PushResolver` (asking `nameservers`, default the
+    system's). The session is created on the first send, inside the running
+    loop; call `aclose()` when done.
     """
 
-    def __init__(self, vapid: VapidKey, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        vapid: VapidKey,
+        *,
+        timeout: float = 10.0,
+        nameservers: Sequence[tuple[str, int]] = (),
+    ) -> None:
         self.vapid = vapid
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._nameservers = tuple(nameservers)  # empty: /etc/resolv.conf's
         self._session: aiohttp.ClientSession | None = None
 
     def build_request(self, message: PushMessage) -> tuple[str, dict[str, str], bytes]:
@@ -283,7 +293,9 @@ class WebPushSender:
             # No pool limit of its own: the caller (PushQueue) caps pushes in
             # flight, in all and per origin; a second, shared limit here would
             # let a dead origin's requests queue in front of everyone else's.
-            connector = aiohttp.TCPConnector(limit=0)
+            # Host names are looked up without threads (see router.push_dns).
+            resolver = PushResolver(self._nameservers, timeout=self._timeout.total or 10.0)
+            connector = aiohttp.TCPConnector(limit=0, resolver=resolver)
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         try:
             async with self._session.post(

@@ -21,6 +21,7 @@ from router.push import (
 )
 from router.push_queue import PushLimits
 from router.urgency import PushUrgency
+from tests.notify.dns_server import DnsServer
 from tests.notify.helpers import MS, WAIT, within
 from tests.notify.push_endpoint import PushEndpoint
 from tests.notify.stall_endpoint import StallEndpoint
@@ -273,3 +274,39 @@ async def test_a_huge_answer_is_not_read(tmp_path: Path) -> None:
         done.set()
         server.close()
         await sender.aclose()
+
+
+async def test_names_that_never_resolve_do_not_hold_up_others(tmp_path: Path) -> None:
+    """32 endpoint names whose DNS never answers, from 8 DIDs: another name still resolves.
+
+    getaddrinfo on the loop's few default threads would be stuck on them
+    (and stay stuck after the attempt's timeout); the push resolver asks
+    the configured nameservers itself, without threads.
+    """
+    vapid = VapidKey.load_or_create(tmp_path / "vapid.pem", SUBJECT)
+    dns = DnsServer({"honest.push.test": "127.0.0.1"}, stall_suffixes=(".dead.test",))
+    async with dns.running(), PushEndpoint(vapid.public_key).running() as ep:
+        limits = PushLimits(timeout=20 * WAIT)
+        sender = WebPushSender(vapid, timeout=limits.timeout, nameservers=[("127.0.0.1", dns.port)])
+        queue = PushQueue(sender, limits)
+        queue.start()
+        try:
+            dead = PushEndpoint(vapid.public_key)
+            for k in range(8):
+                for i in range(4):
+                    dead.url = f"http://d{k}-{i}.dead.test:9"
+                    sub = PushSubscription.from_json(
+                        dead.device().subscription, allow_insecure=True
+                    )
+                    assert queue.submit(PushMessage(sub, b"x", 60, PushUrgency.LOW), f"did:{k}")
+            await within(dns.wait_queried(32, ".dead.test"))
+            ep.url = ep.url.replace("127.0.0.1", "honest.push.test")
+            dev = ep.device()
+            sub = PushSubscription.from_json(dev.subscription, allow_insecure=True)
+            assert queue.submit(PushMessage(sub, b"for bob", 60, PushUrgency.LOW), BOB)
+            got = await within(ep.received.get())
+            assert (got.sub_id, got.plaintext) == (dev.sub_id, b"for bob")
+            assert queue.scheduler.in_flight == 32  # all still waiting for their names
+        finally:
+            await queue.stop()
+            await sender.aclose()
