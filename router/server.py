@@ -21,6 +21,8 @@ import socket
 import time
 from typing import Any
 
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
 from hearth.auth import AuthBudget, AuthError, ServiceAuthVerifier
 from hearth.identity import IdentitySyntaxError, parse_did
 from hearth.keys import PublicKey
@@ -90,6 +92,7 @@ class RouterServer:
         self._batch_depth = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._proxy_headers: ProxyHeadersMiddleware | None = None
 
     def start(self) -> None:
         """Start the keepalive sweeper; call from the running loop."""
@@ -107,6 +110,29 @@ class RouterServer:
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    async def client_address(
+        self, config: Any, peer: str | None, forwarded_for: list[str]
+    ) -> str | None:
+        """The client's address exactly as uvicorn gives it to the HTTP routes.
+
+        `X-Forwarded-For` counts only when uvicorn's `proxy_headers` is on and
+        the peer is one of its `forwarded_allow_ips` (loopback by default), so
+        the token budget of a did:key connect behind a reverse proxy is its
+        client's, as on the token endpoints.
+        """
+        if peer is None or not forwarded_for or not getattr(config, "proxy_headers", False):
+            return peer
+        if self._proxy_headers is None:
+            self._proxy_headers = ProxyHeadersMiddleware(_keep_scope, config.forwarded_allow_ips)
+        scope: dict[str, Any] = {
+            "type": "websocket",
+            "client": (peer, 0),
+            "headers": [(b"x-forwarded-for", v.encode("latin-1")) for v in forwarded_for],
+        }
+        await self._proxy_headers(scope, _no_receive, _no_send)  # type: ignore[arg-type]
+        client = scope.get("client")
+        return str(client[0]) if client else peer
 
     def schedule_flush(self, proto: RouterProtocol) -> None:
         # Writes are coalesced per destination: inside a batch (the frames of
@@ -163,6 +189,8 @@ class RouterProtocol(asyncio.Protocol):
         "out",
         "last_seen",
         "did",
+        "config",
+        "forwarded_for",
     )
 
     def __init__(
@@ -175,6 +203,8 @@ class RouterProtocol(asyncio.Protocol):
         server = (app_state or {}).get(STATE_KEY)
         self.server: RouterServer | None = server if isinstance(server, RouterServer) else None
         self.server_state = server_state
+        self.config = config  # uvicorn's: its proxy-headers settings name the client
+        self.forwarded_for: list[str] = []
         self.transport: asyncio.Transport | None = None
         self.state = _HANDSHAKE
         self.parser: FrameParser | None = None
@@ -267,6 +297,7 @@ class RouterProtocol(asyncio.Protocol):
         if not self._admit(did):
             return
         self.did = did
+        self.forwarded_for = request.headers.get("x-forwarded-for", [])
         if token.count(".") == 2:
             self.state = _AUTHENTICATING
             task = asyncio.ensure_future(self._verify_jwt(did, token, accept))
@@ -285,7 +316,8 @@ class RouterProtocol(asyncio.Protocol):
             return
         verifier = server.connect_verifier
         try:
-            verified = await verifier.check(token, lxm=CONNECT_LXM, client=self._peer_host())
+            client = await server.client_address(self.config, self._peer_host(), self.forwarded_for)
+            verified = await verifier.check(token, lxm=CONNECT_LXM, client=client)
         except AuthError as e:
             if self.state != _AUTHENTICATING:
                 return
@@ -307,7 +339,7 @@ class RouterProtocol(asyncio.Protocol):
         self._open(did, accept)
 
     def _peer_host(self) -> str | None:
-        """The client's address as the socket sees it (a reverse proxy's, behind one)."""
+        """The address of the socket's peer (a reverse proxy's, behind one)."""
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return peer[0] if isinstance(peer, tuple) and peer else None
 
@@ -460,6 +492,18 @@ class RouterProtocol(asyncio.Protocol):
             return
         if limits.ping_interval > 0:
             self._send_raw(encode_frame_header(OP_PING, 0))
+
+
+async def _keep_scope(_scope: Any, _receive: Any, _send: Any) -> None:
+    return None  # the middleware rewrote the scope's client in place: that is all we need
+
+
+async def _no_receive() -> Any:
+    raise RuntimeError("not an ASGI request")
+
+
+async def _no_send(_message: Any) -> None:
+    raise RuntimeError("not an ASGI request")
 
 
 def _log_task_failure(task: asyncio.Future[None]) -> None:

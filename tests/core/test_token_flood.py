@@ -120,8 +120,11 @@ async def ws_connect(router: str, did: str, token: str, **kw: Any) -> None:
         assert decode_frame(data)[0][:2] == ["welcome", did]
 
 
-async def ws_status(router: str, did: str, token: str, source: str) -> int:
+async def ws_status(
+    router: str, did: str, token: str, source: str, forwarded_for: str | None = None
+) -> int:
     """The HTTP status of a WebSocket upgrade from `source` (101: accepted)."""
+    extra = f"X-Forwarded-For: {forwarded_for}\r\n" if forwarded_for else ""
     port = int(router.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     try:
@@ -130,7 +133,7 @@ async def ws_status(router: str, did: str, token: str, source: str) -> int:
                 f"GET /connect/as/{did} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                f"Sec-WebSocket-Protocol: authorization, {token}\r\n\r\n"
+                f"Sec-WebSocket-Protocol: authorization, {token}\r\n{extra}\r\n"
             ).encode()
         )
         line = await asyncio.wait_for(reader.readline(), TIMEOUT)
@@ -286,3 +289,22 @@ async def test_a_request_refused_after_the_token_check_leaves_the_token_unused(
         assert (await http.get(url, headers=headers)).status_code == 200
         r = await http.get(url, headers=headers)
         assert r.status_code == 401 and "replayed" in r.json()["message"]
+
+
+async def test_a_connect_behind_a_trusted_proxy_is_charged_to_its_client(
+    world: World, tmp_path: Path
+) -> None:
+    """uvicorn trusts X-Forwarded-For from loopback by default; the router's WebSocket does too."""
+    async with running_services(world, tmp_path, auth_burst="2", auth_rate="0.01") as s:
+
+        async def status(source: str, forwarded_for: str) -> int:
+            signer = Signer.generate()
+            token = did_key_jwt(signer, s.router_did, CONNECT_LXM)
+            return await ws_status(s.router, signer.did_key, token, source, forwarded_for)
+
+        # Through the proxy on 127.0.0.1: each client has its own budget.
+        assert [await status("127.0.0.1", "203.0.113.7") for _ in range(3)] == [101, 101, 429]
+        assert await status("127.0.0.1", "203.0.113.8") == 101
+        # From an untrusted peer the header is ignored: its own budget is charged.
+        got = [await status("127.0.0.2", f"203.0.113.{10 + i}") for i in range(3)]
+        assert got == [101, 101, 429]
