@@ -135,6 +135,23 @@ class PushSubscription:
         parts = urlsplit(self.endpoint)
         return f"{parts.scheme}://{parts.netloc}"
 
+    @property
+    def server(self) -> str:
+        """scheme://host:port, normalised: what pushes are queued and cut off by.
+
+        Without user info, host in lower case, the default port spelt out, so
+        one server cannot pass for many (`HOST`, `host:443`, `a@host` ...).
+        """
+        parts = urlsplit(self.endpoint)
+        host = (parts.hostname or "").lower()
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            port = 0
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{parts.scheme}://{host}:{port}"
+
 
 @dataclass(frozen=True, slots=True)
 class PushMessage:
@@ -433,7 +450,7 @@ class PushQueue:
     def submit(self, message: PushMessage, owner: str) -> bool:
         """Hold a push for `owner`'s device; False (counted as dropped) when it is refused."""
         self._stats.submitted += 1
-        origin = message.subscription.origin
+        origin = message.subscription.server
         if self.scheduler.submit(message, origin, owner, self._clock()) is not None:
             return False
         self._idle.clear()

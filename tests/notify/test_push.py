@@ -67,6 +67,13 @@ def test_subscription_validation() -> None:
             PushSubscription.from_json(obj)
     insecure = {**good, "endpoint": "http://127.0.0.1:9/push/x"}
     assert PushSubscription.from_json(insecure, allow_insecure=True).origin == "http://127.0.0.1:9"
+    # one server is one queue and one circuit, however its endpoints spell it
+    for endpoint in ("https://PUSH.test/a", "https://x@push.test:443/b", "https://push.test/c"):
+        assert PushSubscription.from_json({**good, "endpoint": endpoint}).server == (
+            "https://push.test:443"
+        )
+    v6 = PushSubscription.from_json({**good, "endpoint": "http://[::1]/p"}, allow_insecure=True)
+    assert v6.server == "http://[::1]:80"
 
 
 def test_classify() -> None:
