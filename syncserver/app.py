@@ -102,6 +102,19 @@ OPTIONS = (
         10_000,
         "simultaneous WebSocket connections; beyond, the upgrade is refused with 503",
     ),
+    Option(
+        "max_pending_requests",
+        int,
+        50_000,
+        "requests for absent or unreadable documents remembered (to sync once the"
+        " document appears or is shared), all peers together; ~0.4 KB each",
+    ),
+    Option(
+        "max_pending_requests_per_peer",
+        int,
+        1024,
+        "requests for absent or unreadable documents remembered per connection",
+    ),
     Option("token_ttl", int, 24 * 3600, "session token lifetime, seconds"),
     Option("max_cached_documents", int, 1000, "documents kept in memory when no peer syncs them"),
     Option(
@@ -212,6 +225,8 @@ def create_app(config: ServiceConfig) -> Starlette:
             max_inflated=config.get_int("max_message_size"),
             max_queued_changes=config.get_int("max_queued_changes"),
             max_queued_bytes=config.get_int("max_queued_bytes"),
+            max_pending_requests=config.get_int("max_pending_requests"),
+            max_pending_requests_per_peer=config.get_int("max_pending_requests_per_peer"),
         )
         resolver = Resolver.from_settings(settings)
         verifier = ServiceAuthVerifier(

@@ -57,6 +57,7 @@ from syncserver.messages import (
 )
 from syncserver.metrics import SyncMetrics
 from syncserver.storage import Access, Storage, StoredChange
+from syncserver.waiting import WaitingRoom
 
 log = logging.getLogger("hearth.syncserver")
 
@@ -64,7 +65,6 @@ T = TypeVar("T")
 Runner = Callable[[Callable[[], T]], Awaitable[T]]
 
 MAX_SUBSCRIPTIONS = 256
-MAX_WAITING = 1024  # documents one peer may wait for
 EPHEMERAL_MEMORY = 10_000
 CLOSE_PEER_ID_TAKEN = 1008  # policy violation
 # Sync messages up to this size are parsed and applied on the event loop (a few ms at
@@ -92,7 +92,6 @@ class Peer:
     conn: Connection
     sessions: dict[DocumentId, SyncState] = field(default_factory=dict)
     subscriptions: set[str] = field(default_factory=set)
-    waiting: set[DocumentId] = field(default_factory=set)  # told unavailable, still interested
     # Documents holding orphans charged to its `source` (it, or another connection of
     # its DID, sent them).
     queued_in: set[DocumentId] = field(default_factory=set)
@@ -120,9 +119,6 @@ class DocEntry:
     access: Access | None = None  # None: not stored (yet)
     doc: Document = field(default_factory=Document)
     peers: dict[str, Peer] = field(default_factory=dict)
-    # Peers that asked and were told `doc-unavailable`: like the JS server, we sync
-    # with them as soon as the document exists and they may read it.
-    waiting: dict[str, Peer] = field(default_factory=dict)
     # Tasks holding or waiting for `lock`: such an entry is never evicted, so a
     # task that wakes up with it never works on a copy nobody else sees.
     users: int = 0
@@ -160,6 +156,8 @@ class SyncHub:
         max_queued_changes: int | None = 1000,
         max_queued_bytes: int | None = 16 * 1024 * 1024,
         peer_queue_share: float = 0.25,
+        max_pending_requests: int = 50_000,
+        max_pending_requests_per_peer: int = 1024,
     ) -> None:
         self.storage = storage
         self.metrics = metrics
@@ -185,7 +183,18 @@ class SyncHub:
             bytes_per_source=share(max_queued_bytes),
         )
         self.peers: dict[str, Peer] = {}
-        self._docs: OrderedDict[DocumentId, DocEntry] = OrderedDict()
+        # Loaded documents, and the least-recently-used order of those that may be
+        # evicted. A document in use (peers syncing it, tasks holding its lock) is
+        # dropped from that order when eviction meets it and put back once it is
+        # idle, so eviction never scans documents in use: O(1) amortised however
+        # many there are.
+        self._docs: dict[DocumentId, DocEntry] = {}
+        self._idle: OrderedDict[DocumentId, None] = OrderedDict()
+        # Peers that asked and were told `doc-unavailable`: like the JS server, we
+        # sync with them as soon as the document exists and they may read it.
+        self.waiting: WaitingRoom[Peer] = WaitingRoom(
+            max_pending_requests_per_peer, max_pending_requests
+        )
         self._ephemeral_seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
 
     def _new_document(self) -> Document:
@@ -266,11 +275,7 @@ class SyncHub:
             del self.peers[peer.peer_id]
         self.metrics.peers.set(len(self.peers))
         states: list[tuple[DocumentId, bytes]] = []
-        for document_id in peer.waiting:
-            entry = self._docs.get(document_id)
-            if entry is not None and entry.waiting.get(peer.peer_id) is peer:
-                del entry.waiting[peer.peer_id]
-        peer.waiting.clear()
+        self.waiting.drop_peer(peer)
         # Its sessions and orphans are touched under each document's lock: a message
         # of this peer may still be in work on a thread (a re-join replaced it).
         for document_id in list(dict.fromkeys([*peer.sessions, *peer.queued_in])):
@@ -281,7 +286,7 @@ class SyncHub:
                 if state is not None and peer.persistent_storage_id and state.shared_heads:
                     states.append((document_id, state.encode()))
                 continue
-            async with entry.locked():
+            async with self._locked(entry):
                 if entry.peers.get(peer.peer_id) is peer:
                     del entry.peers[peer.peer_id]
                 state = peer.sessions.pop(document_id, None)
@@ -351,11 +356,36 @@ class SyncHub:
         if entry is None:
             entry = self._docs[document_id] = DocEntry(document_id, doc=self._new_document())
             self.metrics.loaded_documents.set(len(self._docs))
-        else:
-            self._docs.move_to_end(document_id)
+        self._idle[document_id] = None
+        self._idle.move_to_end(document_id)
         if len(self._docs) > self._max_cached:
             self._evict(keep=document_id)
         return entry
+
+    @staticmethod
+    def _in_use(entry: DocEntry) -> bool:
+        return bool(entry.peers or entry.users)
+
+    def _settle(self, entry: DocEntry) -> None:
+        """An entry may have stopped being in use: make it evictable again."""
+        document_id = entry.document_id
+        if (
+            not self._in_use(entry)
+            and self._docs.get(document_id) is entry
+            and document_id not in self._idle
+        ):
+            self._idle[document_id] = None
+            if len(self._docs) > self._max_cached:
+                self._evict()
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, entry: DocEntry) -> AsyncIterator[None]:
+        """`entry.locked()`, then settle it (it may be evictable now)."""
+        try:
+            async with entry.locked():
+                yield
+        finally:
+            self._settle(entry)
 
     async def _ensure_loaded(self, entry: DocEntry) -> None:
         """Load access rules and changes from storage; call under the entry's lock."""
@@ -381,10 +411,9 @@ class SyncHub:
         asked, so it gets the document if it appears or the peer is granted access."""
         self.metrics.refused.labels(reason).inc()
         peer.conn.send(DocUnavailableMessage(self.peer_id, peer.peer_id, document_id))
-        if wait and not peer.closed and len(peer.waiting) < MAX_WAITING:
-            entry = self._entry(document_id)
-            entry.waiting[peer.peer_id] = peer
-            peer.waiting.add(document_id)
+        if wait and not peer.closed and not self.waiting.add(peer, document_id):
+            # Answered all the same; only not remembered (see syncserver/waiting.py).
+            self.metrics.refused.labels("pending_full").inc()
 
     async def _wake_waiting(self, entry: DocEntry) -> None:
         """Start syncing with waiting peers that may now read; call under the lock."""
@@ -392,12 +421,11 @@ class SyncHub:
         if access is None:
             return
         woken = []
-        for peer in list(entry.waiting.values()):
+        for peer in self.waiting.waiting_for(entry.document_id):
             if peer.closed:
-                del entry.waiting[peer.peer_id]
+                self.waiting.discard(peer, entry.document_id)
             elif access.can_read(peer.did):
-                del entry.waiting[peer.peer_id]
-                peer.waiting.discard(entry.document_id)
+                self.waiting.discard(peer, entry.document_id)
                 peer.sessions[entry.document_id] = SyncState()
                 entry.peers[peer.peer_id] = peer
                 woken.append(peer)
@@ -407,7 +435,7 @@ class SyncHub:
         document_id = message.document_id
         self.metrics.sync_rounds.inc()
         entry = self._entry(document_id)
-        async with entry.locked():
+        async with self._locked(entry):
             if peer.closed:
                 return
             await self._ensure_loaded(entry)
@@ -457,8 +485,7 @@ class SyncHub:
                     return
                 peer.sessions[document_id] = state
             entry.peers[peer.peer_id] = peer
-            if entry.waiting.pop(peer.peer_id, None) is not None:
-                peer.waiting.discard(document_id)
+            self.waiting.discard(peer, document_id)
             before = state.their_heads
             doc, data, max_inflated = entry.doc, message.data, self._max_inflated
             source = peer.source
@@ -661,15 +688,17 @@ class SyncHub:
         """Apply new access rules to live sessions: peers that lost read access are told."""
         entry = self._docs.get(document_id)
         if entry is None:
-            return
-        async with entry.locked():
+            if not self.waiting.waiting_for(document_id):
+                return
+            entry = self._entry(document_id)
+        async with self._locked(entry):
             if entry.loaded:
                 entry.access = access
             for peer in list(entry.peers.values()):
                 if not access.can_read(peer.did):
                     self._drop_session(entry, peer)
                     self._unavailable(peer, document_id, "access_revoked")
-            if entry.waiting:
+            if self.waiting.waiting_for(document_id):
                 await self._ensure_loaded(entry)
                 await self._wake_waiting(entry)
 
@@ -681,7 +710,7 @@ class SyncHub:
 
         entry = self._docs.get(document_id)
         if entry is not None:
-            async with entry.locked():
+            async with self._locked(entry):
                 if entry.loaded:
                     doc = entry.doc
                     return await self._compute(doc.save)
@@ -697,17 +726,21 @@ class SyncHub:
         return count
 
     def _evict(self, keep: DocumentId | None = None) -> None:
-        """Forget least recently used documents that no peer is syncing."""
-        while len(self._docs) > self._max_cached:
-            for document_id, entry in self._docs.items():
-                if (
-                    document_id != keep
-                    and not entry.peers
-                    and not entry.waiting
-                    and not entry.users
-                ):
-                    del self._docs[document_id]
+        """Forget least recently used documents that are not in use.
+
+        Each entry met in use leaves the order (`_settle` puts it back when it is
+        idle again), so every step is O(1) and none is repeated for it meanwhile.
+        """
+        idle = self._idle
+        while len(self._docs) > self._max_cached and idle:
+            document_id = next(iter(idle))
+            if document_id == keep:
+                if len(idle) == 1:
                     break
-            else:
-                break
+                idle.move_to_end(document_id)
+                continue
+            del idle[document_id]
+            entry = self._docs.get(document_id)
+            if entry is not None and not self._in_use(entry):
+                del self._docs[document_id]
         self.metrics.loaded_documents.set(len(self._docs))

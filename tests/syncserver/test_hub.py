@@ -19,6 +19,7 @@ from syncserver.automerge import SyncMessage as AutomergeSyncMessage
 from syncserver.automerge.chunk import encode_change
 from syncserver.hub import Peer, SyncHub
 from syncserver.messages import (
+    DocUnavailableMessage,
     ErrorMessage,
     JoinMessage,
     Message,
@@ -534,3 +535,66 @@ async def test_a_writers_connections_share_one_orphan_share() -> None:
     assert entry.doc.queued == 10
     await hub.handle(peers["b"], upload("b", [b_chain[0].raw]))
     assert errors("b") == [] and entry.doc.queued == 0
+
+
+async def test_pending_requests_are_bounded_and_pin_nothing() -> None:
+    storage = MemoryStorage()
+    hub = new_hub(
+        storage,
+        max_cached_documents=10,
+        max_pending_requests=200,
+        max_pending_requests_per_peer=50,
+    )
+    request = Document().generate_sync_message(SyncState())
+    assert request is not None
+    askers = []
+    for i in range(10):
+        conn = Conn([])
+        peer = await hub.join(conn, JoinMessage(f"asker-{i}", PeerMetadata(), ("1",)), None)
+        assert peer is not None
+        for _ in range(100):
+            await hub.handle(
+                peer, SyncMessage(peer.peer_id, "srv", new_document_id(), request, True)
+            )
+        # Every request is answered, remembered or not.
+        assert sum(isinstance(m, DocUnavailableMessage) for m in conn.inbox) == 100
+        askers.append(peer)
+    assert len(hub.waiting) == 200 and hub.waiting.documents() == 200
+    assert [hub.waiting.of(p) for p in askers] == [50] * 4 + [0] * 6
+    # Unknown documents are not held in the document cache.
+    assert len(hub._docs) <= 10
+    # An unrelated user still syncs, and the document is stored.
+    conn = Conn([])
+    alice = await hub.join(conn, JoinMessage("alice", PeerMetadata(), ("1",)), ALICE)
+    assert alice is not None
+    doc_id, doc = new_document_id(), make_changes(3)
+    await run_sync(hub, alice, conn, doc_id, doc)
+    assert await hub.export(doc_id) == doc.save()
+    for peer in askers:
+        await hub.leave(peer)
+    assert len(hub.waiting) == 0 and hub.waiting.documents() == 0
+
+
+async def test_eviction_order_holds_no_pinned_document() -> None:
+    storage = MemoryStorage()
+    hub = new_hub(storage, max_cached_documents=5)
+    conn = Conn([])
+    peer = await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+    assert peer is not None
+    pinned = []
+    for _ in range(30):
+        doc_id = new_document_id()
+        await run_sync(hub, peer, conn, doc_id, make_changes(1))
+        pinned.append(doc_id)
+    for _ in range(50):
+        hub._entry(new_document_id())
+    # Every document the peer syncs stays; the others beyond the bound went, and
+    # the eviction order no longer lists the pinned ones (it would scan them all
+    # on every call otherwise).
+    assert set(pinned) <= set(hub._docs)
+    assert len(hub._docs) <= 30 + 5
+    assert len(hub._idle) <= 5
+    await hub.leave(peer)
+    # Once nobody syncs them they are evictable again.
+    hub._entry(new_document_id())
+    assert len(hub._docs) <= 5
