@@ -307,6 +307,9 @@ def create_app(config: ServiceConfig) -> Starlette:
             body = await request.json()
         except ValueError as e:
             raise XrpcError(400, "InvalidRequest", "body must be JSON") from e
+        except RecursionError as e:
+            # The parser recurses once per level; no body of ours nests past 3.
+            raise XrpcError(400, "InvalidRequest", "body nests too deep") from e
         if not isinstance(body, dict):
             raise XrpcError(400, "InvalidRequest", "body must be a JSON object")
         return body

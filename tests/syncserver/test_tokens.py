@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import httpx
 import pytest
 import websockets
 
@@ -93,3 +94,16 @@ async def test_tokens_never_reach_logs(
     server_records = [r for r in caplog.records if not r.name.startswith("websockets.client")]
     assert any("<redacted>" in r.getMessage() for r in server_records)
     assert not any(token in r.getMessage() for r in server_records)
+
+
+async def test_deeply_nested_json_bodies_are_a_400(server: RunningServer) -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000
+    async with httpx.AsyncClient() as http:
+        for name in ("setAccess", "revokeToken"):
+            r = await http.post(
+                f"{server.url}/xrpc/chat.hearth.v1.sync.{name}",
+                content=nested,
+                headers={"content-type": "application/json"},
+            )
+            assert r.status_code == 400, (name, r.status_code, r.text)
+            assert r.json()["error"] == "InvalidRequest"
