@@ -1,0 +1,32 @@
+"""Space authority: signed ops, their resolution into a state, and the log that keeps them.
+
+Ground floor: imports nothing outside `hearth`. See docs/spaces.md.
+"""
+
+from hearth.spaces.encoding import actor_for, canonical
+from hearth.spaces.errors import OpError
+from hearth.spaces.log import AuthorityLog, LogLimits
+from hearth.spaces.ops import JoinPolicy, Op, OpId, Rank, SignedOp, parse_op
+from hearth.spaces.resolve import Resolver
+from hearth.spaces.signing import KeyLookup, sign_invite, sign_op, verify_op
+from hearth.spaces.state import SpaceState
+
+__all__ = [
+    "AuthorityLog",
+    "JoinPolicy",
+    "KeyLookup",
+    "LogLimits",
+    "Op",
+    "OpError",
+    "OpId",
+    "Rank",
+    "Resolver",
+    "SignedOp",
+    "SpaceState",
+    "actor_for",
+    "canonical",
+    "parse_op",
+    "sign_invite",
+    "sign_op",
+    "verify_op",
+]

@@ -1,0 +1,67 @@
+"""Signing ops and checking their signatures, with a pluggable key lookup.
+
+A did:key author signs with the DID's own Ed25519 key. Any other DID (did:plc,
+did:web) signs with an Ed25519 key the caller's `KeyLookup` names for it: its
+keyserver signing key (current and previous), or a key it registered. The
+lookup is synchronous so this core stays pure: a service fetches keys first
+(asynchronously, cached), then verifies. Cost: one Ed25519 verification per
+candidate key, about 60 us each (bench/spaces.py prints the figure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from hearth.keys import KeyFormatError, KeyType, PublicKey
+from hearth.spaces.encoding import Signer, invite_input, op_id_of, signing_input
+from hearth.spaces.errors import OpError
+from hearth.spaces.ops import Op, OpId, SignedOp, encode_signed, op_bytes
+from hearth.types import Did
+
+# The Ed25519 keys that may sign for a DID other than a did:key; empty when unknown.
+KeyLookup = Callable[[Did], Sequence[PublicKey]]
+
+
+def no_other_keys(did: Did) -> Sequence[PublicKey]:
+    """The default lookup: only did:key authors can be verified."""
+    return ()
+
+
+def keys_for(did: Did, lookup: KeyLookup = no_other_keys) -> Sequence[PublicKey]:
+    if did.startswith("did:key:"):
+        try:
+            key = PublicKey.from_did_key(did)
+        except KeyFormatError:
+            return ()
+        return (key,) if key.type is KeyType.ED25519 else ()
+    return [k for k in lookup(did) if k.type is KeyType.ED25519]
+
+
+def verify_op(signed: SignedOp, lookup: KeyLookup = no_other_keys) -> None:
+    """Raise OpError('unknown-key' / 'bad-signature') unless the author signed `signed`."""
+    keys = keys_for(signed.author, lookup)
+    if not keys:
+        raise OpError("unknown-key", f"no Ed25519 key known for {signed.author[:80]}")
+    message = signing_input(op_bytes(signed.op))
+    if not any(k.verify(message, signed.sig) for k in keys):
+        raise OpError("bad-signature", f"signature does not match {signed.author[:80]}")
+
+
+def sign_op(op: Op, signer: Signer) -> SignedOp:
+    """Sign `op` and return it as it travels (the caller owns the key's DID)."""
+    body = op_bytes(op)
+    sig = signer.sign(signing_input(body))
+    return SignedOp(OpId(op_id_of(body)), op, sig, encode_signed(op, sig))
+
+
+def sign_invite(invite_id: OpId, joiner: Did, invite_signer: Signer) -> str:
+    """The `inviteSig` of a join: the invite key (the link's secret) admits `joiner`."""
+    return invite_signer.sign(invite_input(invite_id, joiner)).hex()
+
+
+def invite_sig_ok(key_multibase: str, invite_id: OpId, joiner: Did, sig_hex: str) -> bool:
+    try:
+        key = PublicKey.from_multibase(key_multibase)
+    except KeyFormatError:
+        return False
+    return key.verify(invite_input(invite_id, joiner), bytes.fromhex(sig_hex))
