@@ -27,11 +27,12 @@ SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 DEFAULT_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL")
 
 
-def private_dir(path: Path) -> Path:
+def private_dir(path: Path, *, tighten: bool = True) -> Path:
     """Create `path` and missing parents with mode 0700; tighten `path` itself to 0700.
 
     Parents that already exist are left as they are (a data directory may
-    live in a folder the service does not own).
+    live in a folder the service does not own); so is `path` itself when it
+    exists and `tighten` is false (a folder the operator chose for one file).
     """
     missing = []
     p = path
@@ -44,7 +45,8 @@ def private_dir(path: Path) -> Path:
         with contextlib.suppress(FileExistsError):  # another process made it meanwhile
             os.mkdir(d, 0o700)
         os.chmod(d, 0o700)  # mkdir's mode is masked by the umask
-    _tighten(path, 0o700)
+    if tighten:
+        _tighten(path, 0o700)
     return path
 
 
@@ -90,7 +92,7 @@ def private_sqlite_connect(
     """
     if not is_memory(path):
         path = Path(path)
-        private_dir(path.parent)
+        private_dir(path.parent, tighten=False)  # services pass a folder made private
         private_file(path)
         for suffix in SQLITE_SIDE_FILES:
             side = path.with_name(path.name + suffix)

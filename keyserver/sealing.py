@@ -21,6 +21,8 @@ import nacl.hash
 import nacl.secret
 import nacl.utils
 
+from hearth.files import private_dir
+
 MASTER_KEY_LEN = nacl.secret.SecretBox.KEY_SIZE  # 32
 _SEAL_PERSON = b"hearth-ks-seal1"
 _CHECK_PERSON = b"hearth-ks-check"
@@ -110,7 +112,7 @@ def load_or_create_master_key(path: Path) -> bytes:
 
 
 def _create(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent, tighten=False)
     key = nacl.utils.random(MASTER_KEY_LEN)
     tmp = path.with_name(path.name + ".tmp")
     with contextlib.suppress(FileNotFoundError):

@@ -35,6 +35,8 @@ def test_private_dir_creates_missing_parents_and_tightens_itself(tmp_path: Path)
     assert mode(shared / "data") == mode(shared / "data" / "router") == 0o700
     loose = tmp_path / "loose"
     loose.mkdir(mode=0o775)
+    private_dir(loose, tighten=False)  # e.g. the folder an operator named for one file
+    assert mode(loose) == 0o775
     private_dir(loose)
     assert mode(loose) == 0o700
 
