@@ -279,8 +279,11 @@ class Notifications:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("notification task failed", exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, StorageUnavailable):  # health says so; no traceback per mail
+            log.warning("notification task failed: %s", error)
+        elif error is not None:
+            log.error("notification task failed", exc_info=error)
         if not self._tasks:
             self._idle.set()
 
