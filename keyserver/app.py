@@ -74,6 +74,12 @@ OPTIONS = (
         "master.key)",
     ),
     Option("database", str, "", "SQLite file (default <data-dir>/keyserver/keys.sqlite3)"),
+    Option(
+        "storage_busy_timeout",
+        _positive_float,
+        30.0,
+        "seconds a write waits for a lock held by another process before failing (503)",
+    ),
     Option("create_burst", _positive_int, 30, "new identities per client address, burst"),
     Option(
         "create_per_minute", _positive_float, 30.0, "new identities per client address a minute"
@@ -123,7 +129,9 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        store = await SqliteKeyStore.open(db_path)
+        store = await SqliteKeyStore.open(
+            db_path, busy_timeout=config.get_float("storage_busy_timeout")
+        )
         stores["keys"] = store
         resolver: Resolver | None = None
         try:

@@ -132,6 +132,12 @@ OPTIONS = (
         " are closed first with 1013",
     ),
     Option("memory_storage", parse_bool, False, "keep everything in memory (tests, throwaway)"),
+    Option(
+        "storage_busy_timeout",
+        float,
+        5.0,
+        "seconds a storage call waits for a lock held by another process before failing (503)",
+    ),
     *AUTH_OPTIONS,
 )
 
@@ -199,7 +205,7 @@ def create_app(config: ServiceConfig) -> Starlette:
             where = "memory (nothing survives a restart)"
         else:
             path = config.service_dir / "syncserver.sqlite3"
-            storage = SqliteStorage(path)
+            storage = SqliteStorage(path, busy_timeout=config.get_float("storage_busy_timeout"))
             where = str(path)
         stats = storage.stats()
         log.info(
