@@ -15,6 +15,10 @@ Rules:
 - **Concurrency caps.** At most `concurrency` pushes in flight, at most
   `per_origin` to one origin and `per_owner` for one owner. A push that may not
   start now stays queued while others go first; nothing blocks a worker.
+- **Failing origins go slow.** An origin whose last attempt went unanswered
+  gets one push in flight at a time until it answers again, and all such
+  origins together at most `failing_concurrency`, so origins that answer
+  always keep the rest of the slots.
 - **Circuit breaker per origin.** `breaker_failures` consecutive unreachable
   answers (timeout, connection refused/reset) open the circuit for
   `breaker_open` seconds, doubling each time it trips again, at most
@@ -33,9 +37,11 @@ Rules:
 Costs: a held push is one `Ticket` (about 100 bytes) plus the caller's item;
 an origin with pushes queued costs a dict entry and one deque per owner.
 Origins whose breaker has state but nothing held are remembered in an LRU of
-at most `MAX_IDLE_ORIGINS` entries (about 200 bytes each). `next()` skips at
-most the origins and owners that are at their caps, so it costs
-O(concurrency) in the worst case.
+at most `MAX_IDLE_ORIGINS` entries (about 200 bytes each). An origin that
+may not start anything is taken out of the rotation until that changes, so
+`next()` walks past at most the owners at their cap (at most
+concurrency / per_owner of them) and the origins where only such owners
+have pushes queued.
 """
 
 from __future__ import annotations
@@ -79,6 +85,7 @@ class PushLimits:
     concurrency: int = 64
     per_origin: int = 8
     per_owner: int = 4
+    failing_concurrency: int = 16
     timeout: float = 10.0
     max_attempts: int = 5
     retry_base: float = 1.0
@@ -94,6 +101,7 @@ class PushLimits:
             "concurrency",
             "per_origin",
             "per_owner",
+            "failing_concurrency",
             "max_attempts",
             "breaker_failures",
         ):
@@ -114,6 +122,7 @@ class Ticket(Generic[T]):
     origin: str
     owner: str
     attempt: int = 0  # attempts already made before this one
+    failing: bool = False  # counted against failing_concurrency while in flight
 
 
 @dataclass(slots=True)
@@ -129,6 +138,10 @@ class _Origin(Generic[T]):
 
     def is_plain(self) -> bool:
         return self.failures == 0 and self.trips == 0
+
+    def at_cap(self, limits: PushLimits) -> bool:
+        # failing or half-open: one at a time
+        return self.in_flight >= (limits.per_origin if self.is_plain() else 1)
 
 
 @dataclass
@@ -156,13 +169,20 @@ class PushScheduler(Generic[T]):
         self._rng = rng
         self._origins: dict[str, _Origin[T]] = {}
         self._idle_origins: OrderedDict[str, _Origin[T]] = OrderedDict()  # breaker state only
-        self._rotation: OrderedDict[str, None] = OrderedDict()  # origins with pushes queued
+        # Origins with pushes queued take turns in `_rotation`. One that may not
+        # start anything is parked (taken out) until that changes, so that
+        # `next` never walks past many of them: at its own cap until one of
+        # its pushes finishes; failing, while the failing share is used up, in
+        # `_failing_wait` until the share has room again (oldest first).
+        self._rotation: OrderedDict[str, None] = OrderedDict()
+        self._failing_wait: OrderedDict[str, None] = OrderedDict()
         self._held_by: dict[str, int] = {}
         self._flight_by: dict[str, int] = {}
         self._timers: list[tuple[float, int, Ticket[T]]] = []
         self._seq = 0
         self.held = 0  # queued + in flight + waiting for a retry
         self.in_flight = 0
+        self.failing_in_flight = 0
 
     # ------------------------------------------------------------ inputs
 
@@ -186,11 +206,21 @@ class PushScheduler(Generic[T]):
         lim = self.limits
         if self.in_flight >= lim.concurrency:
             return None
+        room = lim.failing_concurrency - self.failing_in_flight
+        while room > 0 and self._failing_wait:
+            waiting, _ = self._failing_wait.popitem(last=False)
+            self._rotation[waiting] = None
+            room -= 1
         for _ in range(len(self._rotation)):
             name = next(iter(self._rotation))
             self._rotation.move_to_end(name)
             o = self._origins[name]
-            if o.in_flight >= (1 if o.trips else lim.per_origin):  # half-open: one probe
+            if o.at_cap(lim):
+                del self._rotation[name]
+                continue
+            if not o.is_plain() and self.failing_in_flight >= lim.failing_concurrency:
+                del self._rotation[name]
+                self._failing_wait[name] = None
                 continue
             for _ in range(len(o.queues)):
                 owner, queue = next(iter(o.queues.items()))
@@ -204,6 +234,8 @@ class PushScheduler(Generic[T]):
                         del self._rotation[name]
                 o.in_flight += 1
                 self.in_flight += 1
+                ticket.failing = not o.is_plain()
+                self.failing_in_flight += ticket.failing
                 self._flight_by[owner] = self._flight_by.get(owner, 0) + 1
                 return ticket
         return None
@@ -215,6 +247,9 @@ class PushScheduler(Generic[T]):
         o = self._origins[ticket.origin]
         o.in_flight -= 1
         self.in_flight -= 1
+        if ticket.failing:
+            self.failing_in_flight -= 1
+            ticket.failing = False
         left = self._flight_by[ticket.owner] - 1
         if left:
             self._flight_by[ticket.owner] = left
@@ -238,6 +273,8 @@ class PushScheduler(Generic[T]):
             ticket.attempt += 1
             self._seq += 1
             heapq.heappush(self._timers, (due, self._seq, ticket))
+        if o.queues and ticket.origin not in self._failing_wait:
+            self._rotation[ticket.origin] = None  # unparked (no-op when it was not)
         self._maybe_forget(ticket.origin)
         return drop
 
@@ -284,7 +321,7 @@ class PushScheduler(Generic[T]):
         if queue is None:
             queue = o.queues[ticket.owner] = deque()
         queue.append(ticket)
-        if ticket.origin not in self._rotation:
+        if ticket.origin not in self._rotation and ticket.origin not in self._failing_wait:
             self._rotation[ticket.origin] = None
 
     def _release(self, ticket: Ticket[T]) -> None:
@@ -317,6 +354,7 @@ class PushScheduler(Generic[T]):
                 self._give_up(ticket, Drop.CIRCUIT_OPEN)
         o.queues.clear()
         self._rotation.pop(name, None)
+        self._failing_wait.pop(name, None)
 
     def _fire_timers(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:

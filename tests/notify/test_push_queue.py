@@ -181,3 +181,35 @@ def test_limits_are_checked() -> None:
         PushLimits(per_origin=0)
     with pytest.raises(ValueError):
         PushLimits(timeout=0)
+
+
+def test_failing_origins_go_one_at_a_time_within_their_share() -> None:
+    s = sched(concurrency=20, per_origin=5, per_owner=5, failing_concurrency=2,
+              breaker_failures=10, max_attempts=9)  # fmt: skip
+    dead = [f"https://dead{i}.push" for i in range(1000)]
+    for i, origin in enumerate(dead):  # one unanswered attempt each: failing now
+        s.submit("first", origin, f"m{i}", 0.0)
+        t = s.next(0.0)
+        assert t is not None and t.origin == origin
+        s.finish(t, Finish.UNREACHABLE, 0.0)  # retried after 1 s
+    for i, origin in enumerate(dead):
+        for j in range(3):
+            s.submit(f"more{j}", origin, f"m{i}", 0.0)
+    for j in range(10):
+        s.submit(f"h{j}", A, "bob", 0.0)
+    started = drain(s, 0.0)
+    failing = [t for t in started if t.origin != A]
+    assert len(failing) == 2 and len({t.origin for t in failing}) == 2
+    assert sum(t.origin == A for t in started) == 5  # a healthy origin keeps its full cap
+    # the others wait out of the rotation: next() does not walk past them
+    assert len(s._failing_wait) == 998 and len(s._rotation) <= 3
+    # an answer makes an origin healthy (its full cap again) and frees a failing
+    # slot, which the next waiting failing origin gets
+    healed = failing[0].origin
+    s.finish(failing[0], Finish.DONE, 1.0)
+    again = drain(s, 1.0)
+    assert sorted(t.item for t in again if t.origin == healed) == ["first", "more1", "more2"]
+    assert not any(t.failing for t in again if t.origin == healed)
+    others = [t for t in again if t.origin != healed]
+    assert len(others) == 1 and others[0].failing and others[0].origin != A
+    assert s.failing_in_flight == 2
