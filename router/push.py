@@ -335,7 +335,7 @@ class WebPushSender:
 
 PUSH_QUEUE_OPTIONS = (
     Option("push_workers", int, 64, "pushes in flight at once, in all"),
-    Option("push_per_origin", int, 8, "pushes in flight at once to one push service origin"),
+    Option("push_per_origin", int, 16, "pushes in flight at once to one push service origin"),
     Option("push_per_did", int, 4, "pushes in flight at once for one recipient DID"),
     Option("push_failing_workers", int, 16, "pushes in flight at once to failing origins"),
     Option("push_queue", int, 10_000, "pushes held (queued/in flight/retrying) in all"),

@@ -83,7 +83,7 @@ class PushLimits:
     max_held: int = 10_000
     max_held_per_owner: int = 500
     concurrency: int = 64
-    per_origin: int = 8
+    per_origin: int = 16
     per_owner: int = 4
     failing_concurrency: int = 16
     timeout: float = 10.0
