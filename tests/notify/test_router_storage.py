@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.faults import locked, not_private
+from tests.faults import corrupt_middle_page, locked, not_private
 from tests.notify.helpers import MS, within
 from tests.notify.routerfix import Client, Router, running_router
 from tests.notify.test_router_mail import Person
@@ -108,3 +108,36 @@ async def test_every_file_the_router_writes_is_private(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert not_private(tmp_path / "data") == {}
+
+
+async def test_a_corrupt_mailbox_is_reported_and_mail_refused_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    alice, bob = Person(), Person()
+    async with running_router(tmp_path, mailbox_share=1.0) as r:
+        a = await Client.open(r, alice.signer)
+        for i in range(100):
+            await a.send(["mail", bob.did, f"m{i}", 600, "normal"], os.urandom(300))
+            assert (await a.recv())[0] == ["receipt", f"m{i}", "stored"]
+        await a.close()
+    corrupt_middle_page(tmp_path / "router" / "mailbox.sqlite3")
+
+    async with running_router(tmp_path) as r:
+        resp = await health(r)
+        assert resp.status_code == 503
+        storage = resp.json()["storage"]
+        assert storage.startswith("error: mailbox: mailbox database unusable (integrity check")
+        a = await Client.open(r, alice.signer)
+        await a.send(["mail", bob.did, "new", 600, "normal"], b"x")
+        header, _ = await a.recv()
+        assert header[:2] == ["error", "storage_unavailable"] and "integrity" in header[2]
+        # Routing goes on: the router itself is not down.
+        b = await Client.open(r, bob.signer)
+        await b.send(["listen", "doc"])
+        await b.sync()
+        assert (await b.expect("error"))[0][1] != "storage_unavailable"
+        await a.send(["listen", "doc"])
+        header, _ = await b.expect("join")
+        assert header[1] == alice.did
+        await a.close()
+        await b.close()
