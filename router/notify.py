@@ -71,6 +71,14 @@ MAX_PUSH_PAYLOAD = 3000
 # worker can tell them apart (a sealed mail starting so has odds 2^-88).
 HINT_PREFIX = '{"hearth":'
 
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError("must be more than 0 and at most 1")
+    return value
+
+
 OPTIONS = (
     Option("mail_max_ttl", int, 7 * 86400, "longest mail TTL accepted (seconds)"),
     Option("mail_max_bytes", int, 64 * 1024, "largest mail body (bytes)"),
@@ -82,7 +90,7 @@ OPTIONS = (
     Option("mailbox_sender_bytes", int, 16 * 1024 * 1024, "undelivered body bytes per sender"),
     Option(
         "mailbox_share",
-        float,
+        _share,
         0.25,
         "fraction of one recipient's mails and bytes a single sender may hold",
     ),
