@@ -195,6 +195,13 @@ class SyncHub:
         self.waiting: WaitingRoom[Peer] = WaitingRoom(
             max_pending_requests_per_peer, max_pending_requests
         )
+        # Peers syncing a document that is not stored yet (they offered heads, so
+        # they may be about to create it): each such session holds a cache entry,
+        # so they are bounded like pending requests, and released once the
+        # document is stored or the peer leaves.
+        self.creating: WaitingRoom[Peer] = WaitingRoom(
+            max_pending_requests_per_peer, max_pending_requests
+        )
         self._ephemeral_seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
 
     def _new_document(self) -> Document:
@@ -276,6 +283,7 @@ class SyncHub:
         self.metrics.peers.set(len(self.peers))
         states: list[tuple[DocumentId, bytes]] = []
         self.waiting.drop_peer(peer)
+        self.creating.drop_peer(peer)
         # Its sessions and orphans are touched under each document's lock: a message
         # of this peer may still be in work on a thread (a re-join replaced it).
         for document_id in list(dict.fromkeys([*peer.sessions, *peer.queued_in])):
@@ -411,9 +419,11 @@ class SyncHub:
         asked, so it gets the document if it appears or the peer is granted access."""
         self.metrics.refused.labels(reason).inc()
         peer.conn.send(DocUnavailableMessage(self.peer_id, peer.peer_id, document_id))
-        if wait and not peer.closed and not self.waiting.add(peer, document_id):
-            # Answered all the same; only not remembered (see syncserver/waiting.py).
-            self.metrics.refused.labels("pending_full").inc()
+        if wait and not peer.closed:
+            added, _taken = self.waiting.add(peer, document_id)
+            if not added:
+                # Answered all the same; only not remembered (see syncserver/waiting.py).
+                self.metrics.refused.labels("pending_full").inc()
 
     async def _wake_waiting(self, entry: DocEntry) -> None:
         """Start syncing with waiting peers that may now read; call under the lock."""
@@ -464,6 +474,20 @@ class SyncHub:
                 if peer.did is None:
                     # Anonymous peers may only read public documents, so never create one.
                     self._unavailable(peer, document_id, "anonymous_create", wait=False)
+                    return
+                has_room, taken = self.creating.add(peer, document_id)
+                if taken is not None:
+                    self._drop_creation(*taken)
+                if not has_room:
+                    self.metrics.refused.labels("pending_full").inc()
+                    self.error(
+                        peer.peer_id,
+                        peer.conn,
+                        f"document {document_id}: too many documents not stored yet are"
+                        " being synced (on this connection or on the server); nothing"
+                        " stored, retry later",
+                        document_id,
+                    )
                     return
             elif not access.can_read(peer.did):
                 self._drop_session(entry, peer)
@@ -568,12 +592,14 @@ class SyncHub:
                 other.sessions.pop(document_id, None)
                 self.error(other.peer_id, other.conn, "storage failure; retry later", document_id)
             entry.peers.clear()
+            self._done_creating(document_id)
             entry.loaded = False
             entry.doc = self._new_document()
             entry.access = None
             raise
         if create is not None:
             entry.access = create
+            self._done_creating(document_id)
             await self._wake_waiting(entry)
         self.metrics.changes_received.inc(len(changes))
 
@@ -595,7 +621,31 @@ class SyncHub:
             if data is not None and not peer.closed:
                 peer.conn.send(SyncMessage(self.peer_id, peer.peer_id, entry.document_id, data))
 
+    def _drop_creation(self, peer: Peer, document_id: DocumentId) -> None:
+        """Forget `peer`'s session on a document not stored yet, to make room for
+        another peer's (it held the most). Not under that document's lock: a message
+        of `peer` in work on it finds its session gone and sends no reply."""
+        self.metrics.refused.labels("pending_full").inc()
+        peer.sessions.pop(document_id, None)
+        entry = self._docs.get(document_id)
+        if entry is not None:
+            if entry.peers.get(peer.peer_id) is peer:
+                del entry.peers[peer.peer_id]
+            self._settle(entry)
+        self.error(
+            peer.peer_id,
+            peer.conn,
+            f"document {document_id}: dropped, too many documents not stored yet are being"
+            " synced on the server; sync it again",
+            document_id,
+        )
+
+    def _done_creating(self, document_id: DocumentId) -> None:
+        for peer in self.creating.waiting_for(document_id):
+            self.creating.discard(peer, document_id)
+
     def _drop_session(self, entry: DocEntry, peer: Peer) -> None:
+        self.creating.discard(peer, entry.document_id)
         peer.sessions.pop(entry.document_id, None)
         if entry.peers.get(peer.peer_id) is peer:
             del entry.peers[peer.peer_id]

@@ -560,7 +560,9 @@ async def test_pending_requests_are_bounded_and_pin_nothing() -> None:
         assert sum(isinstance(m, DocUnavailableMessage) for m in conn.inbox) == 100
         askers.append(peer)
     assert len(hub.waiting) == 200 and hub.waiting.documents() == 200
-    assert [hub.waiting.of(p) for p in askers] == [50] * 4 + [0] * 6
+    # Each peer's share is capped (50), and once the total is reached newcomers take
+    # room from whoever holds the most: the first askers cannot lock the others out.
+    assert [hub.waiting.of(p) for p in askers] == [20] * 10
     # Unknown documents are not held in the document cache.
     assert len(hub._docs) <= 10
     # An unrelated user still syncs, and the document is stored.
@@ -598,3 +600,41 @@ async def test_eviction_order_holds_no_pinned_document() -> None:
     # Once nobody syncs them they are evictable again.
     hub._entry(new_document_id())
     assert len(hub._docs) <= 5
+
+
+async def test_sessions_on_documents_not_stored_yet_are_bounded_and_shared() -> None:
+    storage = MemoryStorage()
+    hub = new_hub(
+        storage,
+        max_cached_documents=5,
+        max_pending_requests=30,
+        max_pending_requests_per_peer=20,
+    )
+    # Heads nobody has: the hub asks for the changes and keeps a session meanwhile.
+    offer = AutomergeSyncMessage(heads=[os.urandom(32)]).encode()
+    peers = []
+    for name in ("a", "b"):
+        conn = Conn([])
+        peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), ALICE)
+        assert peer is not None
+        for _ in range(40):
+            await hub.handle(peer, SyncMessage(peer.peer_id, "srv", new_document_id(), offer))
+        refused = [m for m in conn.inbox if isinstance(m, ErrorMessage)]
+        assert all("not stored yet" in m.message for m in refused)
+        peers.append((peer, conn))
+    # a filled its share (20); b took the rest of the total and then room from a,
+    # which held more, until both held as much.
+    assert [len(p.sessions) for p, _ in peers] == [15, 15]
+    assert len(hub.creating) == 30
+    assert len(hub._docs) <= 5 + 30
+    # Someone new still creates a document: room is taken from the biggest holder.
+    conn = Conn([])
+    carol = await hub.join(conn, JoinMessage("c", PeerMetadata(), ("1",)), BOB)
+    assert carol is not None
+    doc_id, doc = new_document_id(), make_changes(2)
+    await run_sync(hub, carol, conn, doc_id, doc)
+    assert await hub.export(doc_id) == doc.save()
+    assert len(hub.creating) == 29  # its place is released once the document is stored
+    for peer, _ in peers:
+        await hub.leave(peer)
+    assert len(hub.creating) == 0
