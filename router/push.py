@@ -467,10 +467,13 @@ class PushQueue:
         scheduler = self.scheduler
         while True:
             now = self._clock()
-            while (ticket := scheduler.next(now)) is not None:
-                task = asyncio.create_task(self._send(ticket))
-                self._sending.add(task)
-                task.add_done_callback(self._sent)
+            try:
+                while (ticket := scheduler.next(now)) is not None:
+                    task = asyncio.create_task(self._send(ticket))
+                    self._sending.add(task)
+                    task.add_done_callback(self._sent)
+            except Exception:  # a bug must not stop every push for good: log, go on
+                log.exception("push scheduling failed")
             self._check_idle()  # retries fallen due for an open circuit are dropped
             self._wake.clear()
             deadline = scheduler.next_deadline()
