@@ -90,7 +90,7 @@ class AuthLimits:
     rate: float = 20.0
     burst: int = 200
     max_addresses: int = 100_000
-    did_key_capacity: int = 100_000
+    did_key_capacity: int = 50_000
     atproto_capacity: int = 100_000
     per_issuer: int = 1_000
     did_key_lifetime: int = 60
@@ -124,13 +124,13 @@ AUTH_OPTIONS = (
         "auth_did_key_capacity",
         _positive_int,
         _LIMITS.did_key_capacity,
-        "live did:key token ids remembered against replay (~400 bytes each)",
+        "live did:key token ids remembered against replay (~650-900 bytes each)",
     ),
     Option(
         "auth_atproto_capacity",
         _positive_int,
         _LIMITS.atproto_capacity,
-        "live did:plc/did:web token ids remembered against replay (~400 bytes each)",
+        "live did:plc/did:web token ids remembered against replay (~650-900 bytes each)",
     ),
     Option(
         "auth_per_issuer", _positive_int, _LIMITS.per_issuer, "live token ids of one issuer DID"
@@ -193,8 +193,8 @@ class JtiCache:
     `per_issuer` live entries (`issuer_busy` beyond).
 
     `check` then `record`, with no await between them, is the two-step use:
-    a request refused between the two leaves no trace. Memory: ~400 bytes per
-    live entry (jti included).
+    a request refused between the two leaves no trace. Memory: ~650 bytes per
+    live entry, jti and iss included (~900 when each comes from another address).
     """
 
     def __init__(self, capacity: int = 100_000, per_issuer: int = 1_000) -> None:
