@@ -10,6 +10,7 @@ import httpx
 
 from tests.faults import corrupt_middle_page, locked, not_private
 from tests.notify.helpers import MS, within
+from tests.notify.push_endpoint import PushEndpoint
 from tests.notify.routerfix import Client, Router, running_router
 from tests.notify.test_router_mail import Person
 
@@ -141,3 +142,23 @@ async def test_a_corrupt_mailbox_is_reported_and_mail_refused_with_the_reason(
         assert header[1] == alice.did
         await a.close()
         await b.close()
+
+
+async def test_a_locked_push_registry_answers_503_with_the_reason(tmp_path: Path) -> None:
+    bob = Person()
+    async with running_router(tmp_path, storage_busy_timeout=BUSY) as r:
+        key = (await r.xrpc(None, "vapidPublicKey", {})).json()["publicKey"]
+        endpoint = PushEndpoint(key)
+        endpoint.url = "http://127.0.0.1:9"  # never pushed to here
+        sub = endpoint.device().subscription
+        body = {"subscription": sub, "level": "engaged", "device": "bob-phone"}
+        with locked(tmp_path / "router" / "push.sqlite3"):
+            resp = await r.xrpc(bob.signer, "register", body)
+            assert resp.status_code == 503, resp.text
+            assert resp.json()["error"] == "StorageUnavailable"
+            assert "locked" in resp.json()["message"]
+            health_resp = await health(r)
+            assert health_resp.status_code == 503
+            assert "push-registry" in health_resp.json()["storage"]
+        await health_ok(r)
+        assert (await r.xrpc(bob.signer, "register", body)).status_code == 200
