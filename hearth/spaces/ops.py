@@ -247,6 +247,16 @@ class SignedOp:
     def author(self) -> Did:
         return self.op.author
 
+    @property
+    def op_bytes(self) -> bytes:
+        """The canonical bytes of the unsigned op (what is hashed and signed)."""
+        # The wire form is canonical: `{"op":` + op + `,"sig":"` + 128 hex + `"}`.
+        return self.wire[_OP_START:_OP_END]
+
+
+_OP_START = len(b'{"op":')
+_OP_END = -len(b',"sig":""}') - 128
+
 
 # --- to JSON -------------------------------------------------------------------
 
@@ -485,7 +495,7 @@ def parse_op(
     if not isinstance(sig, str) or not _SIG_RE.fullmatch(sig):
         raise OpError("bad-field", "sig must be 128 lowercase hex (64 bytes)")
     op = op_from_json(wire["op"], max_parents)
-    return SignedOp(OpId(op_id_of(canonical(wire["op"]))), op, bytes.fromhex(sig), data)
+    return SignedOp(OpId(op_id_of(data[_OP_START:_OP_END])), op, bytes.fromhex(sig), data)
 
 
 def encode_signed(op: Op, sig: bytes) -> bytes:

@@ -1,0 +1,66 @@
+"""A slow, obviously-correct resolution (explicit ancestor sets, no incremental
+walk, no bitsets) that the property tests hold `resolve.Resolver` against."""
+
+from __future__ import annotations
+
+from hearth.spaces.ops import Create, Op, OpId, Rank
+from hearth.spaces.rules import apply
+from hearth.spaces.state import SpaceState
+from hearth.types import Did
+
+
+def slow_resolve(space: OpId, ops: dict[OpId, Op]) -> SpaceState:
+    state = SpaceState(space)
+    ancestors: dict[OpId, set[OpId]] = {}
+    depth: dict[OpId, int] = {}
+    walked: list[OpId] = []
+    changed: dict[OpId, list[tuple[Did, Rank]]] = {}  # accepted ops -> rank changes
+
+    def past_rank(op_id: OpId) -> Rank:
+        author = ops[op_id].author
+        rank = Rank.NONE
+        for done in walked:  # in walk order: the last change to the author wins
+            if done in ancestors[op_id]:
+                for did, r in changed.get(done, ()):
+                    if did == author:
+                        rank = r
+        return rank
+
+    changes: list[tuple[Did, Rank]] = []
+
+    def on_rank(did: Did, rank: Rank) -> None:
+        changes.append((did, rank))
+
+    ready: set[OpId] = set()
+    if space in ops and isinstance(ops[space].body, Create):
+        ancestors[space], depth[space] = set(), 0
+        ready.add(space)
+    while ready:
+        key = {i: (-past_rank(i), depth[i], i) for i in ready}
+        op_id = min(ready, key=key.__getitem__)
+        ready.discard(op_id)
+        walked.append(op_id)
+        op = ops[op_id]
+        changes.clear()
+        if op.space != space and op_id != space:
+            why: str | None = "wrong-space"
+        elif any(op.time < ops[p].time for p in op.parents):
+            why = "clock"
+        else:
+            why = apply(state, op_id, op, Rank(-key[op_id][0]), lambda d, r: changes.append((d, r)))
+        if why is None:
+            state.accepted += 1
+            changed[op_id] = list(changes)
+        else:
+            state.rejected[op_id] = why
+        for child, cop in ops.items():
+            if child in ancestors or child in ready or op_id not in cop.parents:
+                continue
+            if all(p in ancestors and p in walked for p in cop.parents):
+                ancestors[child] = set().union(*(ancestors[p] | {p} for p in cop.parents))
+                depth[child] = 1 + max(depth[p] for p in cop.parents)
+                ready.add(child)
+    for op_id in ops:
+        if op_id not in walked:
+            state.rejected[op_id] = "unknown-parent"
+    return state
