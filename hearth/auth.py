@@ -32,6 +32,7 @@ from hearth.identity import IdentitySyntaxError, parse_did
 from hearth.jwt import JwtFormatError, ParsedJwt, parse_jwt
 from hearth.keys import KeyFormatError, PublicKey, is_high_s
 from hearth.ratelimit import RateLimiter
+from hearth.shares import AddressShares
 from hearth.types import Did
 
 # exp may be at most this far in the future (atproto service-auth tokens are short).
@@ -184,13 +185,13 @@ class JtiCache:
     """Remembers (iss, jti) pairs until their token expires; bounded in size.
 
     Every entry is charged to the client address (`address_key`) its request
-    came from. When the cache is full, it makes room by forgetting the oldest
-    entry of the address holding the most live entries, so a flood displaces
-    its own entries and never those of an address holding fewer: the cost of
-    the cache is borne by whoever fills it, and a full cache refuses nobody.
-    (A forgotten token could be replayed until it expires; only tokens that
-    came from the heaviest address are exposed.) One issuer may hold at most
-    `per_issuer` live entries (`issuer_busy` beyond).
+    came from. When the cache is full, it forgets the oldest entry of the
+    address holding the most live entries (`hearth.shares`), so a flood
+    displaces its own entries and never those of an address holding fewer:
+    the cost of the cache is borne by whoever fills it, and a full cache
+    refuses nobody. (A forgotten token could be replayed until it expires;
+    only tokens that came from the heaviest address are exposed.) One issuer
+    may hold at most `per_issuer` live entries (`issuer_busy` beyond).
 
     `check` then `record`, with no await between them, is the two-step use:
     a request refused between the two leaves no trace. Memory: ~650 bytes per
@@ -209,9 +210,7 @@ class JtiCache:
         # heap is rebuilt when it holds twice what the cache does.
         self._by_expiry: list[tuple[float, str, str]] = []
         self._per_issuer: dict[str, int] = {}
-        self._by_address: dict[str, OrderedDict[tuple[str, str], None]] = {}  # arrival order
-        self._holding: dict[int, set[str]] = {}  # n -> the addresses holding n entries
-        self._heaviest = 0
+        self._shares: AddressShares[tuple[str, str]] = AddressShares()
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -222,8 +221,7 @@ class JtiCache:
 
     def held_by(self, address: str) -> int:
         """Entries charged to `address` now."""
-        entries = self._by_address.get(address)
-        return len(entries) if entries else 0
+        return self._shares.held_by(address)
 
     def check(self, iss: str, jti: str, now: float) -> None:
         """Raise AuthError if the pair was used already or `iss` is at its cap; records nothing."""
@@ -241,23 +239,18 @@ class JtiCache:
         """Record a use charged to `address` (as `check`, then remember it)."""
         self.check(iss, jti, now)
         if len(self._seen) >= self._capacity:
-            self._evict()
+            victim = self._shares.oldest_of_heaviest()
+            assert victim is not None
+            self._forget(victim)
         key = (iss, jti)
         expires = exp + LEEWAY_SECONDS
         self._seen[key] = (expires, address)
         heapq.heappush(self._by_expiry, (expires, iss, jti))
         self._per_issuer[iss] = self._per_issuer.get(iss, 0) + 1
-        entries = self._by_address.setdefault(address, OrderedDict())
-        entries[key] = None
-        self._moved(address, len(entries) - 1, len(entries))
+        self._shares.add(address, key)
         if len(self._by_expiry) > 2 * self._capacity:
             self._by_expiry = [(e, i, j) for (i, j), (e, _a) in self._seen.items()]
             heapq.heapify(self._by_expiry)
-
-    def _evict(self) -> None:
-        address = next(iter(self._holding[self._heaviest]))
-        key = next(iter(self._by_address[address]))
-        self._forget(key)
 
     def _forget(self, key: tuple[str, str]) -> None:
         _expires, address = self._seen.pop(key)
@@ -267,25 +260,7 @@ class JtiCache:
             self._per_issuer[iss] = left
         else:
             del self._per_issuer[iss]
-        entries = self._by_address[address]
-        del entries[key]
-        self._moved(address, len(entries) + 1, len(entries))
-        if not entries:
-            del self._by_address[address]
-
-    def _moved(self, address: str, old: int, new: int) -> None:
-        """Keep `_holding` and `_heaviest` right after `address` went from old to new entries."""
-        if old:
-            holders = self._holding[old]
-            holders.discard(address)
-            if not holders:
-                del self._holding[old]
-        if new:
-            self._holding.setdefault(new, set()).add(address)
-        if new > self._heaviest:
-            self._heaviest = new
-        elif old == self._heaviest and old not in self._holding:
-            self._heaviest = new  # old - 1: `address` itself now holds that many (or none is left)
+        self._shares.remove(address, key)
 
     def _prune(self, now: float) -> None:
         heap = self._by_expiry

@@ -26,10 +26,8 @@ from hearth.config import Option, ServiceConfig
 from hearth.http import (
     EXCEPTION_HANDLERS,
     AccessLogMiddleware,
-    XrpcError,
-    check_auth,
-    commit_auth,
     common_routes,
+    require_auth,
 )
 from hearth.identity import web_did_for_url
 from hearth.service import Service
@@ -42,7 +40,6 @@ from router.push_routes import push_routes
 from router.server import STATE_KEY, RouterProtocol, RouterServer
 from router.signaling import OPTIONS as SIGNALING_OPTIONS
 from router.signaling import Signaling, SignalingMetrics, SignalingSettings
-from router.tokens import TokenStoreFull
 
 log = logging.getLogger("hearth.router")
 
@@ -76,6 +73,13 @@ OPTIONS = (
     Option("ping_interval", float, _DEFAULTS.ping_interval, "seconds between pings (0: off)"),
     Option("idle_timeout", float, _DEFAULTS.idle_timeout, "close after this many silent seconds"),
     Option("token_ttl", float, 30.0, "seconds a router token stays valid"),
+    Option(
+        "token_capacity",
+        int,
+        100_000,
+        "live router tokens kept (~500 bytes each); full, the oldest token of the address"
+        " holding the most is forgotten",
+    ),
     *NOTIFY_OPTIONS,
     *SIGNALING_OPTIONS,
     *AUTH_OPTIONS,
@@ -173,6 +177,8 @@ def create_app(config: ServiceConfig) -> Starlette:
             token_ttl=token_ttl,
             auth_budget=auth_budget,
         )
+        if "token_capacity" in config.options:
+            server.tokens.capacity = config.get_int("token_capacity")
         server.start()
         holder["server"] = server
         notifications = await Notifications.open(config, server.router)
@@ -192,15 +198,9 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     async def token(request: Request) -> Response:
         nsid = request.url.path.rsplit("/", 1)[-1]
-        verifier: ServiceAuthVerifier = holder["verifier"]
-        verified = await check_auth(request, verifier, nsid)
+        verified = await require_auth(request, holder["verifier"], nsid)
         server: RouterServer = holder["server"]
-        try:
-            value = server.tokens.issue(verified.iss, time.monotonic())
-        except TokenStoreFull as e:
-            # Refused: the JWT stays unused, the client may retry with it.
-            raise XrpcError(503, "Busy", "too many live router tokens; retry shortly") from e
-        commit_auth(verifier, verified)
+        value = server.tokens.issue(verified.iss, time.monotonic(), verified.client)
         return JSONResponse({"token": value}, headers={"Cache-Control": "no-store"})
 
     async def connect_without_upgrade(_request: Request) -> Response:

@@ -4,9 +4,10 @@ Real router, syncserver and keyserver on loopback, resolving atproto users
 against `world`. The flood comes from other loopback addresses (127.0.0.2,
 127.0.0.3: clients bind them as their source) with ~100 fresh did:key
 identities, each sending several valid tokens; the services' did:key jti
-caches are shrunk so that what the per-address budgets let through fills them
-many times over. Meanwhile a did:key user and an atproto (did:plc) user on
-127.0.0.1 keep authenticating to all three services and must never be refused.
+caches (and the router's store of live router tokens) are shrunk so that what
+the per-address budgets let through fills them many times over. Meanwhile a
+did:key user and an atproto (did:plc) user on 127.0.0.1 keep authenticating
+to all three services and must never be refused.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ async def running_services(
     world: World, tmp: Path, **router_options: str
 ) -> AsyncIterator[Services]:
     socks = [bound_socket() for _ in range(3)]
+    router_options = {"token_capacity": str(CAPACITY), **router_options}  # live router tokens
     router_cfg = service_config(world, "router", socks[0], ROUTER.options, tmp, **router_options)
     sync_cfg = service_config(world, "syncserver", socks[1], SYNCSERVER_OPTIONS, tmp)
     keys_cfg = service_config(world, "keyserver", socks[2], KEYSERVER_OPTIONS, tmp)
