@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from hearth.types import ConnId, Did, DocumentId
@@ -167,20 +167,31 @@ class Router:
         return conn
 
     def disconnect(self, conn: Connection, reason: str = "closed") -> None:
-        """Forget `conn` and tell its peers it left. Idempotent."""
+        """Forget `conn` and tell its peers it left. Idempotent; never raises.
+
+        The core's state is cleaned first, completely, then peers are told: a
+        failure while telling them (a bug) is logged and cannot leave `conn`
+        registered anywhere.
+        """
         if not conn.open:
             return
         conn.open = False
         self.stats.count_close(reason)
-        del self.connections[conn.conn_id]
-        mine = self.by_did[conn.did]
-        del mine[conn.conn_id]
-        if not mine:
-            del self.by_did[conn.did]
-        for doc in conn.interests:
-            self._remove_member(conn, doc)
+        self.connections.pop(conn.conn_id, None)
+        mine = self.by_did.get(conn.did)
+        if mine is not None:
+            mine.pop(conn.conn_id, None)
+            if not mine:
+                del self.by_did[conn.did]
+        interests = conn.interests
         conn.interests = {}
         conn.verb_buckets = None
+        left = self._drop_memberships(conn, interests)
+        for doc, members in left:
+            try:
+                self._tell_leave(conn, doc, members)
+            except Exception:  # a bug; the others must still be told
+                log.exception("telling %s's peers that it left failed", conn.conn_id)
 
     # ------------------------------------------------------------ input
 
@@ -271,32 +282,57 @@ class Router:
             )
             return
         old = conn.interests
+        removed = [doc for doc in old if doc not in wanted]
+        added = [doc for doc in wanted if doc not in old]
+        # Membership changes completely before anyone is told: if telling
+        # fails (a bug), `conn.interests` and `docs` still agree, so closing
+        # the connection removes every trace of it.
         conn.interests = wanted
-        for doc in old:
-            if doc not in wanted:
-                self._remove_member(conn, doc)
-        for doc in wanted:
-            if doc not in old:
-                self._add_member(conn, doc)
+        left = self._drop_memberships(conn, removed)
+        joined: list[tuple[DocumentId, dict[ConnId, Connection]]] = []
+        for doc in added:
+            members = self.docs.get(doc)
+            if members is None:
+                self.docs[doc] = {conn.conn_id: conn}
+            else:
+                members[conn.conn_id] = conn
+                joined.append((doc, members))
+        for doc, members in left:
+            self._tell_leave(conn, doc, members)
+        for doc, members in joined:
+            self._tell_join(conn, doc, members)
 
-    def _add_member(self, conn: Connection, doc: DocumentId) -> None:
-        members = self.docs.get(doc)
-        if members is None:
-            self.docs[doc] = {conn.conn_id: conn}
-            return
+    def _drop_memberships(
+        self, conn: Connection, docs: Iterable[DocumentId]
+    ) -> list[tuple[DocumentId, dict[ConnId, Connection]]]:
+        """Remove `conn` from `docs`; return the docs that still have members."""
+        left = []
+        for doc in docs:
+            members = self.docs.get(doc)
+            if members is None or members.pop(conn.conn_id, None) is None:
+                continue
+            if members:
+                left.append((doc, members))
+            else:
+                del self.docs[doc]
+        return left
+
+    def _tell_join(
+        self, conn: Connection, doc: DocumentId, members: dict[ConnId, Connection]
+    ) -> None:
+        # Roomy's order: every existing member hears of the newcomer, then the
+        # newcomer hears of each of them.
         joined = encode_frame(["join", conn.did, conn.conn_id, doc])
         for other in members.values():
-            self.write(other, joined)
+            if other is not conn:
+                self.write(other, joined)
         for other in members.values():
-            self.write(conn, encode_frame(["join", other.did, other.conn_id, doc]))
-        members[conn.conn_id] = conn
+            if other is not conn:
+                self.write(conn, encode_frame(["join", other.did, other.conn_id, doc]))
 
-    def _remove_member(self, conn: Connection, doc: DocumentId) -> None:
-        members = self.docs[doc]
-        del members[conn.conn_id]
-        if not members:
-            del self.docs[doc]
-            return
+    def _tell_leave(
+        self, conn: Connection, doc: DocumentId, members: dict[ConnId, Connection]
+    ) -> None:
         left = encode_frame(["leave", conn.did, conn.conn_id, doc])
         for other in members.values():
             self.write(other, left)

@@ -15,6 +15,13 @@ waits for them if the recipient had no known device at all.
 
 Receipts go to the sender's live connections; final receipts for a sender
 with none are kept in the mailbox and sent after its next `device` frame.
+
+Who may `notify` a document: a DID related to it as far as the router can
+tell, i.e. one of its connections listens to the document (its presence is
+visible to every other listener) or one of its devices is subscribed to the
+document's pushes; and, when one is installed, the `may_notify` check (the
+space authority's membership, issue 12) agrees. Knowing an unguessable
+document id is what both prove, not membership: see docs/notifications.md.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,7 @@ from prometheus_client.registry import Collector
 
 from hearth.config import Option, ServiceConfig, parse_bool
 from hearth.storage import StorageHealth, StorageUnavailable
-from hearth.types import ConnId, Did
+from hearth.types import ConnId, Did, DocumentId
 from router.core import Connection, Router
 from router.frames import encode_frame
 from router.mailbox import (
@@ -107,6 +114,11 @@ OPTIONS = (
     Option("push_allow_http", parse_bool, False, "accept http:// push endpoints (dev/tests only)"),
     *PUSH_QUEUE_OPTIONS,
 )
+
+
+# May `did` notify `doc`'s subscribers? Called after the router's own rule
+# (listening or subscribed) passed; False refuses with `not_member`.
+MayNotify = Callable[[Did, DocumentId], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +220,12 @@ class Notifications:
         settings: NotifySettings,
         *,
         clock: Callable[[], float] = time.time,
+        may_notify: MayNotify | None = None,
     ) -> None:
         self.router = router
+        # The membership check of whoever knows (e.g. the space authority);
+        # None: the router's own rule alone decides.
+        self.may_notify = may_notify
         self.mailbox = mailbox
         self.registry = registry
         self.vapid = vapid
@@ -324,6 +340,10 @@ class Notifications:
         live = self.router.connections
         for conn_id in [c for c in self._conn_device if c not in live]:
             del self._conn_device[conn_id]
+
+    def listens(self, did: Did, doc: DocumentId) -> bool:
+        """True if one of `did`'s live connections listens to `doc`."""
+        return any(doc in c.interests for c in self.router.by_did.get(did, {}).values())
 
     def tracked_connections(self) -> int:
         return len(self._conn_device)
@@ -479,9 +499,24 @@ class Notifications:
 
     async def _notify(self, conn: Connection, msg: Notify, payload: bytes) -> None:
         sender_device = self.device_of(conn)
+        try:
+            subscribers = await self.registry.doc_subscribers(msg.doc)
+        except StorageUnavailable as e:
+            self.router.error(conn, "storage_unavailable", str(e), "notify", abuse=False)
+            return
+        related = self.listens(conn.did, msg.doc) or any(r.did == conn.did for r in subscribers)
+        if not related or (
+            self.may_notify is not None and not await self.may_notify(conn.did, msg.doc)
+        ):
+            self.router.error(
+                conn, "not_member",
+                "notify needs a connection of yours listening to the document or a push "
+                "subscription of yours to it", "notify", abuse=False,
+            )  # fmt: skip
+            return
         seen: set[str] = set()
         topic = self.vapid.topic("doc\0" + msg.doc)
-        for reg in await self.registry.doc_subscribers(msg.doc):
+        for reg in subscribers:
             if reg.did == conn.did or reg.device == sender_device:
                 continue
             endpoint = reg.subscription.endpoint

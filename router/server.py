@@ -238,15 +238,17 @@ class RouterProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _CLOSED
         server = self.server
-        if server is not None:
-            server.protocols.discard(self)
-            if self.conn is not None:
-                server.router.disconnect(self.conn, "lost" if exc else "closed")
-        if self.server_state is not None:
-            self.server_state.connections.discard(self)
-        self.conn = None
-        self.parser = None
-        self.out = None
+        try:
+            if server is not None:
+                server.protocols.discard(self)
+                if self.conn is not None:
+                    server.router.disconnect(self.conn, "lost" if exc else "closed")
+        finally:
+            if self.server_state is not None:
+                self.server_state.connections.discard(self)
+            self.conn = None
+            self.parser = None
+            self.out = None
 
     # uvicorn calls this on graceful shutdown.
     def shutdown(self) -> None:
@@ -471,15 +473,21 @@ class RouterProtocol(asyncio.Protocol):
         """
         if self.state != _OPEN:
             return
-        self._send_raw(encode_close(code, reason))
-        self.state = _CLOSED
-        server = self.server
-        if server is not None and self.conn is not None:
-            if why is None:
-                why = {1000: "closed", 1001: "going_away", 1008: "abuse"}.get(code, "error")
-            server.router.disconnect(self.conn, why)
-        if self.transport is not None:
-            self.transport.close()
+        try:
+            self._send_raw(encode_close(code, reason))
+        finally:
+            # Whatever failed above, the core forgets the connection and the
+            # socket closes: a half-closed connection must not linger.
+            self.state = _CLOSED
+            server = self.server
+            try:
+                if server is not None and self.conn is not None:
+                    if why is None:
+                        why = {1000: "closed", 1001: "going_away", 1008: "abuse"}.get(code, "error")
+                    server.router.disconnect(self.conn, why)
+            finally:
+                if self.transport is not None:
+                    self.transport.close()
 
     def keepalive(self, now: float) -> None:
         """Called periodically: ping, or close a connection silent for too long."""

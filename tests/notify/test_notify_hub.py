@@ -233,3 +233,43 @@ async def test_mail_to_own_other_devices(world: World) -> None:
     world.router.receive(laptop, encode_frame(["ack", "self-1"]))
     await drain(world)
     assert phone_peer.frames[-1][0] == ["receipt", "self-1", "delivered"]
+
+
+async def test_notify_needs_a_relation_to_the_document(world: World) -> None:
+    doc = DocumentId("channel-2")
+    bob = await world.register("did:key:zB", "b", Level.ENGAGED)
+    await world.hub.registry.subscribe_doc(Did("did:key:zB"), "b", doc, Level.ENGAGED)
+    # A DID unrelated to the document: no push, whatever body and urgency it picks.
+    stranger, peer = world.connect("did:key:zStranger", "s")
+    for _ in range(21):
+        world.router.receive(stranger, encode_frame(["notify", doc, "urgent"], b"click me"))
+    assert await drain(world) == []
+    errors = [h for h, _ in peer.frames if h[0] == "error"]
+    assert len(errors) == 21 and {tuple(h[1:2] + h[3:]) for h in errors} == {
+        ("not_member", "notify")
+    }
+    assert not stranger.peer.closed  # type: ignore[attr-defined]
+    # Listening to the document (visible presence) relates it; so does a subscription.
+    world.router.receive(stranger, encode_frame(["listen", doc]))
+    world.router.receive(stranger, encode_frame(["notify", doc, "normal"]))
+    assert [p.sub_id for p in await drain(world)] == [bob.sub_id]
+    world.router.receive(stranger, encode_frame(["listen"]))
+    world.router.receive(stranger, encode_frame(["notify", doc, "normal"]))
+    assert await drain(world) == []
+    carol = await world.register("did:key:zC", "c", Level.ENGAGED)
+    await world.hub.registry.subscribe_doc(Did("did:key:zC"), "c", doc, Level.ENGAGED)
+    sender, _ = world.connect("did:key:zC", "c2")
+    world.router.receive(sender, encode_frame(["notify", doc, "normal"]))
+    assert [p.sub_id for p in await drain(world)] == [bob.sub_id]
+    assert carol.sub_id != bob.sub_id
+    # The membership hook (space authority) can refuse a related DID too.
+    asked: list[tuple[str, str]] = []
+
+    async def members_only(did: Did, doc_id: DocumentId) -> bool:
+        asked.append((did, doc_id))
+        return False
+
+    world.hub.may_notify = members_only
+    world.router.receive(sender, encode_frame(["notify", doc, "normal"]))
+    assert await drain(world) == []
+    assert asked == [("did:key:zC", doc)]

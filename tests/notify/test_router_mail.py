@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -51,6 +52,20 @@ async def register(router: Router, who: Person, sub: dict[str, object], level: s
     assert resp.json() == {"device": device, "level": level}
 
 
+async def escaped_xrpc(
+    router: Router, who: Person, method: str, body: dict[str, object]
+) -> httpx.Response:
+    """POST `body` as ASCII JSON (non-ASCII escaped, so lone surrogates go through)."""
+    nsid = f"chat.hearth.v1.push.{method}"
+    token = mint_service_jwt(who.signer, iss=who.did, aud=router.did, lxm=nsid)
+    async with httpx.AsyncClient(timeout=WAIT) as client:
+        return await client.post(
+            f"{router.url}/xrpc/{nsid}",
+            content=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+
+
 async def test_push_xrpc_endpoints(tmp_path: Path) -> None:
     bob = Person()
     async with running_router(tmp_path) as r:
@@ -86,6 +101,13 @@ async def test_push_xrpc_endpoints(tmp_path: Path) -> None:
         assert resp.status_code == 200
         resp = await r.xrpc(bob.signer, "subscribeDocument", {"device": "other", "docId": "d1"})
         assert resp.status_code == 404
+        # Lone surrogates (JSON escapes) cannot be stored: 400, not 500.
+        lone = {"device": derived, "docId": "d\ud800"}
+        resp = await escaped_xrpc(r, bob, "subscribeDocument", lone)
+        assert resp.status_code == 400 and resp.json()["error"] == "InvalidRequest"
+        odd = {**sub, "endpoint": "http://127.0.0.1:9/\udc00"}
+        resp = await escaped_xrpc(r, bob, "register", {"subscription": odd})
+        assert resp.status_code == 400 and resp.json()["error"] == "InvalidSubscription"
         resp = await r.xrpc(bob.signer, "unsubscribeDocument", {"device": derived, "docId": "d1"})
         assert resp.json() == {"removed": True}
         resp = await r.xrpc(bob.signer, "unregister", {"endpoint": sub["endpoint"]})

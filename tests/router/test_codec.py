@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.frames import FrameError, decode_frame, encode_frame, quote
+from router.frames import FrameError, decode_frame, encode_frame, encode_header, is_encodable, quote
 from router.messages import MessageError, parse_client_message
 from router.websocket import (
     EV_BINARY,
@@ -216,3 +216,48 @@ def test_close_frames() -> None:
     assert parse_close(b"") == (1005, "")
     with pytest.raises(ProtocolError):
         parse_close(struct.pack("!H", 999))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ["listen", "\ud800", "doc"],
+        ["\udfff"],
+        ["send", "did:key:z", "c", "d\udc00c"],
+        ["mail", "did:key:z", "m", 60, "normal", {"k\ud800": 1}],
+        ["notify", ["deep", ["\ud834"]], "ping"],
+    ],
+)
+def test_lone_surrogates_are_bad_type(header: list[object]) -> None:
+    # JSON may escape a lone surrogate; such a string cannot be encoded again,
+    # so every frame echoing it would fail: it is refused at parse time.
+    data = encode_frame_bytes(json.dumps(header).encode())
+    with pytest.raises(FrameError) as info:
+        decode_frame(data)
+    assert info.value.code == "bad_type"
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
+    for text in ("\U0001f600", "\\ud800", "caf\u00e9"):
+        data = encode_frame_bytes(json.dumps(["listen", text]).encode())
+        assert decode_frame(data)[0] == ["listen", text]
+    assert is_encodable("\U0001f600") and not is_encodable("a\ud800")
+
+
+def encode_frame_bytes(head: bytes) -> bytes:
+    return struct.pack("<I", len(head)) + head
+
+
+_with_surrogates = st.one_of(st.sampled_from("\ud800\udbff\udc00\udfff\\u"), st.characters())
+
+
+@given(st.lists(st.text(_with_surrogates, max_size=8), min_size=1))
+def test_a_decoded_header_can_always_be_encoded_again(strings: list[str]) -> None:
+    data = encode_frame_bytes(json.dumps(strings).encode())
+    try:
+        header, _ = decode_frame(data)
+    except FrameError as e:
+        assert e.code == "bad_type"
+        assert not all(is_encodable(s) for s in strings)
+    else:
+        encode_header(header)

@@ -315,3 +315,64 @@ def test_listen_rate_refills_and_leaves_send_alone() -> None:
     clock.now += 1.0
     listen(router, a, "3")
     assert pa.take() == [] and list(a.interests) == ["3"]
+
+
+class FailingPeer(MemPeer):
+    """A peer whose writes fail for frames naming `poison` (as a failing encoder would)."""
+
+    def __init__(self, poison: str) -> None:
+        super().__init__()
+        self.poison = poison
+
+    def write(self, frame: bytes) -> None:
+        if self.poison.encode() in frame:
+            raise RuntimeError("write failed")
+        super().write(frame)
+
+
+def assert_no_trace(router: Router, conn: Connection) -> None:
+    assert conn.conn_id not in router.connections
+    assert conn.did not in router.by_did or conn.conn_id not in router.by_did[conn.did]
+    assert all(conn.conn_id not in members for members in router.docs.values())
+
+
+def test_cleanup_is_complete_after_a_handler_failed_midway() -> None:
+    router, _ = make()
+    pa = FailingPeer("d2")
+    a = router.connect(Did("did:key:za"), pa)
+    b, pb = join(router, "did:key:zb")
+    listen(router, a, "d1", "d2", "d3")
+    listen(router, b, "d1")
+    pa.take(), pb.take()
+    c, _pc = join(router, "did:key:zc")
+    # a's peer fails when told that c joined d2: the handler raises midway.
+    with pytest.raises(RuntimeError):
+        listen(router, c, "d1", "d2", "d3")
+    # Closing c fails again when telling a about d2; d1 and d3 are still told.
+    router.disconnect(c)
+    assert_no_trace(router, c)
+    assert ["leave", "did:key:zc", c.conn_id, "d3"] in pa.take()
+    assert pb.take()[-1] == ["leave", "did:key:zc", c.conn_id, "d1"]
+    pa.poison = "nothing"
+    d, pd = join(router, "did:key:zd")
+    listen(router, d, "d1", "d2", "d3")  # later listeners hear of no ghost
+    assert {h[1] for h in pd.take()} == {"did:key:za", "did:key:zb"}
+    for conn in (a, b, d):
+        router.disconnect(conn)
+    assert router.docs == {} and router.connections == {} and router.by_did == {}
+
+
+def test_removing_interests_fails_midway_without_ghosts() -> None:
+    router, _ = make()
+    pa = FailingPeer("nothing")
+    a = router.connect(Did("did:key:za"), pa)
+    b, _pb = join(router, "did:key:zb")
+    listen(router, a, "d1", "d2")
+    listen(router, b, "d1", "d2")
+    pa.poison = "d1"
+    with pytest.raises(RuntimeError):
+        listen(router, b, "d3")  # telling a that b left d1 fails
+    assert set(router.docs["d3"]) == {b.conn_id}
+    assert b.conn_id not in router.docs["d1"] and b.conn_id not in router.docs["d2"]
+    router.disconnect(b)
+    assert_no_trace(router, b)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import time
 from collections.abc import Callable
@@ -461,6 +462,7 @@ async def test_a_failing_handler_closes_only_its_connection(router: RunningRoute
         raise RuntimeError("handler bug")
 
     a, b = await open_raw(router), await open_raw(router)
+    await a.send(["listen", "d"])
     CLIENT_MESSAGES["boom"] = parse
     router.state.router.register(Boom, explode)
     try:
@@ -471,8 +473,49 @@ async def test_a_failing_handler_closes_only_its_connection(router: RunningRoute
     finally:
         del CLIENT_MESSAGES["boom"]
     await b.send(["listen", "d"])
-    await b.expect_nothing()
+    await b.expect_nothing()  # no join about the failed connection
     assert router.state.router.stats.closed["internal_error"] == 1
+    assert router.state.router.docs == {
+        "d": {b.conn_id: router.state.router.connections[b.conn_id]}
+    }
+    await b.close()
+
+
+def raw_header(header: list[object], body: bytes = b"") -> bytes:
+    """A frame whose header is JSON with escapes (lone surrogates survive `json.dumps`)."""
+    head = json.dumps(header).encode()
+    return len(head).to_bytes(4, "little") + head + body
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ["listen", "\ud800", "doc"],
+        ["fly\udfff", "x"],
+        ["send", "did:key:z6Mk", "01J0000000000000000000000", "d\udc00"],
+        ["mail", "did:key:z6Mk", "m\ud800", 60, "normal"],
+        ["notify", "doc\ud800", "ping"],
+        ["signal", "did:key:z6Mk", "01J0000000000000000000000", "\udbff"],
+    ],
+)
+async def test_lone_surrogates_get_bad_type_and_leave_no_ghost(
+    router: RunningRouter, header: list[object]
+) -> None:
+    header = [json.loads(f'"{h}"') if isinstance(h, str) else h for h in header]
+    core = router.state.router
+    for _ in range(20):
+        a = await open_raw(router)
+        await a.send(["listen", "doc"])
+        await a.ws.send(raw_header(header, b"body"))
+        got, _ = await a.recv()
+        assert got[:2] == ["error", "bad_type"], got
+        await a.expect_nothing()  # the connection stays usable
+        await a.close()
+    await until(lambda: not core.connections)
+    assert core.docs == {}
+    b = await open_raw(router)
+    await b.send(["listen", "doc"])
+    await b.expect_nothing()  # no ghost is announced
     await b.close()
 
 
