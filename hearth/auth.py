@@ -171,7 +171,7 @@ def address_key(host: str | None) -> str:
     if not host:
         return ""
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(host.split("%", 1)[0])  # without an IPv6 zone
     except ValueError:
         return host[:64]
     if isinstance(ip, ipaddress.IPv6Address):

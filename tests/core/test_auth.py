@@ -335,6 +335,7 @@ def test_address_keys() -> None:
     assert address_key("192.0.2.1") == "192.0.2.1"
     assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
     assert address_key("2001:db8::1") == address_key("2001:db8::ffff:1") == "2001:db8::/64"
+    assert address_key("fe80::1%eth0") == "fe80::/64"
     assert address_key(None) == "" and address_key("unix-socket") == "unix-socket"
 
 
