@@ -121,8 +121,8 @@ OPTIONS = (
         "send_queue_bytes",
         int,
         32 * 1024 * 1024,
-        "outgoing bytes held per connection (queue and socket buffer; one message onto an"
-        " empty buffer always fits); a peer that reads slower is closed with 1008",
+        "outgoing bytes held per connection (queue and socket buffer) beyond the biggest"
+        " message it is being sent; a peer that reads slower is closed with 1008",
     ),
     Option(
         "send_total_bytes",

@@ -49,9 +49,10 @@ class WsConnection:
 
     What it holds for the peer (its queue, the frame being written, and what the
     asyncio transport still buffers when the server exposes it) is bounded by
-    `max_queue_bytes`: a peer that does not read fast enough to keep under it is
-    closed with 1008 rather than allowed to grow the server's memory (one message
-    onto an empty buffer is always accepted, however big). The same bytes count
+    `max_queue_bytes` beyond the biggest frame the socket may still hold (a first
+    sync of a big document is one message, maybe bigger than the bound): a peer
+    that does not read fast enough to keep under it is closed with 1008 rather than
+    allowed to grow the server's memory. The same bytes count
     against the process-wide `budget`, which may shed this connection when others
     need the room (see `syncserver/outgoing.py`). automerge-repo reconnects and
     resumes.
@@ -72,6 +73,8 @@ class WsConnection:
         self._queue: deque[bytes] = deque()
         self._queued = 0
         self._in_hand = 0  # the frame being written
+        # The biggest frame given to the socket since its buffer was last seen empty.
+        self._big_frame = 0
         self._wake = asyncio.Event()
         self._closing: tuple[int, str] | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
@@ -89,7 +92,11 @@ class WsConnection:
             return
         data = encode_message(message)
         held = self.buffered_bytes()
-        if held and held + len(data) > self._max:
+        # The bound applies beyond the biggest frame the socket may still hold: one
+        # message bigger than the bound (a first sync of a big document) must not get
+        # its reader closed for the small messages that come in behind it.
+        behind = held - min(self._big_frame, held - self._queued)
+        if behind and behind + len(data) > self._max:
             log.warning("closing a slow consumer (%d bytes held)", held)
             self._metrics.refused.labels("slow_consumer").inc()
             self.shed(CLOSE_SLOW_CONSUMER, "slow consumer: send queue full")
@@ -144,8 +151,11 @@ class WsConnection:
                     data = self._queue.popleft()
                     self._queued -= len(data)
                     self._in_hand = len(data)
+                    self._big_frame = max(self._big_frame, len(data))
                     await self._ws.send_bytes(data)
                     self._in_hand = 0
+                    if self._transport is None or not self._transport.get_write_buffer_size():
+                        self._big_frame = 0
                     self._metrics.bytes_out.inc(len(data))
                     # Not held past its write: the transport has its own copy now.
                     del data

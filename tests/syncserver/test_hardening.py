@@ -18,6 +18,7 @@ from syncserver.automerge.leb128 import encode_uleb
 from tests.syncserver.helpers import (
     TIMEOUT,
     RawPeer,
+    RunningServer,
     metric,
     rss_bytes,
     server_at,
@@ -67,13 +68,14 @@ async def test_document_chunks_are_refused_and_leave_nothing_behind(tmp_path: Pa
 
 
 class DeafReader:
-    """A WebSocket client that joins, asks for a document, and never reads again.
+    """A WebSocket client that joins, asks for a document, and reads only when told.
 
     Raw asyncio streams with a small receive buffer: a client library would read
     the socket in the background and so drain the server's buffers for us.
     """
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
         self.writer = writer
 
     @classmethod
@@ -94,7 +96,7 @@ class DeafReader:
         )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         assert head.startswith(b"HTTP/1.1 101"), head
-        self = cls(writer)
+        self = cls(reader, writer)
         self.send(
             {
                 "type": "join",
@@ -117,6 +119,16 @@ class DeafReader:
         await writer.drain()
         return self
 
+    async def frame(self) -> tuple[int, bytes]:
+        """The next frame from the server: (opcode, payload)."""
+        head = await asyncio.wait_for(self.reader.readexactly(2), TIMEOUT)
+        length = head[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await self.reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await self.reader.readexactly(8), "big")
+        return head[0] & 0x0F, await asyncio.wait_for(self.reader.readexactly(length), TIMEOUT)
+
     def send(self, obj: object) -> None:
         payload = cbor2.dumps(obj)
         assert len(payload) < 126
@@ -134,34 +146,40 @@ async def health(url: str) -> dict[str, int]:
     return value
 
 
+def big_document() -> Document:
+    """16 MiB: 64 changes of 256 KiB."""
+    doc = Document()
+    actor = os.urandom(16)
+    for seq in range(1, 65):
+        doc.apply(
+            encode_change(
+                deps=doc.heads,
+                actor=actor,
+                seq=seq,
+                start_op=seq,
+                columns=b"\x00" + os.urandom(256 * 1024),
+            )
+        )
+    return doc
+
+
+async def upload_public(server: RunningServer, owner: Signer, doc: Document) -> str:
+    token = await server.token_for(owner)
+    doc_id = new_document_id()
+    async with RawPeer.connect(server.ws(token), "owner") as peer:
+        await sync_until_acked(peer, doc_id, doc)
+    r = await server.xrpc("POST", "setAccess", owner, body={"documentId": doc_id, "public": True})
+    assert r.status_code == 200, r.text
+    return doc_id
+
+
 async def test_readers_that_never_read_are_shed_slowest_first(tmp_path: Path) -> None:
     total = 64 * MiB
     async with server_process(
         tmp_path, "--memory-storage", "true", "--send-total-bytes", str(total)
     ) as (proc, url):
         server = await server_at(url)
-        owner = Signer.generate()
-        token = await server.token_for(owner)
-        doc_id = new_document_id()
-        # A 16 MiB public document: 64 changes of 256 KiB.
-        doc = Document()
-        actor = os.urandom(16)
-        for seq in range(1, 65):
-            doc.apply(
-                encode_change(
-                    deps=doc.heads,
-                    actor=actor,
-                    seq=seq,
-                    start_op=seq,
-                    columns=b"\x00" + os.urandom(256 * 1024),
-                )
-            )
-        async with RawPeer.connect(server.ws(token), "owner") as peer:
-            await sync_until_acked(peer, doc_id, doc)
-        r = await server.xrpc(
-            "POST", "setAccess", owner, body={"documentId": doc_id, "public": True}
-        )
-        assert r.status_code == 200, r.text
+        doc_id = await upload_public(server, Signer.generate(), big_document())
         rounds = await metric(server, "hearth_syncserver_sync_rounds_total")
         before = rss_bytes(proc.pid)
         readers = []
@@ -185,3 +203,56 @@ async def test_readers_that_never_read_are_shed_slowest_first(tmp_path: Path) ->
                 reader.close()
         await wait_for_health(url, "peers", 0)
         assert (await health(url))["outgoingBytes"] == 0
+
+
+async def test_a_reader_of_a_document_bigger_than_its_bound_gets_it_and_what_follows(
+    tmp_path: Path,
+) -> None:
+    async with server_process(
+        tmp_path, "--memory-storage", "true", "--send-queue-bytes", str(MiB)
+    ) as (_proc, url):
+        server = await server_at(url)
+        owner = Signer.generate()
+        doc = big_document()
+        doc_id = await upload_public(server, owner, doc)
+        reader = await DeafReader.ask(url, "slow", doc_id)
+        try:
+            # The 16 MiB reply sits in the server's buffers while the reader waits...
+            deadline = asyncio.get_running_loop().time() + TIMEOUT
+            while (await health(url))["outgoingBytes"] < 2 * MiB:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(20 * MS)
+            # ... and small messages for it come in behind: they are queued, not a
+            # reason to close it (one message beyond the bound is always allowed).
+            token = await server.token_for(owner)
+            async with RawPeer.connect(server.ws(token), "talker") as talker:
+                await sync_until_acked(talker, doc_id, Document.load(doc.save()))
+                for count in range(1, 4):
+                    await talker.send_raw(
+                        {
+                            "type": "ephemeral",
+                            "senderId": "talker",
+                            "targetId": talker.server_peer_id,
+                            "documentId": doc_id,
+                            "sessionId": "s",
+                            "count": count,
+                            "data": b"x" * 1000,
+                        }
+                    )
+                await wait_for_metric(
+                    server, "hearth_syncserver_messages_in_total", 3, type="EphemeralMessage"
+                )
+                seen = []
+                while len(seen) < 3:
+                    opcode, payload = await reader.frame()
+                    assert opcode == 2, (opcode, payload[2:])
+                    message = cbor2.loads(payload)
+                    if message["type"] == "sync":
+                        got = Document()
+                        got.receive_sync_message(SyncState(), message["data"])
+                        assert got.heads == doc.heads
+                    elif message["type"] == "ephemeral":
+                        seen.append(message["count"])
+                assert seen == [1, 2, 3]
+        finally:
+            reader.close()
