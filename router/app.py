@@ -46,6 +46,15 @@ log = logging.getLogger("hearth.router")
 TOKEN_NSIDS = ("chat.roomy.v0.router.token", "chat.hearth.v1.router.token")
 
 _DEFAULTS = Limits()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
 OPTIONS = (
     Option("max_frame_bytes", int, _DEFAULTS.max_frame_bytes, "largest WebSocket message (bytes)"),
     Option("max_interests", int, _DEFAULTS.max_interests, "docs one connection may listen to"),
@@ -75,7 +84,7 @@ OPTIONS = (
     Option("token_ttl", float, 30.0, "seconds a router token stays valid"),
     Option(
         "token_capacity",
-        int,
+        _positive_int,
         100_000,
         "live router tokens kept (~500 bytes each); full, the oldest token of the address"
         " holding the most is forgotten",
