@@ -268,6 +268,7 @@ async def main(args: argparse.Namespace) -> None:
         **os.environ,
         "HEARTH_LOG_LEVEL": os.environ.get("HEARTH_LOG_LEVEL", "warning"),
         "HEARTH_ROUTER_PUSH_ALLOW_HTTP": "1",
+        "HEARTH_MAX_CONNECTIONS_PER_ADDRESS": "0",  # every client is 127.0.0.1
         "HEARTH_ROUTER_MAILBOX_PER_SENDER": str(total * 2),
         "HEARTH_ROUTER_MAIL_RATE": "100000",
         "HEARTH_ROUTER_MAIL_BURST": "100000",

@@ -245,6 +245,7 @@ def start_hearth(tmp: Path) -> Target:
         "HEARTH_LOG_LEVEL": "warning",
         "HEARTH_ROUTER_AUTH_RATE": "0",
         "HEARTH_ROUTER_AUTH_DID_KEY_LIFETIME": "300",
+        "HEARTH_MAX_CONNECTIONS_PER_ADDRESS": "0",  # thousands of clients, one address
     }
     proc = subprocess.Popen(
         [str(ROOT / ".venv/bin/hearth"), "router", "--port", str(port), "--data-dir", str(tmp)],

@@ -90,7 +90,12 @@ async def hearth_server(data_dir: Path) -> AsyncIterator[Server]:
         "--data-dir",
         str(data_dir),
         # Every client is 127.0.0.1: no per-address token budget in the bench.
-        env={**os.environ, "HEARTH_LOG_LEVEL": "warning", "HEARTH_SYNCSERVER_AUTH_RATE": "0"},
+        env={
+            **os.environ,
+            "HEARTH_LOG_LEVEL": "warning",
+            "HEARTH_SYNCSERVER_AUTH_RATE": "0",
+            "HEARTH_MAX_CONNECTIONS_PER_ADDRESS": "0",
+        },
         stdout=asyncio.subprocess.DEVNULL,
     )
     http = f"http://127.0.0.1:{port}"

@@ -26,9 +26,17 @@ from hearth.config import (
     build_options,
     build_settings,
 )
-from hearth.frontend import create_frontend_app
+from hearth.connguard import Listener, guarded_http_protocol
+from hearth.frontend import create_frontend_app, max_proxy_body
 from hearth.http import with_cors
 from hearth.logs import configure_logging
+from hearth.netlimits import (
+    ConnectionTable,
+    NetLimits,
+    SocketBudget,
+    raise_fd_limit,
+    sockets_for_fd_limit,
+)
 from hearth.service import Service, load_services
 
 log = logging.getLogger("hearth")
@@ -38,11 +46,14 @@ FRONTEND_PORT = 8700
 
 class _Server(uvicorn.Server):
     """A uvicorn server on a socket we bound, leaving signal handling to us,
-    so several share one loop."""
+    so several share one loop; connections are accepted by a `Listener`
+    (admission per address and process), not by `loop.create_server`."""
 
-    def __init__(self, config: uvicorn.Config, sock: socket.socket) -> None:
+    def __init__(self, config: uvicorn.Config, sock: socket.socket, table: ConnectionTable) -> None:
         super().__init__(config)
         self.sock = sock
+        self.table = table
+        self.listener: Listener | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -50,6 +61,28 @@ class _Server(uvicorn.Server):
 
     async def serve_bound(self) -> None:
         await self.serve(sockets=[self.sock])
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])  # the lifespan; no listening here
+        config = self.config
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.Protocol:
+            made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=loop,
+            )
+            return made
+
+        self.listener = Listener(self.sock, protocol, self.table)
+        self.listener.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        await super().shutdown(sockets=sockets)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -76,16 +109,38 @@ def _bound_settings(settings: Settings) -> tuple[Settings, socket.socket]:
     return dataclasses.replace(settings, port=sock.getsockname()[1]), sock
 
 
-def _make_server(app: Any, sock: socket.socket, extra: Mapping[str, Any]) -> _Server:
+def _socket_budget(settings: Settings) -> SocketBudget:
+    """The process's cap on open client connections, shared by all its servers."""
+    fd_limit = raise_fd_limit()
+    return SocketBudget(settings.max_sockets or sockets_for_fd_limit(fd_limit))
+
+
+def _make_server(
+    app: Any,
+    sock: socket.socket,
+    extra: Mapping[str, Any],
+    settings: Settings,
+    budget: SocketBudget,
+) -> _Server:
+    limits = NetLimits(
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_per_address=settings.max_connections_per_address,
+        max_sockets=budget.limit,
+    )
+    protocol = guarded_http_protocol(limits)
     options: dict[str, Any] = {
         "access_log": False,  # our middleware logs paths without query strings
         "log_config": None,
         "lifespan": "on",
         "ws_per_message_deflate": False,
         "server_header": False,
+        # Admission per address and process, header and body deadlines.
+        "http": protocol,
     }
     options.update(extra)
-    return _Server(uvicorn.Config(with_cors(app), **options), sock)
+    table = ConnectionTable(limits.max_per_address, budget)
+    return _Server(uvicorn.Config(with_cors(app), **options), sock, table)
 
 
 async def _serve_all(servers: list[_Server]) -> None:
@@ -128,14 +183,22 @@ def cmd_up(args: argparse.Namespace, services: dict[str, Service]) -> None:
     servers = []
     urls = {}
     data_dir = None
+    budget = _socket_budget(build_settings(args, None, 0))
     for svc in services.values():
         config, sock = _service_config(svc, None, args)
         app = svc.create_app(config)
-        servers.append(_make_server(app, sock, svc.uvicorn_options(config)))
+        servers.append(
+            _make_server(app, sock, svc.uvicorn_options(config), config.settings, budget)
+        )
         urls[svc.name] = config.settings.url
         data_dir = config.settings.data_dir
+    try:
+        max_body = max_proxy_body()
+    except ValueError as e:
+        raise ConfigError(f"HEARTH_FRONTEND_MAX_BODY: {e}") from e
     fe_settings, fe_sock = _bound_settings(build_settings(args, "frontend", FRONTEND_PORT))
-    servers.insert(0, _make_server(create_frontend_app(urls), fe_sock, {}))
+    frontend = create_frontend_app(urls, max_body=max_body)
+    servers.insert(0, _make_server(frontend, fe_sock, {}, fe_settings, budget))
     print(f"Hearth {hearth.__version__} (data in {(data_dir or Path('data')).resolve()})")
     print(f"  frontend    {fe_settings.url}")
     for name, url in urls.items():
@@ -147,7 +210,8 @@ def cmd_up(args: argparse.Namespace, services: dict[str, Service]) -> None:
 def cmd_service(svc: Service, args: argparse.Namespace) -> None:
     config, sock = _service_config(svc, args, args)
     app = svc.create_app(config)
-    server = _make_server(app, sock, svc.uvicorn_options(config))
+    budget = _socket_budget(config.settings)
+    server = _make_server(app, sock, svc.uvicorn_options(config), config.settings, budget)
     print(f"{svc.name} {hearth.__version__} on {config.settings.url}", flush=True)
     asyncio.run(_serve_all([server]))
 
@@ -169,8 +233,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     services = load_services()
     args = build_parser(services).parse_args(argv)
     try:
+        settings = build_settings(args, None if args.command == "up" else args.command, 0)
         configure_logging(
-            build_settings(args, None if args.command == "up" else args.command, 0).log_level
+            settings.log_level,
+            repeat_burst=settings.log_repeat_burst,
+            repeat_window=settings.log_repeat_window,
         )
         if args.command == "up":
             cmd_up(args, services)

@@ -14,10 +14,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from hearth.files import private_dir
 
 log = logging.getLogger("hearth.config")
+
+_N = TypeVar("_N", int, float)
 
 
 class ConfigError(ValueError):
@@ -90,6 +93,13 @@ class Settings:
     http_hosts: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     resolver_timeout: float = 5.0
     allow_private_hosts: bool = False  # resolve did:web/handle hosts at private addresses
+    # Connection limits (hearth.netlimits): 0 turns one off.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections_per_address: int = 128
+    max_sockets: int = 0  # 0: three quarters of the file-descriptor limit
+    log_repeat_burst: int = 10  # identical warnings logged per window before collapsing
+    log_repeat_window: float = 60.0
 
     @property
     def url(self) -> str:
@@ -158,6 +168,24 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, with_port: bool = T
         )
     parser.add_argument("--data-dir", help="state directory (env HEARTH_DATA_DIR, default ./data)")
     parser.add_argument("--log-level", help="debug|info|warning|error (env HEARTH_LOG_LEVEL)")
+    parser.add_argument(
+        "--header-timeout",
+        help="seconds a client has to send a request head (env HEARTH_HEADER_TIMEOUT, default 10)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        help="seconds a client has to send a request body (env HEARTH_BODY_TIMEOUT, default 30)",
+    )
+    parser.add_argument(
+        "--max-connections-per-address",
+        help="open connections of one client address to one service, 0: no cap "
+        "(env HEARTH_MAX_CONNECTIONS_PER_ADDRESS, default 128)",
+    )
+    parser.add_argument(
+        "--max-sockets",
+        help="open client connections of the whole process, 0: from the file-descriptor limit "
+        "(env HEARTH_MAX_SOCKETS)",
+    )
 
 
 def add_service_arguments(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
@@ -203,9 +231,43 @@ def build_settings(
             http_hosts=http_hosts,
             resolver_timeout=float(env.get("HEARTH_RESOLVER_TIMEOUT", "5")),
             allow_private_hosts=parse_bool(env.get("HEARTH_ALLOW_PRIVATE_HOSTS", "")),
+            header_timeout=_non_negative(
+                float(pick(getattr(args, "header_timeout", None), "HEARTH_HEADER_TIMEOUT") or 10),
+                "header timeout",
+            ),
+            body_timeout=_non_negative(
+                float(pick(getattr(args, "body_timeout", None), "HEARTH_BODY_TIMEOUT") or 30),
+                "body timeout",
+            ),
+            max_connections_per_address=_non_negative(
+                int(
+                    pick(
+                        getattr(args, "max_connections_per_address", None),
+                        "HEARTH_MAX_CONNECTIONS_PER_ADDRESS",
+                    )
+                    or 128
+                ),
+                "max connections per address",
+            ),
+            max_sockets=_non_negative(
+                int(pick(getattr(args, "max_sockets", None), "HEARTH_MAX_SOCKETS") or 0),
+                "max sockets",
+            ),
+            log_repeat_burst=_non_negative(
+                int(env.get("HEARTH_LOG_REPEAT_BURST", "10")), "log repeat burst"
+            ),
+            log_repeat_window=_non_negative(
+                float(env.get("HEARTH_LOG_REPEAT_WINDOW", "60")), "log repeat window"
+            ),
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e
+
+
+def _non_negative(value: _N, what: str) -> _N:
+    if value < 0:
+        raise ConfigError(f"{what} must be >= 0, got {value}")
+    return value
 
 
 def build_options(

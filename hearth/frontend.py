@@ -6,12 +6,21 @@ The pass-through exists because the PWA's origin differs from each service's
 (each has its own port), and the services answer XRPC without CORS headers:
 the browser calls them through its own origin instead. WebSockets (router,
 syncserver) are not subject to CORS and go to the services directly.
+
+Costs: a proxied request holds at most `max_body` bytes of request body (1 MiB
+by default, `HEARTH_FRONTEND_MAX_BODY`; a larger declared or streamed body is
+413 as soon as it passes the limit) plus the service's answer; at most
+`PROXY_CONNECTIONS` connections are open to the services at once, all from
+this process's address, so they stay well under a service's per-address cap.
+The path and query go through unchanged and are never logged (they carry
+tokens and document ids); paths with control characters are 400.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -20,6 +29,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hearth.http import EXCEPTION_HANDLERS, read_body, xrpc_error
 
 PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>Hearth</title>
 <h1>Hearth</h1><p>The frontend is not built yet (run <code>make up</code>, or it is
@@ -30,6 +42,10 @@ FORWARD_REQUEST_HEADERS = ("authorization", "content-type", "accept", "atproto-p
 FORWARD_RESPONSE_HEADERS = ("content-type", "cache-control", "www-authenticate")
 MAX_PROXY_BODY = 1 << 20
 PROXY_TIMEOUT = 15.0
+PROXY_CONNECTIONS = 32
+# C0 controls and DEL, raw or percent-decoded: no file or service path has one,
+# and a NUL makes file-system calls raise.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def default_dist() -> Path:
@@ -39,10 +55,44 @@ def default_dist() -> Path:
     return Path(__file__).resolve().parent.parent / "frontend" / "dist"
 
 
-def create_frontend_app(service_urls: Mapping[str, str], dist: Path | None = None) -> Starlette:
+def max_proxy_body() -> int:
+    """`HEARTH_FRONTEND_MAX_BODY`, else `MAX_PROXY_BODY`; ValueError if not a size."""
+    raw = os.environ.get("HEARTH_FRONTEND_MAX_BODY")
+    if raw is None:
+        return MAX_PROXY_BODY
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"HEARTH_FRONTEND_MAX_BODY must be >= 0, got {raw!r}")
+    return value
+
+
+class RefuseControlCharacters:
+    """400 for a request whose decoded path holds a control character (`/%00`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _CONTROL.search(scope["path"]):
+            response = xrpc_error(400, "InvalidRequest", "control character in the path")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def create_frontend_app(
+    service_urls: Mapping[str, str], dist: Path | None = None, *, max_body: int = MAX_PROXY_BODY
+) -> Starlette:
     root = (dist or default_dist()).resolve()
     targets = {name: url.rstrip("/") for name, url in service_urls.items()}
-    client = httpx.AsyncClient(timeout=PROXY_TIMEOUT, follow_redirects=False, trust_env=False)
+    client = httpx.AsyncClient(
+        timeout=PROXY_TIMEOUT,
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(
+            max_connections=PROXY_CONNECTIONS, max_keepalive_connections=PROXY_CONNECTIONS // 4
+        ),
+    )
 
     async def config(_request: Request) -> Response:
         return JSONResponse(
@@ -54,19 +104,22 @@ def create_frontend_app(service_urls: Mapping[str, str], dist: Path | None = Non
         )
 
     async def proxy(request: Request) -> Response:
-        base = targets.get(request.path_params["service"])
+        service = request.path_params["service"]
+        base = targets.get(service)
         if base is None:
             return JSONResponse({"error": "NotFound", "message": "no such service"}, 404)
-        body = await request.body()
-        if len(body) > MAX_PROXY_BODY:
-            return JSONResponse({"error": "PayloadTooLarge", "message": "body too large"}, 413)
-        url = f"{base}/{request.path_params['path']}"
+        body = await read_body(request, max_body)
+        # The raw (still percent-encoded) path: decoding and re-encoding could
+        # turn an encoded `?` or `/` into a different request.
+        raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
+        rest = raw_path.decode("latin-1").split("/", 3)[3]  # after "/svc/<service>/"
+        url = f"{base}/{rest}"
         if request.url.query:
             url += "?" + request.url.query
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD_REQUEST_HEADERS}
         try:
             upstream = await client.request(request.method, url, headers=headers, content=body)
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
             return JSONResponse(
                 {"error": "UpstreamFailed", "message": f"{type(e).__name__}"}, status_code=502
             )
@@ -79,8 +132,12 @@ def create_frontend_app(service_urls: Mapping[str, str], dist: Path | None = Non
         if not index.is_file():
             items = "".join(f"<li>{k}: <a href='{v}'>{v}</a></li>" for k, v in service_urls.items())
             return HTMLResponse(PLACEHOLDER.format(items=items))
-        candidate = (root / rel).resolve()
-        if candidate.is_file() and candidate.is_relative_to(root):
+        try:
+            candidate = (root / rel).resolve()
+            found = candidate.is_file() and candidate.is_relative_to(root)
+        except (OSError, ValueError):  # a name too long for the file system, ...
+            found = False
+        if found:
             # The service worker must always be revalidated, or updates never reach users.
             headers = {"Cache-Control": "no-cache"} if rel in ("sw.js", "index.html") else None
             return FileResponse(candidate, headers=headers)
@@ -91,7 +148,7 @@ def create_frontend_app(service_urls: Mapping[str, str], dist: Path | None = Non
         yield
         await client.aclose()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/config.json", config),
             Route(
@@ -102,4 +159,7 @@ def create_frontend_app(service_urls: Mapping[str, str], dist: Path | None = Non
             Route("/{path:path}", static),
         ],
         lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
     )
+    app.add_middleware(RefuseControlCharacters)
+    return app

@@ -16,7 +16,6 @@ Hearth XRPC call; the DID it proves is the DID registered.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hearth.auth import ServiceAuthVerifier
-from hearth.http import XrpcError, require_auth
+from hearth.http import XrpcError, read_json_body, require_auth
 from hearth.types import Did, DocumentId
 from router.frames import is_encodable
 from router.messages import MessageError
@@ -44,19 +43,6 @@ Context = Callable[[], tuple[Notifications, ServiceAuthVerifier] | None]
 
 def default_device(endpoint: str) -> str:
     return "ep-" + b64url(hashlib.sha256(endpoint.encode()).digest())[:22]
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise XrpcError(413, "PayloadTooLarge", f"body over {MAX_BODY} bytes")
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise XrpcError(400, "InvalidRequest", "body must be JSON") from e
-    if not isinstance(value, dict):
-        raise XrpcError(400, "InvalidRequest", "body must be a JSON object")
-    return value
 
 
 def _level(value: Any, default: Level | None = None) -> Level:
@@ -98,7 +84,8 @@ def push_routes(context: Context) -> list[Route]:
                 raise XrpcError(503, "Unavailable", "router is starting")
             notifications, verifier = ctx
             verified = await require_auth(request, verifier, nsid)
-            body = await _json(request)
+            # Authenticated first: an anonymous body is never read.
+            body = await read_json_body(request, MAX_BODY)
             result = await handler(notifications, verified.iss, body)
             return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
