@@ -420,6 +420,7 @@ def create_app(config: ServiceConfig) -> Starlette:
             "storageId": st.hub.storage_id,
             "peers": len(st.hub.peers),
             "outgoingBytes": st.outgoing.total,
+            "pendingRequests": len(st.hub.waiting) + len(st.hub.creating),
             "documents": stats.documents,
             "changes": stats.changes,
         }
