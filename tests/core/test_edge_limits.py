@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets.asyncio.client
 
 from hearth.identity import web_did_for_url
 from hearth.jwt import Signer, mint_service_jwt
@@ -281,3 +282,53 @@ async def test_a_body_that_never_finishes_is_closed(stack: Stack) -> None:
         assert time.monotonic() - start >= BODY_TIMEOUT * 0.9
     finally:
         writer.close()
+
+
+async def test_websockets_count_against_the_cap_until_they_close(stack: Stack) -> None:
+    # Syncserver: anonymous WebSockets are accepted and held.
+    port = stack.ports["syncserver"]
+    held = [
+        await websockets.asyncio.client.connect(
+            f"ws://127.0.0.1:{port}/", local_addr=("127.0.0.2", 0)
+        )
+        for _ in range(PER_ADDRESS)
+    ]
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, local_addr=("127.0.0.2", 0)
+        )
+        answer = await asyncio.wait_for(reader.read(), 5000 * MS)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        await held.pop().close()
+        # Its place is free again once the server has seen the close.
+        deadline = time.monotonic() + 5000 * MS
+        while True:
+            async with httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+            ) as client:
+                try:
+                    r = await client.get(f"{stack.url('syncserver')}/xrpc/_health")
+                except httpx.TransportError:
+                    r = None
+            if r is not None and r.status_code == 200:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+    finally:
+        for ws in held:
+            await ws.close()
+    # Router: refused upgrades end their lease too (more than the cap, one after another).
+    port = stack.ports["router"]
+    for _ in range(PER_ADDRESS + 4):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, local_addr=("127.0.0.2", 0)
+        )
+        writer.write(
+            b"GET /connect/as/did:key:z6Mkx HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        answer = await asyncio.wait_for(reader.read(), 5000 * MS)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 4"), answer[:100]
