@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import enum
 import hashlib
 import hmac
@@ -383,6 +384,15 @@ class PushStats:
     retried: int = 0
     failed: int = 0
     dropped: int = 0  # any reason: see `PushQueue.stats_dropped`
+    collapsed: int = 0  # replaced by a newer push with the same Topic before it was sent
+
+
+def _merge(queued: PushMessage, new: PushMessage) -> PushMessage:
+    """The newer push replaces a queued one, at the more urgent of their urgencies."""
+    order = list(PushUrgency)
+    if order.index(queued.urgency) > order.index(new.urgency):
+        return dataclasses.replace(new, urgency=queued.urgency)
+    return new
 
 
 class PushQueue:
@@ -403,7 +413,7 @@ class PushQueue:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sender = sender
-        self.scheduler: PushScheduler[PushMessage] = PushScheduler(limits)
+        self.scheduler: PushScheduler[PushMessage] = PushScheduler(limits, merge=_merge)
         self.limits = self.scheduler.limits
         self._stats = PushStats()
         self._on_gone = on_gone
@@ -431,6 +441,7 @@ class PushQueue:
     def stats(self) -> PushStats:
         """Counters so far (`retried` and `dropped` come from the scheduler)."""
         self._stats.retried = self.scheduler.stats.retried
+        self._stats.collapsed = self.scheduler.stats.collapsed
         self._stats.dropped = sum(self.scheduler.stats.dropped.values())
         return self._stats
 
@@ -452,8 +463,11 @@ class PushQueue:
     def submit(self, message: PushMessage, owner: str) -> bool:
         """Hold a push for `owner`'s device; False (counted as dropped) when it is refused."""
         self._stats.submitted += 1
-        origin = message.subscription.server
-        if self.scheduler.submit(message, origin, owner, self._clock()) is not None:
+        sub = message.subscription
+        # A newer push with the same Topic to the same device replaces a queued one,
+        # as the push service itself would replace an undelivered one.
+        collapse = (sub.endpoint, message.topic) if message.topic else None
+        if self.scheduler.submit(message, sub.server, owner, self._clock(), collapse) is not None:
             return False
         self._idle.clear()
         self._wake.set()
@@ -526,7 +540,7 @@ class PushQueue:
         """Prometheus families: outcomes, drops by reason, pending, in flight, circuits."""
         pushes = CounterMetricFamily(prefix + "es", "Web Push outcomes", labels=["outcome"])
         stats = self.stats
-        for outcome in ("submitted", "sent", "gone", "retried", "failed", "dropped"):
+        for outcome in ("submitted", "sent", "gone", "retried", "failed", "dropped", "collapsed"):
             pushes.add_metric([outcome], getattr(stats, outcome))
         yield pushes
         dropped = CounterMetricFamily(

@@ -30,6 +30,13 @@ Rules:
 - **Bounded.** At most `max_held` pushes held (queued, in flight or waiting
   for a retry), and at most `max_held_per_owner` for one owner, so one DID
   cannot fill the queue for everyone. A push over either bound is dropped.
+- **Collapsed under pressure.** Once an owner holds half its share, a push
+  submitted with a `collapse` key replaces (`merge`) a queued push of the
+  same origin, owner and key instead of queueing behind it, as RFC 8030's
+  `Topic` does at the push service, and a retry falling due while a newer one
+  is queued is superseded. So a backlog from one sender holds one push per
+  device, not one per mail, and honest owners with many devices rarely
+  reach their share. Below half, every push is sent.
 - **Retries** (429/5xx/unreachable) wait on a timer outside the queues:
   exponential, jittered, capped, `Retry-After` honoured, at most
   `max_attempts` tries in all.
@@ -50,7 +57,7 @@ import enum
 import heapq
 import random
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -123,6 +130,11 @@ class Ticket(Generic[T]):
     owner: str
     attempt: int = 0  # attempts already made before this one
     failing: bool = False  # counted against failing_concurrency while in flight
+    collapse: Hashable | None = None
+
+    @property
+    def key(self) -> tuple[str, str, Hashable]:
+        return (self.origin, self.owner, self.collapse)
 
 
 @dataclass(slots=True)
@@ -147,6 +159,7 @@ class _Origin(Generic[T]):
 @dataclass
 class SchedulerStats:
     retried: int = 0
+    collapsed: int = 0
     circuit_trips: int = 0
     dropped: Counter[Drop] = field(default_factory=Counter)
 
@@ -162,11 +175,19 @@ class PushScheduler(Generic[T]):
     """
 
     def __init__(
-        self, limits: PushLimits | None = None, *, rng: Callable[[], float] = random.random
+        self,
+        limits: PushLimits | None = None,
+        *,
+        rng: Callable[[], float] = random.random,
+        merge: Callable[[T, T], T] | None = None,
     ) -> None:
+        """`merge(queued, new)` is the item that replaces a queued one (default: `new`)."""
         self.limits = limits if limits is not None else PushLimits()
         self.stats = SchedulerStats()
         self._rng = rng
+        self._merge = merge
+        # The newest queued ticket per collapse key (older ones may be queued too)
+        self._collapsible: dict[tuple[str, str, Hashable], Ticket[T]] = {}
         self._origins: dict[str, _Origin[T]] = {}
         self._idle_origins: OrderedDict[str, _Origin[T]] = OrderedDict()  # breaker state only
         # Origins with pushes queued take turns in `_rotation`. One that may not
@@ -186,9 +207,22 @@ class PushScheduler(Generic[T]):
 
     # ------------------------------------------------------------ inputs
 
-    def submit(self, item: T, origin: str, owner: str, now: float) -> Drop | None:
-        """Hold a new push, or say why it was dropped."""
+    def submit(
+        self, item: T, origin: str, owner: str, now: float, collapse: Hashable | None = None
+    ) -> Drop | None:
+        """Hold a new push, or say why it was dropped.
+
+        With a `collapse` key, while the owner holds half its share or more, a
+        queued push of the same origin, owner and key takes the new one's place
+        (merged) and nothing more is held.
+        """
         lim = self.limits
+        if collapse is not None and self._pressed(owner):
+            queued = self._collapsible.get((origin, owner, collapse))
+            if queued is not None:
+                queued.item = item if self._merge is None else self._merge(queued.item, item)
+                self.stats.collapsed += 1
+                return None
         if self.held >= lim.max_held:
             return self._count(Drop.QUEUE_FULL)
         if self._held_by.get(owner, 0) >= lim.max_held_per_owner:
@@ -197,7 +231,7 @@ class PushScheduler(Generic[T]):
             return self._count(Drop.CIRCUIT_OPEN)
         self.held += 1
         self._held_by[owner] = self._held_by.get(owner, 0) + 1
-        self._enqueue(Ticket(item, origin, owner))
+        self._enqueue(Ticket(item, origin, owner, collapse=collapse))
         return None
 
     def next(self, now: float) -> Ticket[T] | None:
@@ -228,6 +262,7 @@ class PushScheduler(Generic[T]):
                 if self._flight_by.get(owner, 0) >= lim.per_owner:
                     continue
                 ticket = queue.popleft()
+                self._unindex(ticket)
                 if not queue:
                     del o.queues[owner]
                     if not o.queues:
@@ -302,6 +337,13 @@ class PushScheduler(Generic[T]):
 
     # ------------------------------------------------------------ internals
 
+    def _pressed(self, owner: str) -> bool:
+        return 2 * self._held_by.get(owner, 0) >= self.limits.max_held_per_owner
+
+    def _unindex(self, ticket: Ticket[T]) -> None:
+        if ticket.collapse is not None and self._collapsible.get(ticket.key) is ticket:
+            del self._collapsible[ticket.key]
+
     def _count(self, reason: Drop) -> Drop:
         self.stats.dropped[reason] += 1
         return reason
@@ -321,6 +363,8 @@ class PushScheduler(Generic[T]):
         if queue is None:
             queue = o.queues[ticket.owner] = deque()
         queue.append(ticket)
+        if ticket.collapse is not None:
+            self._collapsible[ticket.key] = ticket
         if ticket.origin not in self._rotation and ticket.origin not in self._failing_wait:
             self._rotation[ticket.origin] = None
 
@@ -351,6 +395,7 @@ class PushScheduler(Generic[T]):
         self.stats.circuit_trips += 1
         for queue in o.queues.values():
             for ticket in queue:
+                self._unindex(ticket)
                 self._give_up(ticket, Drop.CIRCUIT_OPEN)
         o.queues.clear()
         self._rotation.pop(name, None)
@@ -361,6 +406,13 @@ class PushScheduler(Generic[T]):
             _, _, ticket = heapq.heappop(self._timers)
             if self._is_open(self._peek(ticket.origin), now):
                 self._give_up(ticket, Drop.CIRCUIT_OPEN)
+            elif (
+                ticket.collapse is not None
+                and ticket.key in self._collapsible
+                and self._pressed(ticket.owner)
+            ):
+                self._release(ticket)  # superseded by a newer push, queued
+                self.stats.collapsed += 1
             else:
                 self._enqueue(ticket)
 

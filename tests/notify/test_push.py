@@ -317,3 +317,37 @@ async def test_names_that_never_resolve_do_not_hold_up_others(tmp_path: Path) ->
         finally:
             await queue.stop()
             await sender.aclose()
+
+
+async def test_pushes_with_one_topic_to_one_device_collapse_under_pressure(tmp_path: Path) -> None:
+    vapid = VapidKey.load_or_create(tmp_path / "vapid.pem", SUBJECT)
+    async with PushEndpoint(vapid.public_key).running() as ep:
+        sender = WebPushSender(vapid)
+        queue = PushQueue(sender, PushLimits(max_held_per_owner=4))
+        try:
+            dev, other = ep.device(), ep.device()
+            sub, other_sub = (
+                PushSubscription.from_json(d.subscription, allow_insecure=True)
+                for d in (dev, other)
+            )
+            topic = vapid.topic("did:key:zAlice")
+            # not started yet: all of these are queued
+            assert queue.submit(PushMessage(other_sub, b"3", 60, PushUrgency.LOW, topic), BOB)
+            assert queue.submit(PushMessage(sub, b"4", 60, PushUrgency.LOW), BOB)  # no topic
+            assert queue.submit(PushMessage(sub, b"1", 60, PushUrgency.NORMAL, topic), BOB)
+            assert queue.pending == 3 and queue.stats.collapsed == 0
+            # bob holds half his share or more now: the same topic to the same device collapses
+            assert queue.submit(PushMessage(sub, b"2", 60, PushUrgency.LOW, topic), BOB)
+            assert queue.pending == 3 and queue.stats.collapsed == 1
+            queue.start()
+            await within(queue.idle())
+            got = sorted([ep.received.get_nowait() for _ in range(3)], key=lambda p: p.plaintext)
+            assert [(p.sub_id, p.plaintext, p.urgency) for p in got] == [
+                (dev.sub_id, b"2", "normal"),  # the newest, at the higher urgency
+                (other.sub_id, b"3", "low"),
+                (dev.sub_id, b"4", "low"),
+            ]
+            assert ep.received.empty()
+        finally:
+            await queue.stop()
+            await sender.aclose()

@@ -18,7 +18,9 @@ from tests.notify.stall_endpoint import StallEndpoint
 from tests.notify.test_router_mail import Person, barrier, register
 
 DEVICES = 32  # the most one DID may register
-MAILS = 100  # 3,200 pushes to a push service that never answers
+SENDERS, MAILS = 20, 5  # 3,200 pushes to a push service that never answers
+# (from 20 senders: pushes to one device from one sender share a Topic and
+# collapse while queued, so a flood needs many senders)
 
 
 def _gauge(text: str, name: str) -> float:
@@ -30,6 +32,7 @@ def _gauge(text: str, name: str) -> float:
 
 async def test_dead_endpoints_of_one_did_do_not_starve_another(tmp_path: Path) -> None:
     mallory, alice, bob = Person(), Person(), Person()
+    accomplices = [Person() for _ in range(SENDERS)]
     # No stalled request ends (times out) while the test runs: whatever reaches
     # bob got past a full backlog of requests that are all still hanging.
     async with (
@@ -45,11 +48,14 @@ async def test_dead_endpoints_of_one_did_do_not_starve_another(tmp_path: Path) -
             bob_phone = honest.device()
             await register(r, bob, bob_phone.subscription, "engaged", "bob-phone")
 
+            for accomplice in accomplices:
+                m = await Client.open(r, accomplice.signer)
+                for i in range(MAILS):
+                    await m.send(["mail", mallory.did, f"flood-{i}", 3600, "urgent"], b"x" * 64)
+                for i in range(MAILS):
+                    assert (await m.recv())[0] == ["receipt", f"flood-{i}", "stored"]
+                await m.close()
             m = await Client.open(r, mallory.signer)
-            for i in range(MAILS):
-                await m.send(["mail", mallory.did, f"flood-{i}", 3600, "urgent"], b"x" * 64)
-            for i in range(MAILS):
-                assert (await m.recv())[0] == ["receipt", f"flood-{i}", "stored"]
             await barrier(m)
             await within(dead.wait_connections(4))  # the flood is being sent
 
@@ -63,9 +69,8 @@ async def test_dead_endpoints_of_one_did_do_not_starve_another(tmp_path: Path) -
             # ... while mallory's pushes are still held, not sent or dropped
             async with httpx.AsyncClient(timeout=WAIT) as http:
                 text = (await http.get(f"{r.url}/metrics")).text
-            assert _gauge(text, "hearth_router_push_pending") >= 500
-            # and mallory could not fill the queue: her share is 500 (push_queue_per_did)
-            dropped = 'hearth_router_push_dropped_total{reason="owner_full"}'
-            assert _gauge(text, dropped) == DEVICES * MAILS - 500
+            # ... and she could not fill the queue: her share is 500 (push_queue_per_did)
+            assert _gauge(text, "hearth_router_push_pending") == 500
+            assert _gauge(text, 'hearth_router_push_dropped_total{reason="owner_full"}') > 0
             await a.close()
             await m.close()

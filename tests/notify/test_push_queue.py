@@ -213,3 +213,47 @@ def test_failing_origins_go_one_at_a_time_within_their_share() -> None:
     others = [t for t in again if t.origin != healed]
     assert len(others) == 1 and others[0].failing and others[0].origin != A
     assert s.failing_in_flight == 2
+
+
+def test_a_newer_push_with_the_same_key_replaces_a_queued_one() -> None:
+    s = PushScheduler[str](
+        PushLimits(concurrency=1, max_held_per_owner=3), merge=lambda old, new: old + "+" + new
+    )
+    assert s.submit("m1", A, "bob", 0.0, collapse="alice") is None
+    t = s.next(0.0)
+    assert t is not None and t.item == "m1"  # in flight: not replaced any more
+    for item in ("m2", "m3", "m4"):
+        assert s.submit(item, A, "bob", 0.0, collapse="alice") is None
+    assert s.submit("c1", A, "bob", 0.0, collapse="carol") is None  # another key
+    assert s.held == 3 and s.stats.collapsed == 2
+    assert s.submit("x", A, "bob", 0.0) is Drop.OWNER_FULL  # no key: queued on its own
+    # a retry of m1 falls due while the merged newer one is still queued: superseded
+    assert s.finish(t, Finish.RETRY, 0.0) is None
+    deadline = s.next_deadline()
+    assert deadline is not None
+    t = s.next(deadline)
+    assert t is not None and t.item == "m2+m3+m4"
+    assert s.stats.collapsed == 3 and s.held == 2
+    s.finish(t, Finish.DONE, deadline)
+    t = s.next(deadline)
+    assert t is not None and t.item == "c1"
+    s.finish(t, Finish.DONE, deadline)
+    assert s.held == 0 and not s._collapsible
+    # once sent, the key is free: the next one queues afresh
+    assert s.submit("m5", A, "bob", deadline, collapse="alice") is None
+    assert s.held == 1 and s.stats.collapsed == 3
+
+
+def test_below_half_its_share_every_push_of_an_owner_is_kept() -> None:
+    s = sched(concurrency=1, max_held_per_owner=8)
+    for i in range(4):
+        assert s.submit(f"m{i}", A, "bob", 0.0, collapse="alice") is None
+    assert s.held == 4 and s.stats.collapsed == 0
+    assert s.submit("m4", A, "bob", 0.0, collapse="alice") is None  # 4 of 8: collapses
+    assert s.held == 4 and s.stats.collapsed == 1
+    # m4 took the newest one's place (m3); the older ones go out in order
+    sent = []
+    while (t := s.next(0.0)) is not None:
+        sent.append(t.item)
+        s.finish(t, Finish.DONE, 0.0)
+    assert sent == ["m0", "m1", "m2", "m4"] and not s._collapsible
