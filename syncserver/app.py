@@ -42,6 +42,7 @@ from hearth.http import (
     XrpcError,
     auth_refusal,
     common_routes,
+    read_json_body,
     require_auth,
 )
 from hearth.identity import IdentitySyntaxError, parse_did, web_did_for_url
@@ -68,6 +69,7 @@ LXM_SET_ACCESS = f"{NSID}.setAccess"
 LXM_GET_ACCESS = f"{NSID}.getAccess"
 LXM_EXPORT = f"{NSID}.export"
 MAX_DIDS_PER_LIST = 1000
+MAX_JSON_BODY = 1 << 20  # setAccess / revokeToken bodies
 TOKEN_SCOPE_KEY = "hearth.sync_token"
 
 OPTIONS = (
@@ -309,16 +311,8 @@ def create_app(config: ServiceConfig) -> Starlette:
         return did
 
     async def json_body(request: Request) -> Mapping[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError as e:
-            raise XrpcError(400, "InvalidRequest", "body must be JSON") from e
-        except RecursionError as e:
-            # The parser recurses once per level; no body of ours nests past 3.
-            raise XrpcError(400, "InvalidRequest", "body nests too deep") from e
-        if not isinstance(body, dict):
-            raise XrpcError(400, "InvalidRequest", "body must be a JSON object")
-        return body
+        # Capped while read (two lists of MAX_DIDS_PER_LIST DIDs fit), depth-checked.
+        return await read_json_body(request, MAX_JSON_BODY)
 
     async def get_token(request: Request) -> Response:
         st = state()

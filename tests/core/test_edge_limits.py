@@ -332,3 +332,14 @@ async def test_websockets_count_against_the_cap_until_they_close(stack: Stack) -
         answer = await asyncio.wait_for(reader.read(), 5000 * MS)
         writer.close()
         assert answer.startswith(b"HTTP/1.1 4"), answer[:100]
+
+
+def test_syncserver_bodies_are_bounded(stack: Stack) -> None:
+    port = stack.ports["syncserver"]
+    for method in ("setAccess", "revokeToken"):
+        url = f"{stack.url('syncserver')}/xrpc/chat.hearth.v1.sync.{method}"
+        r = httpx.post(url, content=b"[" * 100_000)
+        assert r.status_code == 400 and r.json()["error"] == "InvalidRequest", (method, r.text)
+        path = f"/xrpc/chat.hearth.v1.sync.{method}"
+        answer = stream_body(port, post_head(path, port, chunked=True), BIG, chunked=True)
+        assert status_of(answer) == 413, (method, answer[:200])
