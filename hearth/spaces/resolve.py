@@ -11,10 +11,14 @@ rank after the last accepted rank change of theirs (in walk order) that is an
 ancestor of the op; it is known the moment the op becomes ready, since all its
 ancestors have been walked by then. Ops whose parents never arrive are
 rejected `unknown-parent`; an op whose time is before a parent's, `clock`.
+When an accepted op lowers someone's rank, their accepted ops that needed more
+and that the op's author had not seen are revoked, and the walk starts over
+without them (`_settle`).
 
 Costs: O(n log n) heap work for n ops, plus one big-integer OR per parent
-edge over a bitset of the accepted rank-changing ops (a few bytes per such op;
-bitsets are dropped once every child of an op is ready). Adding an op that
+edge over a bitset of the accepted ops (one bit each; bitsets are dropped once
+every child of an op is ready and it is no head), plus one walk per round of
+revocation (usually none). Adding an op that
 names every current head as a parent continues the walk where it stopped
 (O(1) amortised, the usual case: one writer extending the log); anything
 else re-runs the walk once, lazily, on the next `state` read.
@@ -27,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hearth.spaces.ops import Create, Op, OpId, Rank
-from hearth.spaces.rules import apply
+from hearth.spaces.rules import apply, needed_rank
 from hearth.spaces.state import SpaceState
 from hearth.types import Did
 
@@ -46,8 +50,12 @@ class _Walk:
     unready_children: dict[OpId, int] = field(default_factory=dict)
     bit: dict[OpId, int] = field(default_factory=dict)  # ops that changed a rank
     history: dict[Did, list[tuple[int, Rank]]] = field(default_factory=dict)
+    # accepted ops that needed a rank, by author: (bit, rank needed, op id)
+    acts: dict[Did, list[tuple[int, Rank, OpId]]] = field(default_factory=dict)
     heads: set[OpId] = field(default_factory=set)
     next_bit: int = 0
+    excluded: frozenset[OpId] = frozenset()  # revoked: rejected without a look
+    revoked: list[OpId] = field(default_factory=list)  # found by this walk: it stopped
 
 
 class Resolver:
@@ -93,6 +101,8 @@ class Resolver:
                 walk.unready_children[p] += 1
             self._enter(walk, op_id)
             self._run(walk)
+            if walk.revoked:
+                self._walk = None
         else:
             self._walk = None
 
@@ -105,11 +115,7 @@ class Resolver:
         """The resolved state; read-only, and valid only until the next `add`."""
         walk = self._walk
         if walk is None:
-            walk = self._walk = self._fresh_walk()
-            self._run(walk)
-            # Everything not walked waits for a parent that is not here (or for create).
-            for op_id in self.ops.keys() - walk.walked:
-                walk.state.rejected[op_id] = "unknown-parent"
+            walk = self._walk = self._settle()
         return walk.state
 
     @property
@@ -129,8 +135,23 @@ class Resolver:
 
     # --- the walk ------------------------------------------------------------
 
-    def _fresh_walk(self) -> _Walk:
-        walk = _Walk(SpaceState(self.space))
+    def _settle(self) -> _Walk:
+        """Walk until no accepted op is revoked by a concurrent demotion (see _revoke)."""
+        excluded: frozenset[OpId] = frozenset()
+        while True:
+            walk = self._fresh_walk(excluded)
+            self._run(walk)
+            if not walk.revoked:
+                break
+            # Each round excludes at least one more op: at most n rounds, usually none.
+            excluded = excluded.union(walk.revoked)
+        # Everything not walked waits for a parent that is not here (or for create).
+        for op_id in self.ops.keys() - walk.walked:
+            walk.state.rejected[op_id] = "unknown-parent"
+        return walk
+
+    def _fresh_walk(self, excluded: frozenset[OpId]) -> _Walk:
+        walk = _Walk(SpaceState(self.space), excluded=excluded)
         root = self.ops.get(self.space)
         if root is not None and isinstance(root.body, Create):
             self._enter(walk, self.space)
@@ -182,7 +203,9 @@ class Resolver:
             rejected.pop(op_id, None)  # it may have waited for a parent until now
             changes.clear()
             why: str | None
-            if op.space != self.space and op_id != self.space:
+            if op_id in walk.excluded:
+                why = "revoked"
+            elif op.space != self.space and op_id != self.space:
                 why = "wrong-space"
             elif any(op.time < self.ops[p].time for p in op.parents):
                 why = "clock"
@@ -192,11 +215,17 @@ class Resolver:
                 rejected[op_id] = why
             else:
                 state.accepted += 1
-                if changes:
-                    b = walk.bit[op_id] = walk.next_bit
-                    walk.next_bit += 1
-                    for did, rank in changes:
-                        walk.history.setdefault(did, []).append((b, rank))
+                b = walk.bit[op_id] = walk.next_bit
+                walk.next_bit += 1
+                for did, rank in changes:
+                    walk.history.setdefault(did, []).append((b, rank))
+                    if did != op.author:
+                        self._revoke(walk, op_id, did, rank)
+                if walk.revoked:
+                    return
+                need = needed_rank(op)
+                if need > Rank.NONE:
+                    walk.acts.setdefault(op.author, []).append((b, need, op_id))
             for child in self._children.get(op_id, ()):
                 if child not in self.ops:
                     continue
@@ -210,6 +239,14 @@ class Resolver:
                 else:
                     walk.missing.pop(child, None)
                     self._enter(walk, child)
+
+    def _revoke(self, walk: _Walk, by: OpId, did: Did, rank: Rank) -> None:
+        """`by` brought `did` down to `rank`: `did`'s accepted ops that needed more and
+        that `by`'s author had not seen (concurrent with `by`) are revoked."""
+        seen = walk.anc[by]
+        for b, need, op_id in walk.acts.get(did, ()):
+            if need > rank and not seen >> b & 1:
+                walk.revoked.append(op_id)
 
 
 def _drop(walk: _Walk, op_id: OpId) -> None:

@@ -72,6 +72,25 @@ def _set_member(state: SpaceState, did: Did, member: Member | None, on_rank: OnR
             del state.requests[rid]
 
 
+def needed_rank(op: Op) -> Rank:
+    """The rank an op's author must hold for it to take effect (0: none, e.g. a join).
+
+    A resolution revokes an accepted op whose author is brought below this rank by
+    a concurrent op (docs/spaces.md, "Revocation")."""
+    body = op.body
+    if isinstance(body, Create | Join | Knock):
+        return Rank.NONE
+    if isinstance(body, Leave | BindActor):
+        return Rank.MEMBER
+    if isinstance(body, Redact):
+        return Rank.MEMBER if body.target == op.author else Rank.MODERATOR
+    if isinstance(body, Approve | Deny | Kick | Ban | Unban | Purge):
+        return Rank.MODERATOR
+    if isinstance(body, SetRole) and body.role is Rank.OWNER:
+        return Rank.OWNER
+    return Rank.ADMIN
+
+
 def apply(state: SpaceState, op_id: OpId, op: Op, past: Rank, on_rank: OnRank) -> str | None:
     """Apply `op` (id `op_id`) if the rules allow it; else return why not."""
     body, author = op.body, op.author

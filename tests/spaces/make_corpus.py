@@ -312,6 +312,30 @@ def forged_escalation() -> tuple[str, Space]:
     )
 
 
+def backdated_ops() -> tuple[str, Space]:
+    s = Space(alice)
+    members(s, bob, carol, dave, mallory)
+    s.write(alice, SetRole(bob.did, Rank.ADMIN))
+    s.write(alice, SetRole(carol.did, Rank.MODERATOR))
+    fork = s.heads()
+    seen = s.write(bob, SetDescription("bob's, seen by the owner"), parents=fork)
+    # Written on a branch from before the demotion and the ban: walked before them
+    # (rank 3 and depth beat dave's member ops), then revoked by them.
+    s.write(bob, SetRole(carol.did, Rank.MEMBER), parents=fork)
+    s.write(mallory, Redact("c", "m", mallory.did, ""), parents=fork)
+    last = seen
+    for i in range(4):
+        nonce = f"d{i}"
+        last = s.write(dave, BindActor(actor_for(s.id, dave.did, nonce), nonce), [last.id])
+    demote = s.write(alice, SetRole(bob.did, Rank.MEMBER), [last.id])
+    s.write(alice, Ban(mallory.did, "troll"), [demote.id])
+    return (
+        "Ops written on a branch from before their author's demotion or ban, walked before "
+        "it, are revoked by it ('revoked'); an op the demoter had seen stands.",
+        s,
+    )
+
+
 def actors_and_clock() -> tuple[str, Space]:
     s = Space(alice)
     members(s, bob)
@@ -396,6 +420,7 @@ SCENARIOS: dict[str, Callable[[], tuple[str, object]]] = {
     "bad-signatures": bad_signatures,
     "unknown-parents": unknown_parents,
     "forged-escalation": forged_escalation,
+    "backdated-ops": backdated_ops,
     "actors-and-clock": actors_and_clock,
     "purge-race": purge_race,
     "ownership-transfer": ownership_transfer,

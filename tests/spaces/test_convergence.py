@@ -54,12 +54,12 @@ def test_resolver_matches_the_reference(seed: int, n_ops: int, n_replicas: int) 
 
 def test_histories_do_conflict() -> None:
     """The generator makes real conflicts: ops refused for rank at their causal
-    position, and re-runs of the walk (a test of convergence that never hit them
-    would prove little)."""
+    position, ops revoked by a concurrent demotion (a test of convergence that never
+    hit them would prove little)."""
     reasons: set[str] = set()
     for seed in range(300):
         h = history(seed, 18, 3)
         r = Resolver(h.space)
         r.add_all(h.ops)
         reasons.update(r.state.rejected.values())
-    assert {"rank", "rank-not-seen", "target-rank", "not-member", "self"} <= reasons
+    assert {"rank", "rank-not-seen", "revoked", "target-rank", "not-member", "self"} <= reasons
