@@ -17,6 +17,12 @@ Invariants:
   that lock, so no two threads ever work on one at once.
 - The server announces nothing: it syncs a document only with peers that sent
   `sync` or `request` for it and may read it.
+
+Memory bounds: requests for absent or unreadable documents, and sessions on
+documents not stored yet, are remembered in two `WaitingRoom`s (per peer and in
+total; when full, the peer holding the most gives way). Loaded documents beyond
+`max_cached_documents` are evicted least recently used among those not in use;
+documents in use leave the eviction order, so eviction is O(1) amortised.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ class WsConnection:
     def abort(self) -> None:
         self._queue.clear()
         self._queued = 0
-        self.close(1006, "aborted")
+        self.close(CLOSE_SERVER_BUSY, "aborted: not reading")
         if self._transport is not None:
             # Also when it is closing: a closing transport keeps its buffer until the
             # peer reads it, which a peer that never reads never does.
