@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from hearth.auth import AuthError, ServiceAuthVerifier
-from hearth.http import XrpcError, check_auth, commit_auth
+from hearth.http import XrpcError, check_auth, commit_auth, read_body
 from hearth.types import Did
 from keyserver import messages
 from keyserver.cache import AnswerCache
@@ -206,16 +206,5 @@ class Handlers:
 
 
 async def _read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > messages.MAX_BODY_BYTES):
-        raise XrpcError(
-            413, "PayloadTooLarge", f"body is limited to {messages.MAX_BODY_BYTES} bytes"
-        )
-    chunks = bytearray()
-    async for chunk in request.stream():
-        chunks += chunk
-        if len(chunks) > messages.MAX_BODY_BYTES:
-            raise XrpcError(
-                413, "PayloadTooLarge", f"body is limited to {messages.MAX_BODY_BYTES} bytes"
-            )
-    return bytes(chunks)
+    # Capped while read: a larger declared or streamed body is 413 at once.
+    return await read_body(request, messages.MAX_BODY_BYTES)
