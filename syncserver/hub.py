@@ -189,6 +189,8 @@ class SyncHub:
             bytes_per_source=share(max_queued_bytes),
         )
         self.peers: dict[str, Peer] = {}
+        # Joined peers by whom their orphans are charged to (a DID's connections).
+        self._by_source: dict[tuple[str, str], dict[Peer, None]] = {}
         # Loaded documents, and the least-recently-used order of those that may be
         # evicted. A document in use (peers syncing it, tasks holding its lock) is
         # dropped from that order when eviction meets it and put back once it is
@@ -268,6 +270,7 @@ class SyncHub:
             old.conn.close(1000, "replaced by a newer connection of the same peer")
         peer = Peer(message.sender_id, did, message.peer_metadata, conn)
         self.peers[peer.peer_id] = peer
+        self._by_source.setdefault(peer.source, {})[peer] = None
         self.metrics.peers.set(len(self.peers))
         conn.send(
             PeerMessage(
@@ -286,6 +289,10 @@ class SyncHub:
         peer.closed = True
         if self.peers.get(peer.peer_id) is peer:
             del self.peers[peer.peer_id]
+        same_source = self._by_source.get(peer.source, {})
+        same_source.pop(peer, None)
+        if not same_source:
+            self._by_source.pop(peer.source, None)
         self.metrics.peers.set(len(self.peers))
         states: list[tuple[DocumentId, bytes]] = []
         self.waiting.drop_peer(peer)
@@ -312,14 +319,7 @@ class SyncHub:
                 # re-sends them on its next sync (its new sync state starts afresh).
                 if document_id in peer.queued_in:
                     # Another connection of the same writer takes them over, if any.
-                    heir = next(
-                        (
-                            p
-                            for p in self.peers.values()
-                            if not p.closed and p.source == peer.source
-                        ),
-                        None,
-                    )
+                    heir = next(iter(self._by_source.get(peer.source, ())), None)
                     if heir is not None:
                         heir.queued_in.add(document_id)
                     else:
