@@ -44,7 +44,9 @@ def _did_key(did: str) -> tuple[PublicKey, ...]:
         key = PublicKey.from_did_key(did)
     except KeyFormatError:
         return ()
-    return (key,) if key.type is KeyType.ED25519 else ()
+    # Only the canonical spelling: another encoding of the same key (a longer
+    # varint, say) is a different DID string, and every replica must agree.
+    return (key,) if key.type is KeyType.ED25519 and key.did_key == did else ()
 
 
 def verify_op(signed: SignedOp, lookup: KeyLookup = no_other_keys) -> None:

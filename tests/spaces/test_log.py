@@ -7,10 +7,12 @@ from collections.abc import Sequence
 
 import pytest
 
+from hearth.base58 import b58decode, b58encode
 from hearth.jwt import Signer
 from hearth.keys import KeyType, PublicKey
 from hearth.spaces import AuthorityLog, LogLimits, OpError, OpId, Resolver, sign_op
 from hearth.spaces.ops import Join, JoinPolicy, Op, SetDescription, SignedOp, encode_signed
+from hearth.spaces.signing import keys_for
 from hearth.types import Did
 from tests.spaces.world import Space, person, seed_for
 
@@ -142,3 +144,17 @@ def test_extending_the_log_continues_the_walk() -> None:
     assert r._walk is None
     assert r.state.rejected == {branch.id: "rank"}
     assert r.heads == sorted([OpId(s.ops[-1].id), branch.id])
+
+
+def test_a_did_key_counts_only_in_its_canonical_spelling() -> None:
+    canonical_did = Did(alice.did)
+    raw = b58decode(canonical_did[len("did:key:z") :])
+    assert raw[:2] == b"\xed\x01"
+    longer = Did("did:key:z" + b58encode(b"\xed\x81\x00" + raw[2:]))  # a 3-byte varint
+    assert len(keys_for(canonical_did)) == 1
+    assert keys_for(longer) == ()
+    s = Space(alice)
+    op = sign_op(Op(s.id, longer, (s.id,), s.clock + 1, JOIN), alice.signer)
+    log = AuthorityLog(s.id)
+    log.add(s.wires[0])
+    assert refusal(log, op.wire) == "unknown-key"
