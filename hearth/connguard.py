@@ -154,6 +154,10 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline = None
         if self.transport.is_closing():
             return
+        if phase == _HEAD and not self.conn.trailing_data[0]:
+            # An idle keep-alive connection, not a slow client: close it quietly.
+            self.transport.close()
+            return
         host = self.client[0] if self.client else None
         log.warning(
             "closed a connection from %s: request %s unfinished after %gs",
