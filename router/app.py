@@ -81,6 +81,18 @@ OPTIONS = (
     Option("error_rate", float, _DEFAULTS.error_rate, "bad frames/s forgiven"),
     Option("ping_interval", float, _DEFAULTS.ping_interval, "seconds between pings (0: off)"),
     Option("idle_timeout", float, _DEFAULTS.idle_timeout, "close after this many silent seconds"),
+    Option(
+        "max_partial_bytes",
+        int,
+        _DEFAULTS.max_partial_bytes,
+        "bytes of unfinished messages held for all connections together",
+    ),
+    Option(
+        "partial_timeout",
+        float,
+        _DEFAULTS.partial_timeout,
+        "seconds an unfinished message may take from its first byte (0: no limit)",
+    ),
     Option("token_ttl", float, 30.0, "seconds a router token stays valid"),
     Option(
         "token_capacity",
@@ -134,6 +146,16 @@ class _Metrics(Collector):
         )
         yield CounterMetricFamily(
             "hearth_router_relayed_bytes", "send body bytes relayed", stats.relayed_bytes
+        )
+        yield GaugeMetricFamily(
+            "hearth_router_partial_bytes",
+            "bytes of unfinished messages held for all connections",
+            value=server.partial_bytes,
+        )
+        yield GaugeMetricFamily(
+            "hearth_router_partial_messages",
+            "connections holding an unfinished message",
+            value=server.partial_count,
         )
         yield CounterMetricFamily(
             "hearth_router_slow_consumers",

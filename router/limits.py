@@ -27,6 +27,12 @@ class Limits:
     error_rate: float = 1.0  # errors per second forgiven
     ping_interval: float = 20.0  # seconds between keepalive pings (0: off)
     idle_timeout: float = 60.0  # seconds without any inbound frame (pongs count) -> close
+    # Bytes of unfinished messages (a frame still arriving, the fragments of a
+    # message) held for all connections together; over it the connection whose
+    # unfinished message is the oldest is closed with 1013.
+    max_partial_bytes: int = 64 << 20
+    # Seconds an unfinished message may take from its first byte (0: no limit).
+    partial_timeout: float = 30.0
 
     def as_info(self) -> dict[str, Any]:
         """The limits as reported in `welcome`."""

@@ -33,6 +33,8 @@ from router.tokens import TokenStore
 from router.websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
     EV_BINARY,
     EV_CLOSE,
     EV_OVERSIZE,
@@ -87,6 +89,10 @@ class RouterServer:
         self.protocols: set[RouterProtocol] = set()
         self.refused: dict[str, int] = {}  # handshake refusals by reason
         self.slow_consumers = 0
+        # Unfinished messages: bytes held for all connections, and the
+        # connections holding one, oldest message first (insertion order).
+        self.partial_bytes = 0
+        self._partials: dict[RouterProtocol, float] = {}
         self._dirty: list[RouterProtocol] = []
         self._flush_scheduled = False
         self._batch_depth = 0
@@ -97,7 +103,8 @@ class RouterServer:
     def start(self) -> None:
         """Start the keepalive sweeper; call from the running loop."""
         self._loop = asyncio.get_running_loop()
-        if self.limits.ping_interval > 0 or self.limits.idle_timeout > 0:
+        limits = self.limits
+        if limits.ping_interval > 0 or limits.idle_timeout > 0 or limits.partial_timeout > 0:
             self._sweeper = asyncio.create_task(self._sweep())
 
     async def aclose(self) -> None:
@@ -107,6 +114,53 @@ class RouterServer:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         for proto in list(self.protocols):
             proto.shutdown()
+
+    @property
+    def partial_count(self) -> int:
+        """Connections holding an unfinished message."""
+        return len(self._partials)
+
+    def hold_partial(self, proto: RouterProtocol, held: int, progressed: bool, now: float) -> None:
+        """`proto` now holds `held` bytes of an unfinished message; enforce the budget.
+
+        `progressed`: a message completed since the last call, so what is held
+        (if anything) belongs to a new one and its clock starts over. Over
+        `max_partial_bytes`, connections are closed oldest unfinished message
+        first (1013) until the total fits; this may close `proto` itself.
+        """
+        old = proto.partial
+        proto.partial = held
+        self.partial_bytes += held - old
+        partials = self._partials
+        if not held:
+            partials.pop(proto, None)
+        elif not old or progressed:
+            partials.pop(proto, None)
+            partials[proto] = now
+        if held <= old:
+            return  # giving bytes back never closes anyone
+        budget = self.limits.max_partial_bytes
+        while self.partial_bytes > budget and partials:
+            oldest = next(iter(partials))
+            log.info("closing %s: unfinished frames over max_partial_bytes", oldest.did)
+            oldest.close(
+                CLOSE_TRY_AGAIN, "server busy: too many unfinished frames", "partial_budget"
+            )
+            oldest.release_partial()  # also when it was closing already
+
+    def expire_partials(self, now: float) -> None:
+        """Close connections whose unfinished message is older than `partial_timeout`."""
+        timeout = self.limits.partial_timeout
+        if timeout <= 0:
+            return
+        partials = self._partials
+        while partials:
+            proto, since = next(iter(partials.items()))
+            if now - since <= timeout:
+                return
+            log.info("closing %s: unfinished frame older than partial_timeout", proto.did)
+            proto.close(CLOSE_POLICY, "frame not finished in time", "partial_timeout")
+            proto.release_partial()
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -167,13 +221,19 @@ class RouterServer:
 
     async def _sweep(self) -> None:
         limits = self.limits
-        periods = [p for p in (limits.ping_interval, limits.idle_timeout / 2) if p > 0]
+        periods = [
+            p
+            for p in (limits.ping_interval, limits.idle_timeout / 2, limits.partial_timeout / 2)
+            if p > 0
+        ]
         period = min(periods)
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            for proto in list(self.protocols):
-                proto.keepalive(now)
+            self.expire_partials(now)
+            if limits.ping_interval > 0 or limits.idle_timeout > 0:
+                for proto in list(self.protocols):
+                    proto.keepalive(now)
 
 
 class RouterProtocol(asyncio.Protocol):
@@ -191,6 +251,7 @@ class RouterProtocol(asyncio.Protocol):
         "did",
         "config",
         "forwarded_for",
+        "partial",
     )
 
     def __init__(
@@ -212,6 +273,7 @@ class RouterProtocol(asyncio.Protocol):
         self.out: list[bytes] | None = None
         self.last_seen = 0.0
         self.did: Did | None = None
+        self.partial = 0  # bytes of an unfinished message counted in the server's budget
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -239,6 +301,7 @@ class RouterProtocol(asyncio.Protocol):
         self.state = _CLOSED
         server = self.server
         try:
+            self.release_partial()
             if server is not None:
                 server.protocols.discard(self)
                 if self.conn is not None:
@@ -375,12 +438,17 @@ class RouterProtocol(asyncio.Protocol):
         conn = self.conn
         server = self.server
         assert parser is not None and conn is not None and server is not None
-        self.last_seen = time.monotonic()
+        now = self.last_seen = time.monotonic()
         try:
             events = parser.feed(data)
         except ProtocolError as e:
             self.close(e.code, e.reason)
             return
+        held = parser.buffered
+        if held or self.partial:
+            server.hold_partial(self, held, _completed_message(events), now)
+            if self.state != _OPEN:
+                return  # closed to keep within max_partial_bytes
         server.begin_batch()
         try:
             self._events(events, conn, server)
@@ -445,12 +513,20 @@ class RouterProtocol(asyncio.Protocol):
             server.slow_consumers += 1
             log.info("closing slow consumer %s (outgoing buffer over limit)", self.did)
             self.state = _CLOSED
+            self.release_partial()
             if self.conn is not None:
                 server.router.disconnect(self.conn, "slow_consumer")
             transport.abort()
 
+    def release_partial(self) -> None:
+        """Give this connection's unfinished message back to the budget and drop it."""
+        if self.partial and self.server is not None:
+            self.server.hold_partial(self, 0, False, 0.0)
+        self.parser = None
+
     def abort(self) -> None:
         """Drop the connection at once (no close frame), forgetting it in the core."""
+        self.release_partial()
         server = self.server
         if self.state == _OPEN and server is not None and self.conn is not None:
             server.router.disconnect(self.conn, "error")
@@ -481,6 +557,7 @@ class RouterProtocol(asyncio.Protocol):
             self.state = _CLOSED
             server = self.server
             try:
+                self.release_partial()
                 if server is not None and self.conn is not None:
                     if why is None:
                         why = {1000: "closed", 1001: "going_away", 1008: "abuse"}.get(code, "error")
@@ -512,6 +589,15 @@ async def _no_receive() -> Any:
 
 async def _no_send(_message: Any) -> None:
     raise RuntimeError("not an ASGI request")
+
+
+def _completed_message(events: list[tuple[int, bytes]]) -> bool:
+    """Whether a data message (or an oversize one, skipped) completed among `events`.
+
+    Control frames do not count: a ping between the fragments of a message
+    must not keep that message's clock from running.
+    """
+    return any(kind in (EV_BINARY, EV_TEXT, EV_OVERSIZE) for kind, _ in events)
 
 
 def _log_task_failure(task: asyncio.Future[None]) -> None:
