@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from hearth.config import Option, ServiceConfig
+from hearth.config import Option, ServiceConfig, positive_int
 from hearth.identity import IdentitySyntaxError, parse_did
 from hearth.jwt import JwtFormatError, ParsedJwt, parse_jwt
 from hearth.keys import KeyFormatError, PublicKey, is_high_s
@@ -97,13 +97,6 @@ class AuthLimits:
     did_key_lifetime: int = 60
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -120,25 +113,23 @@ AUTH_OPTIONS = (
         _LIMITS.rate,
         "token verifications per second per client address (IPv6: per /64), sustained; 0: off",
     ),
-    Option("auth_burst", _positive_int, _LIMITS.burst, "token verifications per address, burst"),
+    Option("auth_burst", positive_int, _LIMITS.burst, "token verifications per address, burst"),
     Option(
         "auth_did_key_capacity",
-        _positive_int,
+        positive_int,
         _LIMITS.did_key_capacity,
         "live did:key token ids remembered against replay (~650-900 bytes each)",
     ),
     Option(
         "auth_atproto_capacity",
-        _positive_int,
+        positive_int,
         _LIMITS.atproto_capacity,
         "live did:plc/did:web token ids remembered against replay (~650-900 bytes each)",
     ),
-    Option(
-        "auth_per_issuer", _positive_int, _LIMITS.per_issuer, "live token ids of one issuer DID"
-    ),
+    Option("auth_per_issuer", positive_int, _LIMITS.per_issuer, "live token ids of one issuer DID"),
     Option(
         "auth_did_key_lifetime",
-        _positive_int,
+        positive_int,
         _LIMITS.did_key_lifetime,
         "seconds ahead a did:key token's exp may be",
     ),

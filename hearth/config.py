@@ -153,6 +153,14 @@ def parse_bool(text: str) -> bool:
     raise ConfigError(f"not a boolean: {text!r}")
 
 
+def positive_int(text: str) -> int:
+    """An `Option` parser for counts and capacities: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
 def env_name(service: str | None, name: str) -> str:
     prefix = "HEARTH_" if service is None else f"HEARTH_{service.upper()}_"
     return prefix + name.upper()

@@ -17,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from hearth.auth import AUTH_OPTIONS, AuthBudget, ServiceAuthVerifier, auth_limits_from_config
-from hearth.config import ConfigError, Option, ServiceConfig
+from hearth.config import ConfigError, Option, ServiceConfig, positive_int
 from hearth.http import EXCEPTION_HANDLERS, AccessLogMiddleware, common_routes
 from hearth.identity import web_did_for_url
 from hearth.ratelimit import RateLimiter
@@ -42,13 +42,6 @@ DID_SERVICES = (
     ("hearth_keyserver", "HearthKeyserver"),
     ("roomy_keyserver", "RoomyKeyserver"),
 )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -80,13 +73,13 @@ OPTIONS = (
         30.0,
         "seconds a write waits for a lock held by another process before failing (503)",
     ),
-    Option("create_burst", _positive_int, 30, "new identities per client address, burst"),
+    Option("create_burst", positive_int, 30, "new identities per client address, burst"),
     Option(
         "create_per_minute", _positive_float, 30.0, "new identities per client address a minute"
     ),
-    Option("owner_burst", _positive_int, 10, "rotations/registrations per DID, burst"),
+    Option("owner_burst", positive_int, 10, "rotations/registrations per DID, burst"),
     Option("owner_per_minute", _positive_float, 2.0, "rotations/registrations per DID a minute"),
-    Option("max_generations", _positive_int, 64, "key generations kept per DID"),
+    Option("max_generations", positive_int, 64, "key generations kept per DID"),
     Option("public_cache_entries", int, 50_000, "public-key answers kept in memory (0: no cache)"),
     Option(
         "client_ip_header",

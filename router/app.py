@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 import hearth
 from hearth.auth import AUTH_OPTIONS, AuthBudget, ServiceAuthVerifier, auth_limits_from_config
-from hearth.config import Option, ServiceConfig
+from hearth.config import Option, ServiceConfig, positive_int
 from hearth.http import (
     EXCEPTION_HANDLERS,
     AccessLogMiddleware,
@@ -46,13 +46,6 @@ log = logging.getLogger("hearth.router")
 TOKEN_NSIDS = ("chat.roomy.v0.router.token", "chat.hearth.v1.router.token")
 
 _DEFAULTS = Limits()
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
 
 
 OPTIONS = (
@@ -96,7 +89,7 @@ OPTIONS = (
     Option("token_ttl", float, 30.0, "seconds a router token stays valid"),
     Option(
         "token_capacity",
-        _positive_int,
+        positive_int,
         100_000,
         "live router tokens kept (~500 bytes each); full, the oldest token of the address"
         " holding the most is forgotten",
