@@ -9,9 +9,10 @@ syncserver) are not subject to CORS and go to the services directly.
 
 Costs: a proxied request holds at most `max_body` bytes of request body (1 MiB
 by default, `HEARTH_FRONTEND_MAX_BODY`; a larger declared or streamed body is
-413 as soon as it passes the limit) plus the service's answer; at most
-`PROXY_CONNECTIONS` connections are open to the services at once, all from
-this process's address, so they stay well under a service's per-address cap.
+413 as soon as it passes the limit); answers are streamed through in chunks,
+never held whole. At most `PROXY_CONNECTIONS` connections are open to the
+services at once, all from this process's address, so they stay well under a
+service's per-address cap.
 The path and query go through unchanged and are never logged (they carry
 tokens and document ids); paths with control characters are 400.
 """
@@ -26,8 +27,15 @@ from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -46,6 +54,16 @@ PROXY_CONNECTIONS = 32
 # C0 controls and DEL, raw or percent-decoded: no file or service path has one,
 # and a NUL makes file-system calls raise.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in upstream.aiter_bytes():
+            yield chunk
+    except httpx.HTTPError:
+        pass  # the service went away mid-answer: the client sees a cut-off body
+    finally:
+        await upstream.aclose()
 
 
 def default_dist() -> Path:
@@ -118,13 +136,20 @@ def create_frontend_app(
             url += "?" + request.url.query
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD_REQUEST_HEADERS}
         try:
-            upstream = await client.request(request.method, url, headers=headers, content=body)
+            outgoing = client.build_request(request.method, url, headers=headers, content=body)
+            upstream = await client.send(outgoing, stream=True)
         except (httpx.HTTPError, httpx.InvalidURL) as e:
             return JSONResponse(
                 {"error": "UpstreamFailed", "message": f"{type(e).__name__}"}, status_code=502
             )
         out = {k: v for k, v in upstream.headers.items() if k.lower() in FORWARD_RESPONSE_HEADERS}
-        return Response(upstream.content, status_code=upstream.status_code, headers=out)
+        # Streamed through: an answer (an export) is never held whole here.
+        return StreamingResponse(
+            _relay(upstream),
+            status_code=upstream.status_code,
+            headers=out,
+            background=BackgroundTask(upstream.aclose),
+        )
 
     async def static(request: Request) -> Response:
         rel = request.path_params.get("path", "")

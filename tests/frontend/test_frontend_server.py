@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from hearth.frontend import create_frontend_app
 from tests.servers import bound_socket, serve_app
+from tests.timing import MS
 
 
 async def echo(request: Request) -> Response:
@@ -90,3 +93,33 @@ async def test_pass_through_to_services(tmp_path: Path) -> None:
             failed = await client.get("/svc/router/xrpc/_health")
             assert failed.status_code == 502
             assert failed.json()["error"] == "UpstreamFailed"
+
+
+async def test_answers_are_streamed_through(tmp_path: Path) -> None:
+    """The proxy passes an answer on while the service is still sending it (an export
+    is never held whole in the proxy)."""
+    release = asyncio.Event()
+
+    async def export(_request: Request) -> Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first "
+            await release.wait()
+            yield b"second"
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+    upstream = Starlette(routes=[Route("/xrpc/export", export)])
+    async with serve_app(upstream) as service:
+        app = create_frontend_app({"syncserver": service}, dist(tmp_path))
+        async with (
+            serve_app(app) as url,
+            httpx.AsyncClient(base_url=url) as client,
+            client.stream("GET", "/svc/syncserver/xrpc/export?documentId=x") as r,
+        ):
+            assert r.status_code == 200
+            assert r.headers["content-type"] == "application/octet-stream"
+            received = r.aiter_bytes()
+            first = await asyncio.wait_for(anext(received), 5000 * MS)
+            assert first == b"first "
+            release.set()
+            assert b"".join([c async for c in received]) == b"second"
