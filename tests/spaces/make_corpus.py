@@ -46,6 +46,7 @@ from hearth.spaces.ops import (
     Unban,
 )
 from hearth.spaces.signing import sign_op
+from hearth.types import Did
 from tests.spaces.gen import history
 from tests.spaces.world import Space, person, seed_for
 
@@ -391,6 +392,16 @@ def malformed() -> tuple[str, Space]:
     other = Space(alice, nonce="other")
     s.raw(other.write(alice, SetDescription("elsewhere")).wire)  # wrong-space
     s.raw(other.ops[0].wire)  # wrong-space: another space's create
+    s.write(bob, SetDescription("x" * 2000))  # the largest description fits (rank, though)
+    s.raw(good.replace('"description":"x"', '"description":"' + "x" * 16_400 + '"').encode())
+    plc = "did:plc:" + "a" * 24  # unknown-key: no lookup for it in the corpus
+    s.raw(sign_op(Op(s.id, Did(plc), (s.id,), s.clock + 1, NO_INVITE), bob.signer).wire)
+    actor = actor_for(s.id, bob.did, "n")
+    s.raw(sign_op(Op(s.id, alice.did, (s.id,), s.clock + 1, BindActor(actor, "n")),
+                  alice.signer).wire)  # fmt: skip  # bad-actor: bob's actor id
+    parents = tuple(sorted({s.id, *(f"{i:064x}" for i in range(16))}))
+    s.raw(good.replace('"parents":[', '"parents":[' + ",".join(
+        f'"{p}"' for p in parents if p < s.id) + ",").encode())  # fmt: skip
     return "Malformed ops: each refused at the boundary with its reason.", s
 
 

@@ -6,15 +6,28 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from hearth.spaces import AuthorityLog, OpError, OpId, canonical
+from hearth.spaces.ops import Body
 from tests.spaces import make_corpus
 
 FILES = sorted(make_corpus.CORPUS.glob("*.json"))
+DOCS = Path(__file__).parents[2] / "docs" / "spaces.md"
+
+
+def _documented_reasons() -> list[str]:
+    """The reason codes listed in docs/spaces.md, "Reason codes"."""
+    text = DOCS.read_text().split("## Reason codes", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[2] for line in text.splitlines() if line.startswith("| ")][1:]
+    return [code for row in rows for code in re.findall(r"`([a-z-]+)`", row)]
+
+
+REASONS = _documented_reasons()
 
 
 def _deliver(doc: dict[str, Any], order: list[int]) -> tuple[list[dict[str, object]], bytes]:
@@ -53,3 +66,22 @@ def test_corpus_is_up_to_date() -> None:
     """make_corpus.py regenerates the files byte for byte (keys and times are fixed)."""
     for name in make_corpus.SCENARIOS:
         assert make_corpus.build(name) == (make_corpus.CORPUS / f"{name}.json").read_text(), name
+
+
+def test_corpus_covers_every_op_kind_and_reason() -> None:
+    kinds: set[str] = set()
+    reasons: set[str] = set()
+    for path in FILES:
+        doc = json.loads(path.read_text())
+        for wire in doc["ops"]:
+            try:
+                kinds.add(json.loads(wire)["op"]["type"])
+            except (ValueError, KeyError, TypeError):
+                pass
+        reasons.update(r["reason"] for r in doc["expect"]["refused"])
+        reasons.update(doc["expect"]["state"]["rejected"].values())
+    assert kinds >= {cls.TYPE for cls in get_args(Body)}
+    # Not in the corpus: not-utf8 (the files hold strings), log-full and too-many-pending
+    # (they depend on arrival order; test_log.py), actor-taken (derived actor ids make it
+    # unreachable), wrong-space inside a resolver (the log refuses those first).
+    assert reasons == set(REASONS) - {"not-utf8", "log-full", "too-many-pending", "actor-taken"}
