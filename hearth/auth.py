@@ -20,7 +20,6 @@ recorded only when the service accepts the request (`check`, then `commit`).
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
@@ -31,6 +30,7 @@ from hearth.config import Option, ServiceConfig, positive_int
 from hearth.identity import IdentitySyntaxError, parse_did
 from hearth.jwt import JwtFormatError, ParsedJwt, parse_jwt
 from hearth.keys import KeyFormatError, PublicKey, is_high_s
+from hearth.netlimits import address_key
 from hearth.ratelimit import RateLimiter
 from hearth.shares import AddressShares
 from hearth.types import Did
@@ -150,26 +150,6 @@ def auth_limits_from_config(config: ServiceConfig) -> AuthLimits:
         per_issuer=int(get("per_issuer", _LIMITS.per_issuer)),
         did_key_lifetime=int(get("did_key_lifetime", _LIMITS.did_key_lifetime)),
     )
-
-
-def address_key(host: str | None) -> str:
-    """The budget key of a client address: itself, or its /64 for IPv6.
-
-    One IPv6 subscriber gets a whole /64 (often more), so counting single
-    addresses would give one machine 2**64 budgets. Unparsable hosts (a
-    Unix socket, a test transport) are their own key; None is "".
-    """
-    if not host:
-        return ""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])  # without an IPv6 zone
-    except ValueError:
-        return host[:64]
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 class JtiCache:

@@ -15,7 +15,6 @@ from hearth.auth import (
     AuthLimits,
     JtiCache,
     ServiceAuthVerifier,
-    address_key,
 )
 from hearth.jwt import Signer, b64url_decode, b64url_encode, encode_jwt, mint_service_jwt
 from hearth.keys import KeyType
@@ -329,14 +328,6 @@ async def test_the_address_budget_refuses_before_the_token_is_even_parsed() -> N
     # Other addresses have their own budgets.
     assert await v.verify(did_key_token(), lxm=LXM, client="2001:db8:1:3::7")
     assert await v.verify(did_key_token(), lxm=LXM, client="192.0.2.1")
-
-
-def test_address_keys() -> None:
-    assert address_key("192.0.2.1") == "192.0.2.1"
-    assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
-    assert address_key("2001:db8::1") == address_key("2001:db8::ffff:1") == "2001:db8::/64"
-    assert address_key("fe80::1%eth0") == "fe80::/64"
-    assert address_key(None) == "" and address_key("unix-socket") == "unix-socket"
 
 
 async def test_did_key_tokens_may_live_only_a_short_while(
