@@ -126,6 +126,34 @@ def build(n_ops: int, replicas: int, seed: int = 1) -> tuple[OpId, list[SignedOp
     return space, ops
 
 
+def spam_wave(kicks: int) -> tuple[OpId, list[SignedOp]]:
+    """The revocation worst case: `kicks` members each write an op on a branch from
+    before their kick (so it is walked first and revoked by it): one walk per kick."""
+    people = [signer(i) for i in range(kicks + 2)]
+    dids = [Did(p.did_key) for p in people]
+    clock = 1_780_000_000_000
+    ops: list[SignedOp] = []
+
+    def emit(who: int, body: Body, parents: list[OpId], space: OpId | None) -> SignedOp:
+        nonlocal clock
+        clock += 1
+        op = sign_op(Op(space, dids[who], tuple(sorted(parents)), clock, body), people[who])
+        ops.append(op)
+        return op
+
+    space = emit(0, Create("wave", "wave", JoinPolicy.OPEN, "n"), [], None).id
+    head = emit(1, Join(None, None, None), [space], space).id
+    head = emit(0, SetRole(dids[1], Rank.MODERATOR), [head], space).id
+    forks = []
+    for i in range(2, kicks + 2):
+        head = emit(i, Join(None, None, None), [head], space).id
+        forks.append((i, head))
+    for i, fork in forks:
+        emit(i, BindActor(actor_for(space, dids[i], "x"), "x"), [fork], space)
+        head = emit(1, Kick(dids[i], "spam"), [head], space).id
+    return space, ops
+
+
 def timed(fn: Callable[[], object]) -> float:
     t0 = time.process_time()
     fn()
@@ -165,6 +193,14 @@ def main() -> int:
             f"({best / n * 1e6:.1f} us/op; {len(state.members)} members, "
             f"{len(state.rejected)} rejected)"
         )
+
+    wave_space, wave = spam_wave(100)
+    t = timed(lambda: _resolve(wave_space, wave))
+    state = _resolve(wave_space, wave)
+    print(
+        f"spam wave: 100 kicks, each revoking a concurrent op ({len(wave)} ops): "
+        f"{t * 1e3:8.1f} ms ({sum(1 for w in state.rejected.values() if w == 'revoked')} revoked)"
+    )
 
     def one_by_one() -> None:
         r = Resolver(space)
