@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from hearth.spaces.errors import OpError
-from hearth.spaces.ops import MAX_OP_BYTES, MAX_PARENTS, Create, OpId, SignedOp, parse_op
+from hearth.spaces.ops import MAX_OP_BYTES, MAX_PARENTS, Create, Op, OpId, SignedOp, parse_op
 from hearth.spaces.resolve import Resolver
 from hearth.spaces.signing import KeyLookup, no_other_keys, verify_op
 from hearth.spaces.state import SpaceState
@@ -87,6 +87,28 @@ class AuthorityLog:
         """Every op's wire bytes, in arrival order."""
         return iter(self._wire.values())
 
+    def since(self, heads: Iterable[str]) -> list[bytes]:
+        """The wire bytes of every op here that is neither one of `heads` nor an ancestor
+        of one, parents before children: what a peer whose log has these heads lacks.
+        Heads unknown here are ignored (the peer has ops we lack; ask with `heads`).
+        Cost: O(n) for n ops."""
+        ops = self._resolver.ops
+        seen: set[str] = set()
+        stack = [h for h in heads if h in ops]
+        while stack:
+            op_id = stack.pop()
+            if op_id in seen:
+                continue
+            seen.add(op_id)
+            stack.extend(p for p in ops[OpId(op_id)].parents if p in ops)
+        wanted = [i for i in self._wire if i not in seen]
+        # Parents before children: order by depth within what is wanted.
+        depth: dict[OpId, int] = {}
+        for op_id in wanted:
+            _depth(op_id, ops, depth)
+        wanted.sort(key=lambda i: (depth[i], i))
+        return [self._wire[i] for i in wanted]
+
     def add(self, data: bytes) -> OpId:
         """Verify and keep one op; returns its id (also for a duplicate). Raises OpError."""
         try:
@@ -144,3 +166,20 @@ class AuthorityLog:
         self.refused.move_to_end(key)
         while len(self.refused) > self.limits.max_refused:
             self.refused.popitem(last=False)
+
+
+def _depth(op_id: OpId, ops: Mapping[OpId, Op], memo: dict[OpId, int]) -> int:
+    """1 + the largest depth of the parents held here (0 for none), without recursion."""
+    stack = [op_id]
+    while stack:
+        top = stack[-1]
+        if top in memo:
+            stack.pop()
+            continue
+        todo = [p for p in ops[top].parents if p in ops and p not in memo]
+        if todo:
+            stack.extend(todo)
+            continue
+        memo[top] = 1 + max((memo[p] for p in ops[top].parents if p in ops), default=-1)
+        stack.pop()
+    return memo[op_id]

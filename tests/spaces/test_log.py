@@ -158,3 +158,18 @@ def test_a_did_key_counts_only_in_its_canonical_spelling() -> None:
     log = AuthorityLog(s.id)
     log.add(s.wires[0])
     assert refusal(log, op.wire) == "unknown-key"
+
+
+def test_since_gives_what_a_peer_lacks_parents_first() -> None:
+    s = history()
+    log = AuthorityLog(s.id)
+    for w in reversed(s.wires):
+        log.add(w)
+    assert log.since([s.ops[-1].id]) == []
+    assert log.since([s.ops[1].id]) == [s.wires[2], s.wires[3]]
+    assert log.since(["ff" * 32]) == s.wires  # an unknown head: everything, in causal order
+    peer = AuthorityLog(s.id)
+    for w in log.since([]):
+        peer.add(w)
+        assert not peer.pending  # parents always came first
+    assert peer.state.to_json() == log.state.to_json()
