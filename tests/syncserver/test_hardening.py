@@ -194,10 +194,11 @@ async def test_readers_that_never_read_are_shed_slowest_first(tmp_path: Path) ->
             held = (await health(url))["outgoingBytes"]
             grown = rss_bytes(proc.pid) - before
             assert held <= total, held
-            # Unbounded, the 20 readers took ~600 MiB. Bounded: the budget, plus what
-            # generating and framing each 16 MiB reply leaves in the allocator
-            # (~145 MiB in all measured).
-            assert grown < 2 * total + 64 * MiB, f"RSS grew by {grown // MiB} MiB"
+            # Unbounded, the 20 readers took ~600 MiB. Bounded: the budget, plus the
+            # transient copies of a 16 MiB reply (sync message, CBOR frame, WebSocket
+            # frame, transport buffer) and what the allocator keeps of them: 145 to
+            # 200 MiB in all measured on a busy machine.
+            assert grown < 2 * total + 128 * MiB, f"RSS grew by {grown // MiB} MiB"
         finally:
             for reader in readers:
                 reader.close()
