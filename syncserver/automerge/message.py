@@ -57,7 +57,10 @@ class SyncMessage:
             out.append(encode_hashes(have.last_sync))
             out.append(encode_bytes(have.bloom.encode()))
         out.append(encode_uleb(len(self.changes)))
-        out.extend(encode_bytes(c) for c in self.changes)
+        for c in self.changes:
+            # Not encode_bytes(c): that would copy every change once more before the join.
+            out.append(encode_uleb(len(c)))
+            out.append(c)
         return b"".join(out)
 
     @classmethod
