@@ -88,7 +88,8 @@ describe("stamps", () => {
   });
 
   it("refuses replays in the log and lets ticket holders skip first-post stamps", async () => {
-    const state = { space: SPACE, stampCost: { join: 2, firstPost: 3 }, members: { [BOB]: { ticket: true }, [ALICE]: { ticket: false } } };
+    const members = new Map([[BOB, { ticket: true }], [ALICE, { ticket: false }]]);
+    const state = { space: SPACE, stampJoin: 2, stampFirstPost: 3, members };
     const s = encodeStamp(await makeStamp("did:key:zdave", SPACE, "join", 2, NOW));
     const used = new Set<string>();
     expect(logStampReason(state, "did:key:zdave", "join", s, NOW, used)).toBeNull();

@@ -222,22 +222,24 @@ export function verifyStamp(
   return s;
 }
 
-/** What stamp costs need from a space state: its JSON form (docs/spaces.md) does. */
+/** What stamp costs need from a space state (./state.ts's SpaceState has it). */
 export interface StampState {
   readonly space: string;
-  readonly stampCost: { readonly join: number; readonly firstPost: number };
-  readonly members: Readonly<Record<string, { readonly ticket: boolean }>>;
+  readonly stampJoin: number;
+  readonly stampFirstPost: number;
+  readonly members: ReadonlyMap<string, { readonly ticket: boolean }>;
 }
 
 /** Bits a stamp from `did` for `purpose` must be worth (0: none). Ticket holders
  * (approved with a ticket, invited, the owner) skip first-post stamps. */
 export function stampRequired(state: StampState, did: string, purpose: Purpose): number {
-  if (purpose === "join") return state.stampCost.join;
-  return Object.hasOwn(state.members, did) && state.members[did].ticket ? 0 : state.stampCost.firstPost;
+  if (purpose === "join") return state.stampJoin;
+  return state.members.get(did)?.ticket === true ? 0 : state.stampFirstPost;
 }
 
-/** The authority log's check of an op's stamp (as logStampReason in Python): null if
- * it does (and it is recorded in `used`), else the reason code. */
+/** The authority log's check of an op's stamp (log_stamp_reason in Python; the rules'
+ * "stamp check" in docs/spaces.md): null if it does (and it is then recorded in
+ * `used`, the resolution's set of used stamps), else the reason code. */
 export function logStampReason(
   state: StampState,
   did: string,
