@@ -74,8 +74,17 @@ def _check(value: Json) -> None:
     raise OpError("bad-value", f"{type(value).__name__} is not allowed in canonical JSON")
 
 
-def _no_float(text: str) -> Json:
-    raise OpError("not-canonical", f"number {text[:20]!r} is not an integer")
+def _not_json(text: str) -> Json:
+    # NaN and Infinity are not JSON (RFC 8259; JavaScript's JSON.parse refuses them).
+    raise OpError("not-json", f"{text!r} is not JSON")
+
+
+def _integer(text: str) -> Json:
+    # Past 16 digits an integer is out of range anyway, and CPython refuses int() of
+    # very long digit strings with a ValueError that would read as not-json. (Floats
+    # parse as floats and are refused as not-canonical after the parse, so a float
+    # before a syntax error does not decide the reason: JavaScript says not-json.)
+    return int(text) if len(text) <= 17 else MAX_SAFE_INT + 1
 
 
 def parse_canonical(data: bytes) -> Json:
@@ -86,7 +95,7 @@ def parse_canonical(data: bytes) -> Json:
     except UnicodeDecodeError as e:
         raise OpError("not-utf8", "op is not UTF-8") from e
     try:
-        value: Json = json.loads(text, parse_float=_no_float, parse_constant=_no_float)
+        value: Json = json.loads(text, parse_int=_integer, parse_constant=_not_json)
     except OpError:
         raise
     # Deeply nested JSON raises RecursionError, not ValueError.
