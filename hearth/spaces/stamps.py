@@ -282,3 +282,22 @@ class ReplayCache:
         while len(self._seen) >= self.capacity:
             del self._seen[next(iter(self._seen))]
         self._seen[key] = (stamp.window + 1) * WINDOW_MS + GRACE_MS
+
+
+def check_first_post(
+    state: SpaceState, did: Did, text: str | None, now: int, cache: ReplayCache
+) -> None:
+    """The syncserver's (or a peer's) check of a member's first post in the space of
+    `state`, carried outside the log: StampError unless `did` needs no stamp (ticket,
+    no cost) or `text` is a fresh first-post stamp for `now` (the checker's clock)
+    not presented before (then it is recorded in `cache`)."""
+    stamp = verify_stamp(
+        text,
+        did,
+        state.space,
+        Purpose.FIRST_POST,
+        stamp_required(state, did, Purpose.FIRST_POST),
+        now,
+    )
+    if stamp is not None:
+        cache.use(stamp, did, state.space, now)

@@ -21,6 +21,7 @@ from hearth.spaces.stamps import (
     StampError,
     argon2,
     challenge,
+    check_first_post,
     log_stamp_reason,
     make_stamp,
     parse_stamp,
@@ -206,3 +207,22 @@ def test_make_stamp_rejects_bad_arguments() -> None:
     with pytest.raises(TimeoutError):
         make_stamp(ALICE, SPACE, J, 64, NOW, on_attempt=give_up)
     assert tries == [1, 2, 3]
+
+
+def test_first_post_check() -> None:
+    state = SpaceState(space=OpId(SPACE), stamp_first_post=2)
+    state.members[ALICE] = Member(Rank.MEMBER, False)
+    state.members[BOB] = Member(Rank.MEMBER, True)
+    cache = ReplayCache()
+    check_first_post(state, BOB, None, NOW, cache)  # ticket: no stamp needed
+    with pytest.raises(StampError) as e:
+        check_first_post(state, ALICE, None, NOW, cache)
+    assert e.value.reason == "stamp-missing"
+    s = make_stamp(ALICE, SPACE, Purpose.FIRST_POST, 2, NOW).encode()
+    with pytest.raises(StampError) as e:
+        check_first_post(state, ALICE, make_stamp(ALICE, SPACE, J, 2, NOW).encode(), NOW, cache)
+    assert e.value.reason == "stamp-wrong-purpose"
+    check_first_post(state, ALICE, s, NOW, cache)
+    with pytest.raises(StampError) as e:
+        check_first_post(state, ALICE, s, NOW + 1, cache)
+    assert e.value.reason == "stamp-replayed"
