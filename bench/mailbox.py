@@ -116,7 +116,11 @@ class Conn:
         token = mint_service_jwt(signer, iss=signer.did_key, aud=router_did, lxm=CONNECT_LXM)
         ws = await connect(
             f"ws{base[4:]}/connect/as/{signer.did_key}",
-            subprotocols=[websockets.Subprotocol("authorization"), websockets.Subprotocol(token)],
+            subprotocols=[
+                websockets.Subprotocol("authorization"),
+                websockets.Subprotocol(token),
+                websockets.Subprotocol("hearth.v1"),
+            ],
             compression=None,
             max_size=None,
         )

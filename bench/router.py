@@ -94,7 +94,8 @@ function frame(header, body) {
 
 function open(cred) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url}/connect/as/${cred.did}`, ['authorization', cred.token],
+    const protocols = ['authorization', cred.token, 'hearth.v1'];  // hearth.v1: send welcome
+    const ws = new WebSocket(`${url}/connect/as/${cred.did}`, protocols,
                              { perMessageDeflate: false });
     ws.once('error', reject);
     ws.once('message', (data) => {

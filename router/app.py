@@ -140,6 +140,11 @@ class _Metrics(Collector):
         yield CounterMetricFamily(
             "hearth_router_relayed_bytes", "send body bytes relayed", stats.relayed_bytes
         )
+        yield CounterMetricFamily(
+            "hearth_router_withheld_frames",
+            "extension frames not sent to Roomy v0 clients",
+            stats.withheld,
+        )
         yield GaugeMetricFamily(
             "hearth_router_partial_bytes",
             "bytes of unfinished messages held for all connections",

@@ -36,6 +36,7 @@ from hearth.jwt import Signer, mint_service_jwt
 from hearth.types import ConnId, Did, DocumentId
 from router.frames import FrameError, decode_frame, encode_frame
 from router.messages import (
+    HEARTH_SUBPROTOCOL,
     Deliver,
     ErrorMessage,
     Join,
@@ -300,7 +301,12 @@ class RouterClient:
         token = await self.auth.token()
         ws = await connect(
             ws_url(self.url, self.auth.did),
-            subprotocols=[websockets.Subprotocol("authorization"), websockets.Subprotocol(token)],
+            # `hearth.v1`: we understand the extension frames (welcome, error, ...).
+            subprotocols=[
+                websockets.Subprotocol("authorization"),
+                websockets.Subprotocol(token),
+                websockets.Subprotocol(HEARTH_SUBPROTOCOL),
+            ],
             compression=None,
             max_size=self.max_size,
             open_timeout=10,

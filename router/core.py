@@ -6,6 +6,11 @@ and then calls `receive` with every complete WebSocket message. Everything the
 core decides to send goes out through `Peer.write`, synchronously, so tests
 drive it with in-memory peers.
 
+Hearth extension frames (`welcome`, `error`, `mail`, `signal`, …) go only to
+connections that said they understand them (the `hearth.v1` subprotocol);
+`Router.write` withholds them from Roomy v0 clients, which get exactly
+`join`, `leave` and `send`.
+
 Dispatch: `parse_client_message` turns the header into a typed message, and
 the handler registered for that type runs. To add a verb, add its message type
 to `router.messages` and call `Router.register(MessageType, handler, rate=...)`
@@ -20,7 +25,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from hearth.types import ConnId, Did, DocumentId
-from router.frames import FrameError, decode_frame, encode_frame, frame_from_header_bytes, quote
+from router.frames import (
+    FrameError,
+    decode_frame,
+    encode_frame,
+    frame_from_header_bytes,
+    is_v0_frame,
+    quote,
+)
 from router.ids import new_conn_id
 from router.limits import Limits, TokenBucket
 from router.messages import Listen, MessageError, Send, parse_client_message
@@ -52,9 +64,19 @@ class Connection:
         "verb_buckets",
         "send_prefix",
         "open",
+        "hearth",
     )
 
-    def __init__(self, did: Did, conn_id: ConnId, peer: Peer, limits: Limits, now: float):
+    def __init__(
+        self,
+        did: Did,
+        conn_id: ConnId,
+        peer: Peer,
+        limits: Limits,
+        now: float,
+        *,
+        hearth: bool = True,
+    ) -> None:
         self.did = did
         self.conn_id = conn_id
         self.peer = peer
@@ -67,6 +89,8 @@ class Connection:
         # `["send","<did>","<connId>",` pre-encoded: relaying only appends the docId.
         self.send_prefix = b'["send",' + quote(did) + b"," + quote(conn_id) + b","
         self.open = True
+        # False for a Roomy v0 client: it is sent only join, leave and send.
+        self.hearth = hearth
 
 
 # A verb handler: (connection, typed message, body). Runs synchronously.
@@ -83,6 +107,7 @@ class Stats:
         "relayed_bytes",
         "frames_out",
         "connections_total",
+        "withheld",
         "errors",
         "closed",
     )
@@ -94,6 +119,7 @@ class Stats:
         self.relayed_bytes = 0
         self.frames_out = 0
         self.connections_total = 0
+        self.withheld = 0  # extension frames not sent to Roomy v0 clients
         self.errors: dict[str, int] = {}  # error frame code -> count
         self.closed: dict[str, int] = {}  # why connections ended -> count
 
@@ -151,15 +177,16 @@ class Router:
         conns = self.by_did.get(Did(did))
         return conns is None or len(conns) < self.limits.max_connections_per_did
 
-    def connect(self, did: Did, peer: Peer) -> Connection:
+    def connect(self, did: Did, peer: Peer, *, hearth: bool = True) -> Connection:
         """Register a new authenticated connection and send it `welcome`.
 
-        The caller must have checked `can_connect`.
+        The caller must have checked `can_connect`. `hearth=False` for a Roomy
+        v0 client: it gets no `welcome` and no other extension frame.
         """
         conn_id = new_conn_id()
         while conn_id in self.connections:  # pragma: no cover - 80 random bits
             conn_id = new_conn_id()
-        conn = Connection(did, conn_id, peer, self.limits, self.clock())
+        conn = Connection(did, conn_id, peer, self.limits, self.clock(), hearth=hearth)
         self.connections[conn_id] = conn
         self.by_did.setdefault(did, {})[conn_id] = conn
         self.stats.connections_total += 1
@@ -250,8 +277,15 @@ class Router:
     # ------------------------------------------------------------ output
 
     def write(self, conn: Connection, frame: bytes) -> None:
-        """Send one frame to `conn` (dropped if it has closed)."""
+        """Send one frame to `conn` (dropped if it has closed).
+
+        Frames other than `join`, `leave` and `send` are dropped for a Roomy v0
+        connection (`conn.hearth` False) and counted in `stats.withheld`.
+        """
         if conn.open:
+            if not conn.hearth and not is_v0_frame(frame):
+                self.stats.withheld += 1
+                return
             self.stats.frames_out += 1
             conn.peer.write(frame)
 

@@ -26,6 +26,9 @@ _WHITESPACE = " \t\n\r"
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 HEADER_PREFIX_SIZE = 4
+# How the frames a Roomy v0 client understands begin after the length prefix
+# (headers are encoded compactly, so these bytes are exact).
+_V0_PREFIXES = (b'["join",', b'["leave",', b'["send",')
 
 
 class FrameError(ValueError):
@@ -58,6 +61,11 @@ def encode_frame(header: Sequence[object], body: bytes | memoryview = b"") -> by
 def frame_from_header_bytes(head: bytes, body: bytes | memoryview = b"") -> bytes:
     """A frame from an already-encoded header (the caller guarantees it is a JSON array)."""
     return b"".join((_U32.pack(len(head)), head, body))
+
+
+def is_v0_frame(frame: bytes) -> bool:
+    """True for `join`, `leave` and `send` frames, the only verbs Roomy v0 clients know."""
+    return frame.startswith(_V0_PREFIXES, HEADER_PREFIX_SIZE)
 
 
 def decode_frame(data: bytes) -> tuple[list[object], memoryview]:

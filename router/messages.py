@@ -22,6 +22,12 @@ from hearth.types import ConnId, Did, DocumentId
 # Longest DID, connId or docId accepted in a header (DIDs are at most 2048 chars).
 MAX_ID_LENGTH = 2048
 
+# Offered after the token (`["authorization", token, "hearth.v1"]`) by clients
+# that understand Hearth extension frames (`welcome`, `error`, `mail`, ...).
+# Without it a connection is treated as a Roomy v0 client and is sent only
+# `join`, `leave` and `send`. The router still selects `authorization`.
+HEARTH_SUBPROTOCOL = "hearth.v1"
+
 
 class MessageError(ValueError):
     """A header that is not a valid message. `code` is the `error` frame code."""

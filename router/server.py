@@ -29,6 +29,7 @@ from hearth.keys import PublicKey
 from hearth.types import Did
 from router.core import Connection, Router
 from router.limits import Limits
+from router.messages import HEARTH_SUBPROTOCOL
 from router.tokens import TokenStore
 from router.websocket import (
     CLOSE_GOING_AWAY,
@@ -355,25 +356,26 @@ class RouterProtocol(asyncio.Protocol):
             self._reject(400, "the path must be /connect/as/{did} with a valid DID", "bad_did")
             return
         protocols = offered_subprotocols(request)
-        if len(protocols) != 2 or protocols[0] != "authorization":
+        if not 2 <= len(protocols) <= 8 or protocols[0] != "authorization":
             self._reject(403, "offer subprotocols 'authorization' and a token", "no_token")
             return
         token = protocols[1]
+        hearth = HEARTH_SUBPROTOCOL in protocols[2:]  # other extras are ignored
         if not self._admit(did):
             return
         self.did = did
         self.forwarded_for = request.headers.get("x-forwarded-for", [])
         if token.count(".") == 2:
             self.state = _AUTHENTICATING
-            task = asyncio.ensure_future(self._verify_jwt(did, token, accept))
+            task = asyncio.ensure_future(self._verify_jwt(did, token, accept, hearth))
             task.add_done_callback(_log_task_failure)
             return
         if not server.tokens.consume(token, did, time.monotonic()):
             self._reject(403, "invalid, expired or used router token", "bad_token")
             return
-        self._open(did, accept)
+        self._open(did, accept, hearth)
 
-    async def _verify_jwt(self, did: Did, token: str, accept: str) -> None:
+    async def _verify_jwt(self, did: Did, token: str, accept: str, hearth: bool) -> None:
         server = self.server
         assert server is not None
         if not did.startswith("did:key:"):
@@ -401,7 +403,7 @@ class RouterProtocol(asyncio.Protocol):
         if not self._admit(did):
             return
         verifier.commit(verified)  # no await since `check`: cannot fail
-        self._open(did, accept)
+        self._open(did, accept, hearth)
 
     def _peer_host(self) -> str | None:
         """The address of the socket's peer (a reverse proxy's, behind one)."""
@@ -420,7 +422,7 @@ class RouterProtocol(asyncio.Protocol):
             return False
         return True
 
-    def _open(self, did: Did, accept: str) -> None:
+    def _open(self, did: Did, accept: str, hearth: bool) -> None:
         server = self.server
         transport = self.transport
         assert server is not None and transport is not None
@@ -429,7 +431,7 @@ class RouterProtocol(asyncio.Protocol):
         self.parser = FrameParser(server.limits.max_frame_bytes)
         self.last_seen = time.monotonic()
         server.protocols.add(self)
-        self.conn = server.router.connect(did, self)
+        self.conn = server.router.connect(did, self, hearth=hearth)
 
     # ------------------------------------------------------------ frames
 

@@ -249,6 +249,11 @@ class Signaling:
         if target is conn:
             router.error(conn, "to_self", "cannot signal yourself", "signal", abuse=False)
             return
+        if not target.hearth:  # it would never see the signal: say so, use `send`
+            router.error(
+                conn, "unsupported", "that connection is a Roomy v0 client", "signal", abuse=False
+            )
+            return
         self.stats.frames += 1
         self.stats.bytes += len(body)
         router.write(target, encode_frame(["signal", conn.did, conn.conn_id, msg.doc], body))

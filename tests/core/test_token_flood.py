@@ -113,7 +113,11 @@ async def ws_connect(router: str, did: str, token: str, **kw: Any) -> None:
     """Connect to the router as `did` and wait for its welcome; raises if refused."""
     async with connect(
         f"ws{router[4:]}/connect/as/{did}",
-        subprotocols=[websockets.Subprotocol("authorization"), websockets.Subprotocol(token)],
+        subprotocols=[
+            websockets.Subprotocol("authorization"),
+            websockets.Subprotocol(token),
+            websockets.Subprotocol("hearth.v1"),
+        ],
         open_timeout=TIMEOUT,
         **kw,
     ) as ws:
@@ -281,6 +285,7 @@ async def test_a_request_refused_after_the_token_check_leaves_the_token_unused(
             subprotocols=[
                 websockets.Subprotocol("authorization"),
                 websockets.Subprotocol(did_key_jwt(alice, s.router_did, CONNECT_LXM)),
+                websockets.Subprotocol("hearth.v1"),
             ],
             open_timeout=TIMEOUT,
         ) as first:

@@ -99,7 +99,11 @@ class Client:
         token = mint_service_jwt(signer, iss=signer.did_key, aud=router.did, lxm=CONNECT_LXM)
         ws = await connect(
             f"{router.ws_base}/connect/as/{signer.did_key}",
-            subprotocols=[websockets.Subprotocol("authorization"), websockets.Subprotocol(token)],
+            subprotocols=[
+                websockets.Subprotocol("authorization"),
+                websockets.Subprotocol(token),
+                websockets.Subprotocol("hearth.v1"),
+            ],
             compression=None,
             open_timeout=WAIT,
         )

@@ -145,10 +145,14 @@ async def open_raw(
     subprotocols: list[str] | None = None,
     did: str | None = None,
 ) -> Raw:
-    """Connect as `signer`'s did:key (or as `did`, with `subprotocols` carrying its token)."""
+    """Connect as `signer`'s did:key (or as `did`, with `subprotocols` carrying its token).
+
+    The connection offers `hearth.v1` after the token, so it gets `welcome`
+    and every extension frame (`open_v0` connects as a Roomy v0 client).
+    """
     signer = signer or Signer.generate()
     did = did or signer.did_key
-    protos = subprotocols or ["authorization", connect_token(signer, router.did)]
+    protos = [*(subprotocols or ["authorization", connect_token(signer, router.did)]), "hearth.v1"]
     ws = await connect(
         f"{router.ws_base}/connect/as/{did}",
         subprotocols=[websockets.Subprotocol(p) for p in protos],
@@ -162,3 +166,21 @@ async def open_raw(
     header, _ = decode_frame(data)
     assert header[0] == "welcome" and header[1] == did
     return Raw(ws, did, header[2], header[3])
+
+
+async def open_v0(router: RunningRouter, signer: Signer | None = None) -> ClientConnection:
+    """Connect exactly as Roomy's client does (`["authorization", token]`, no `hearth.v1`).
+
+    Such a client never learns its connId (no `welcome`): find it in the core.
+    """
+    signer = signer or Signer.generate()
+    token = connect_token(signer, router.did)
+    ws = await connect(
+        f"{router.ws_base}/connect/as/{signer.did_key}",
+        subprotocols=[websockets.Subprotocol("authorization"), websockets.Subprotocol(token)],
+        compression=None,
+        open_timeout=TIMEOUT,
+        max_queue=None,
+    )
+    assert ws.subprotocol == "authorization"
+    return ws

@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,13 +18,14 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from hearth.jwt import Signer, mint_service_jwt
-from router.frames import encode_frame
+from router.frames import decode_frame, encode_frame
 from tests.router.conftest import (
     MS,
     TIMEOUT,
     RunningRouter,
     connect_token,
     open_raw,
+    open_v0,
     start_router,
     stop_router,
 )
@@ -225,7 +227,7 @@ async def test_handshake_variants(router: RunningRouter) -> None:
     # The `ws` package's `authorization,<token>` (no space) and a trailing slash.
     token = connect_token(alice, router.did)
     status, data = await raw_http(
-        router, upgrade(f"/connect/as/{alice.did_key}/", f"authorization,{token}")
+        router, upgrade(f"/connect/as/{alice.did_key}/", f"authorization,{token},hearth.v1")
     )
     assert status == 101
     assert b"Sec-WebSocket-Protocol: authorization\r\n" in data
@@ -526,6 +528,7 @@ async def test_permessage_deflate_is_never_negotiated(router: RunningRouter) -> 
         subprotocols=[
             websockets.Subprotocol("authorization"),
             websockets.Subprotocol(connect_token(signer, router.did)),
+            websockets.Subprotocol("hearth.v1"),
         ],
         compression="deflate",
         open_timeout=TIMEOUT,
@@ -574,3 +577,44 @@ async def test_listen_rate_is_configured_and_reported(tmp_path: Path) -> None:
         await a.close()
     finally:
         await stop_router(running, task)
+
+
+async def test_a_v0_client_receives_only_v0_frames(router: RunningRouter) -> None:
+    # Roomy's RouterClient logs "Error parsing router message." for every frame
+    # it does not know: a client that did not offer `hearth.v1` gets only
+    # join, leave and send, whatever happens around it.
+    roomy = Signer.generate()
+    ws = await open_v0(router, roomy)
+    core = router.state.router
+    await until(lambda: roomy.did_key in core.by_did)
+    (v0_conn,) = core.by_did[roomy.did_key]  # type: ignore[index]
+    h = await open_raw(router)
+    await h.send(["listen", "doc"])
+    await h.expect_nothing()
+
+    async def v0_recv() -> list[Any]:
+        data = await asyncio.wait_for(ws.recv(decode=False), TIMEOUT)
+        assert isinstance(data, bytes)
+        return list(decode_frame(data)[0])
+
+    await ws.send(encode_frame(["listen", "doc"]))
+    assert await v0_recv() == ["join", h.did, h.conn_id, "doc"]  # no welcome before it
+    assert (await h.recv())[0] == ["join", roomy.did_key, v0_conn, "doc"]
+    # Everything that would draw an extension frame to the v0 client:
+    await ws.send(b"\x00")  # a bad frame (error)
+    await ws.send(encode_frame(["send", roomy.did_key, v0_conn, "doc"], b"self"))  # to_self
+    await ws.send(encode_frame(["ice-servers"]))
+    await ws.send(encode_frame(["mail", h.did, "m-from-v0", 60, "normal"], b"x"))  # receipt
+    assert (await h.recv())[0][:3] == ["mail", roomy.did_key, "m-from-v0"]
+    await h.send(["mail", roomy.did_key, "m1", 60, "ping"], b"sealed")  # a mail delivery
+    assert (await h.recv())[0] == ["receipt", "m1", "stored"]
+    await h.send(["signal", roomy.did_key, v0_conn, "doc"], b'{"type":"offer"}')
+    header, _ = await h.recv()  # it would never see it: relay instead
+    assert header[:2] == ["error", "unsupported"] and header[3] == "signal"
+    await h.send(["send", roomy.did_key, v0_conn, "doc"], b"last")
+    assert await v0_recv() == ["send", h.did, h.conn_id, "doc"]  # the very next frame
+    assert core.stats.withheld >= 6
+    await h.send(["listen"])
+    assert await v0_recv() == ["leave", h.did, h.conn_id, "doc"]
+    await h.close()
+    await ws.close()

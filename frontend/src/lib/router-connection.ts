@@ -115,7 +115,9 @@ export class RouterConnection extends Emitter<Events> implements RouterTransport
     const wsUrl = this.opts.url.replace(/^http/, "ws").replace(/\/+$/, "");
     let ws: WebSocket;
     try {
-      ws = new WebSocket(`${wsUrl}/connect/as/${this.opts.did}`, ["authorization", token]);
+      // "hearth.v1": we understand the router's extension frames (welcome, error,
+      // mail, signal, ...); without it the router speaks Roomy v0 only.
+      ws = new WebSocket(`${wsUrl}/connect/as/${this.opts.did}`, ["authorization", token, "hearth.v1"]);
     } catch (e) {
       this.lastError = String(e);
       this.scheduleReconnect();
