@@ -2,11 +2,13 @@ import { describe, expect, it } from "vitest";
 import {
   argon2,
   challenge,
+  checkFirstPost,
   encodeStamp,
   GRACE_MS,
   logStampReason,
   makeStamp,
   parseStamp,
+  ReplayCache,
   SKEW_MS,
   StampError,
   stampRequired,
@@ -119,5 +121,17 @@ describe("stamps", () => {
     expect(progress.length).toBe(3);
     expect(progress[2]).toBeGreaterThan(progress[0]);
     expect(ticks).toBeGreaterThan(0);
+  });
+
+  it("checks first posts: tickets skip, stamps are used once", async () => {
+    const members = new Map([[BOB, { ticket: true }], [ALICE, { ticket: false }]]);
+    const state = { space: SPACE, stampJoin: 0, stampFirstPost: 2, members };
+    const cache = new ReplayCache(2);
+    checkFirstPost(state, BOB, null, NOW, cache);
+    expect(() => checkFirstPost(state, ALICE, null, NOW, cache)).toThrow("stamp-missing");
+    const s = encodeStamp(await makeStamp(ALICE, SPACE, "first-post", 2, NOW));
+    checkFirstPost(state, ALICE, s, NOW, cache);
+    expect(() => checkFirstPost(state, ALICE, s, NOW + 1, cache)).toThrow("stamp-replayed");
+    expect(cache.size).toBe(1);
   });
 });

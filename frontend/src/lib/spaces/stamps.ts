@@ -262,3 +262,34 @@ export function logStampReason(
   }
   return null;
 }
+
+/** Stamps already presented outside the log (first posts), each kept until its window
+ * has expired; at `capacity` the oldest goes (as ReplayCache in Python). */
+export class ReplayCache {
+  private readonly seen = new Map<string, number>();
+
+  constructor(readonly capacity = 100_000) {
+    if (capacity < 1) throw new RangeError("capacity must be at least 1");
+  }
+
+  get size(): number {
+    return this.seen.size;
+  }
+
+  /** Record a verified `stamp` as used; StampError("stamp-replayed") if it was. */
+  use(stamp: Stamp, did: string, space: string, now: number): void {
+    const key = `${space} ${did} ${encodeStamp(stamp)}`;
+    const expiry = this.seen.get(key);
+    if (expiry !== undefined && now < expiry) throw new StampError("stamp-replayed", "this stamp was already used");
+    this.seen.delete(key);
+    while (this.seen.size >= this.capacity) this.seen.delete(this.seen.keys().next().value as string);
+    this.seen.set(key, (stamp.window + 1) * WINDOW_MS + GRACE_MS);
+  }
+}
+
+/** A member's first post (carried outside the log): throws StampError unless `did`
+ * needs no stamp or `text` is a fresh first-post stamp for `now`, not seen before. */
+export function checkFirstPost(state: StampState, did: string, text: string | null | undefined, now: number, cache: ReplayCache): void {
+  const s = verifyStamp(text, did, state.space, "first-post", stampRequired(state, did, "first-post"), now);
+  if (s !== null) cache.use(s, did, state.space, now);
+}
