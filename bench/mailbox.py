@@ -232,8 +232,11 @@ def encrypt_only(n: int, directory: str) -> float:
     from router.urgency import PushUrgency
 
     vapid = VapidKey.load_or_create(Path(directory) / "bench-vapid.pem", "mailto:b@hearth.invalid")
-    sender = WebPushSender(vapid)
-    subs = [PushSubscription.from_json(subscription(9, i), allow_insecure=True) for i in range(16)]
+    sender = WebPushSender(vapid, allow_private=True)
+    subs = [
+        PushSubscription.from_json(subscription(9, i), allow_insecure=True, allow_private=True)
+        for i in range(16)
+    ]
     start = time.perf_counter()
     for i in range(n):
         sender.build_request(PushMessage(subs[i % 16], BODY, 3600, PushUrgency.LOW))
@@ -272,6 +275,7 @@ async def main(args: argparse.Namespace) -> None:
         **os.environ,
         "HEARTH_LOG_LEVEL": os.environ.get("HEARTH_LOG_LEVEL", "warning"),
         "HEARTH_ROUTER_PUSH_ALLOW_HTTP": "1",
+        "HEARTH_ALLOW_PRIVATE_HOSTS": "1",  # the push endpoint is on loopback
         "HEARTH_MAX_CONNECTIONS_PER_ADDRESS": "0",  # every client is 127.0.0.1
         "HEARTH_ROUTER_MAILBOX_PER_SENDER": str(total * 2),
         "HEARTH_ROUTER_MAIL_RATE": "100000",

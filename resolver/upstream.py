@@ -15,7 +15,6 @@ are the operator's own configuration and are fetched wherever they point.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import socket
@@ -31,6 +30,7 @@ import httpcore
 import httpx
 
 import hearth
+from hearth.netguard import NonPublicAddress, is_public_address
 from resolver.errors import NotFound, UpstreamError
 
 log = logging.getLogger("resolver.upstream")
@@ -186,26 +186,6 @@ class Upstream:
         if not isinstance(doc, dict):
             raise UpstreamError(f"{what} is not a JSON object")
         return doc
-
-
-class NonPublicAddress(Exception):
-    """A caller-named host is (or resolves to) a non-public address."""
-
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-def is_public_address(text: str) -> bool:
-    """True for a globally routable unicast address (IPv4 inside IPv6 forms unwrapped)."""
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(text)
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        elif ip.sixtofour is not None:
-            ip = ip.sixtofour
-        elif ip in _NAT64:
-            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.is_global and not ip.is_multicast
 
 
 class _PublicOnlyBackend(httpcore.AsyncNetworkBackend):

@@ -130,6 +130,8 @@ class NotifySettings:
     mail_rate: tuple[float, float] = (50.0, 200.0)
     push_subject: str = "mailto:admin@hearth.invalid"
     push_allow_http: bool = False
+    # HEARTH_ALLOW_PRIVATE_HOSTS: push endpoints at loopback/private addresses (tests, LANs)
+    allow_private_hosts: bool = False
     push: PushLimits = PushLimits()
     storage_busy_timeout: float = 5.0
 
@@ -157,6 +159,7 @@ class NotifySettings:
             mail_rate=(num("mail_rate"), num("mail_burst")),
             push_subject=str(opts["push_subject"]),
             push_allow_http=bool(opts["push_allow_http"]),
+            allow_private_hosts=config.settings.allow_private_hosts,
             push=push_limits(opts),
             storage_busy_timeout=num("storage_busy_timeout"),
         )
@@ -260,7 +263,10 @@ class Notifications:
             base / "push.sqlite3", clock=clock, busy_timeout=busy
         )
         sender = WebPushSender(
-            vapid, timeout=settings.push.timeout, nameservers=config.settings.dns_nameservers
+            vapid,
+            timeout=settings.push.timeout,
+            nameservers=config.settings.dns_nameservers,
+            allow_private=settings.allow_private_hosts,
         )
         return cls(router, mailbox, registry, vapid, sender, settings, clock=clock)
 

@@ -9,9 +9,10 @@ Pieces, from the inside out:
 - `PushSender` (Protocol) and `WebPushSender`: encrypt one message
   (pywebpush `WebPusher.encode`, aes128gcm), sign the VAPID JWT for the
   endpoint's origin (py_vapid `Vapid02`, cached per origin until near expiry)
-  and POST it (httpx) with `TTL`, `Urgency` and `Topic`. The answer is
+  and POST it (aiohttp) with `TTL`, `Urgency` and `Topic`. The answer is
   classified: sent, gone (404/410: drop the subscription), retry (429/5xx,
-  network errors) or failed.
+  network errors) or failed. An endpoint whose host is not at a public
+  address is refused without a request (see "Private addresses" below).
 - `PushQueue`: sends what `router.push_queue.PushScheduler` picks, one task
   per push in flight. The scheduler is fair between push service origins and
   between recipient DIDs (round-robin), caps pushes in flight in all, per
@@ -20,6 +21,15 @@ Pieces, from the inside out:
   queues. So one DID's dead or slow endpoints never hold up anyone else's
   pushes, and memory never grows with a backlog (see docs/notifications.md
   for what a held push costs).
+
+Private addresses: whoever registers a subscription chooses its endpoint,
+so the router must not be made to POST into its operator's network (SSRF).
+Unless `allow_private` (HEARTH_ALLOW_PRIVATE_HOSTS, for tests and LAN
+installs), `PushSubscription.from_json` refuses hosts that are literal
+non-public addresses, and `WebPushSender` refuses them again at send time
+(registrations made before, or while the switch was on) and connects to a
+host name only at the public addresses it resolved to (`router.push_dns`).
+Such a push is `REFUSED`: dropped (`not_public`), never retried.
 
 Nothing here logs payloads, keys or endpoint URLs (an endpoint URL is a
 bearer capability for the device).
@@ -44,6 +54,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -51,7 +62,8 @@ from py_vapid import Vapid02
 from pywebpush import WebPusher
 
 from hearth.config import Option
-from router.push_dns import PushResolver
+from hearth.netguard import literal_refusal
+from router.push_dns import HostNotPublic, PushResolver
 from router.push_queue import Drop, Finish, PushLimits, PushScheduler, Ticket
 from router.urgency import PushUrgency
 
@@ -94,11 +106,16 @@ class PushSubscription:
     MAX_ENDPOINT_LEN = 2048
 
     @classmethod
-    def from_json(cls, obj: object, *, allow_insecure: bool = False) -> PushSubscription:
+    def from_json(
+        cls, obj: object, *, allow_insecure: bool = False, allow_private: bool = False
+    ) -> PushSubscription:
         """Parse and check; raises SubscriptionError with a message safe to return.
 
         Endpoints must be https unless `allow_insecure` (local development
-        and tests), since the router POSTs to whatever is registered here.
+        and tests), and their host must not be a loopback, private or other
+        non-public IP address unless `allow_private` (HEARTH_ALLOW_PRIVATE_HOSTS),
+        since the router POSTs to whatever is registered here. Host names
+        are checked when a push is sent, against what they resolve to then.
         """
         if not isinstance(obj, Mapping):
             raise SubscriptionError("subscription must be a JSON object")
@@ -106,10 +123,18 @@ class PushSubscription:
         keys = obj.get("keys")
         if not isinstance(endpoint, str) or len(endpoint) > cls.MAX_ENDPOINT_LEN:
             raise SubscriptionError("subscription.endpoint must be a URL")
-        parts = urlsplit(endpoint)
+        try:
+            parts = urlsplit(endpoint)
+        except ValueError:  # e.g. an unclosed `[`
+            raise SubscriptionError("subscription.endpoint must be a URL") from None
         schemes = ("https", "http") if allow_insecure else ("https",)
         if parts.scheme not in schemes or not parts.hostname:
             raise SubscriptionError(f"subscription.endpoint must be an {schemes[0]} URL")
+        if not allow_private and (refusal := literal_refusal(parts.hostname)) is not None:
+            raise SubscriptionError(
+                f"subscription.endpoint host {refusal}; push endpoints must be at public"
+                " addresses (HEARTH_ALLOW_PRIVATE_HOSTS)"
+            )
         if not isinstance(keys, Mapping):
             raise SubscriptionError("subscription.keys must be an object")
         p256dh, auth = keys.get("p256dh"), keys.get("auth")
@@ -174,6 +199,7 @@ class PushOutcome(enum.Enum):
     GONE = "gone"  # 404/410: the subscription is dead, remove it
     RETRY = "retry"  # 429/5xx/network: try again later
     FAILED = "failed"  # other 4xx: our request is wrong, do not retry
+    REFUSED = "refused"  # not sent: the endpoint is not at a public address
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,8 +300,11 @@ class WebPushSender:
     with more workers) and logs no request URLs: a push endpoint URL is a
     capability that must not reach the logs. Host names are resolved by
     `router.push_dns.PushResolver` (asking `nameservers`, default the
-    system's). The session is created on the first send, inside the running
-    loop; call `aclose()` when done.
+    system's). Unless `allow_private`, a push goes to public addresses only:
+    an IP-address host that is not public, or a name that resolves to no
+    public address, is `REFUSED` without a connection. The session is
+    created on the first send, inside the running loop; call `aclose()`
+    when done.
     """
 
     def __init__(
@@ -284,8 +313,10 @@ class WebPushSender:
         *,
         timeout: float = 10.0,
         nameservers: Sequence[tuple[str, int]] = (),
+        allow_private: bool = False,
     ) -> None:
         self.vapid = vapid
+        self.allow_private = allow_private
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._nameservers = tuple(nameservers)  # empty: /etc/resolv.conf's
         self._session: aiohttp.ClientSession | None = None
@@ -306,13 +337,23 @@ class WebPushSender:
         return sub.endpoint, headers, bytes(encoded["body"])
 
     async def send(self, message: PushMessage) -> PushResult:
-        url, headers, body = self.build_request(message)
+        # Parsed as aiohttp parses it: the host checked is the host connected to.
+        url = yarl.URL(message.subscription.endpoint)
+        if not self.allow_private and literal_refusal(url.raw_host or "") is not None:
+            log.info("push not sent: its endpoint is not at a public address")
+            return PushResult(PushOutcome.REFUSED)
+        _, headers, body = self.build_request(message)
         if self._session is None:
             # No pool limit of its own: the caller (PushQueue) caps pushes in
             # flight, in all and per origin; a second, shared limit here would
             # let a dead origin's requests queue in front of everyone else's.
-            # Host names are looked up without threads (see router.push_dns).
-            resolver = PushResolver(self._nameservers, timeout=self._timeout.total or 10.0)
+            # Host names are looked up without threads (see router.push_dns),
+            # and connected to only at the (public) addresses found.
+            resolver = PushResolver(
+                self._nameservers,
+                timeout=self._timeout.total or 10.0,
+                allow_private=self.allow_private,
+            )
             connector = aiohttp.TCPConnector(limit=0, resolver=resolver)
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         try:
@@ -324,6 +365,12 @@ class WebPushSender:
                 # closed instead): a push service must not fill our memory.
                 await response.content.read(MAX_ANSWER_BYTES)
                 return classify(response.status, response.headers.get("retry-after"))
+        except aiohttp.ClientConnectorError as e:
+            if isinstance(e.os_error, HostNotPublic):
+                log.info("push not sent: its endpoint's name resolves to no public address")
+                return PushResult(PushOutcome.REFUSED)
+            log.info("push transport error: %s", type(e).__name__)
+            return PushResult(PushOutcome.RETRY)
         except (aiohttp.ClientError, TimeoutError) as e:
             log.info("push transport error: %s", type(e).__name__)
             return PushResult(PushOutcome.RETRY)
@@ -521,6 +568,8 @@ class PushQueue:
         outcome = result.outcome
         if outcome is PushOutcome.RETRY:
             finish = Finish.UNREACHABLE if result.status is None else Finish.RETRY
+        elif outcome is PushOutcome.REFUSED:
+            finish = Finish.REFUSED
         else:
             finish = Finish.DONE
         drop = self.scheduler.finish(ticket, finish, self._clock(), result.retry_after)

@@ -12,7 +12,13 @@ push attempt, and never waits for another one.
 It asks the nameservers of `HEARTH_DNS_NAMESERVERS` when set, else those of
 `/etc/resolv.conf`; `/etc/hosts` is not read (push services are public
 names). IP-address endpoints never reach it (aiohttp connects to them
-directly).
+directly; `router.push.WebPushSender` checks those itself).
+
+Unless `allow_private`, only public addresses (`hearth.netguard`) are
+returned: a name that resolves only to loopback, private or other
+non-global addresses fails with `HostNotPublic`. aiohttp connects to the
+addresses returned here (TLS SNI and Host stay the name), so the address
+checked is the address connected to; nothing resolves the name again.
 """
 
 from __future__ import annotations
@@ -27,15 +33,35 @@ import dns.nameserver
 import dns.resolver
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from hearth.netguard import is_public_address
+
 _FLAGS = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 
 
-class PushResolver(AbstractResolver):
-    """An aiohttp resolver over dnspython; `timeout` bounds each lookup."""
+class HostNotPublic(OSError):
+    """The name resolved, but only to addresses a push may not go to.
 
-    def __init__(self, nameservers: Sequence[tuple[str, int]] = (), *, timeout: float) -> None:
+    An OSError so that aiohttp passes it on as a connection error's
+    `os_error` (`ClientConnectorDNSError`), like any failed lookup.
+    """
+
+
+class PushResolver(AbstractResolver):
+    """An aiohttp resolver over dnspython; `timeout` bounds each lookup.
+
+    Public addresses only unless `allow_private` (HEARTH_ALLOW_PRIVATE_HOSTS).
+    """
+
+    def __init__(
+        self,
+        nameservers: Sequence[tuple[str, int]] = (),
+        *,
+        timeout: float,
+        allow_private: bool = False,
+    ) -> None:
         self._nameservers = tuple(nameservers)
         self._timeout = timeout
+        self._allow_private = allow_private
         self._dns: dns.asyncresolver.Resolver | None = None
 
     def _resolver(self) -> dns.asyncresolver.Resolver:
@@ -68,9 +94,16 @@ class PushResolver(AbstractResolver):
             *(self._lookup(host, fam) for fam in families), return_exceptions=True
         )
         results: list[ResolveResult] = []
+        refused = 0
         for fam, answer in zip(families, answers, strict=True):
             if isinstance(answer, BaseException):
                 continue
+            if not self._allow_private:
+                # A name may mix public and other addresses; only the public
+                # ones are ever connected to.
+                public = [addr for addr in answer if is_public_address(addr)]
+                refused += len(answer) - len(public)
+                answer = public
             results.extend(
                 {
                     "hostname": host,
@@ -83,6 +116,8 @@ class PushResolver(AbstractResolver):
                 for addr in answer
             )
         if not results:
+            if refused:
+                raise HostNotPublic("push endpoint host name resolves to no public address")
             errors = [a for a in answers if isinstance(a, BaseException)]
             for error in errors:
                 if not isinstance(error, dns.exception.DNSException | OSError):

@@ -39,7 +39,9 @@ Rules:
   reach their share. Below half, every push is sent.
 - **Retries** (429/5xx/unreachable) wait on a timer outside the queues:
   exponential, jittered, capped, `Retry-After` honoured, at most
-  `max_attempts` tries in all.
+  `max_attempts` tries in all. A push the I/O layer refused to send
+  (`Finish.REFUSED`: its endpoint is not at a public address) is dropped
+  at once and leaves the origin's breaker as it was.
 
 Costs: a held push is one `Ticket` (about 100 bytes) plus the caller's item;
 an origin with pushes queued costs a dict entry and one deque per owner.
@@ -73,14 +75,16 @@ class Drop(enum.Enum):
     OWNER_FULL = "owner_full"  # the owner's share, max_held_per_owner, reached
     CIRCUIT_OPEN = "circuit_open"  # the origin's circuit is open
     ATTEMPTS = "attempts"  # out of attempts
+    NOT_PUBLIC = "not_public"  # the endpoint is not at a public address (never sent)
 
 
 class Finish(enum.Enum):
     """What became of one attempt, as far as scheduling cares."""
 
-    DONE = "done"  # the origin answered; nothing more to do (sent, gone, refused)
+    DONE = "done"  # the origin answered; nothing more to do (sent, gone, other 4xx)
     RETRY = "retry"  # the origin answered 429/5xx: try again later
     UNREACHABLE = "unreachable"  # timeout or connection failure: try again, count a failure
+    REFUSED = "refused"  # not sent: the endpoint may not be connected to; dropped, not retried
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,12 +296,14 @@ class PushScheduler(Generic[T]):
             del self._flight_by[ticket.owner]
         if outcome is Finish.UNREACHABLE:
             self._failed(ticket.origin, o, now)
-        else:
+        elif outcome is not Finish.REFUSED:  # refused: the origin was never asked
             o.failures = 0
             o.trips = 0
         drop: Drop | None = None
         if outcome is Finish.DONE:
             self._release(ticket)
+        elif outcome is Finish.REFUSED:
+            drop = self._give_up(ticket, Drop.NOT_PUBLIC)
         elif self._is_open(o, now):
             drop = self._give_up(ticket, Drop.CIRCUIT_OPEN)
         elif ticket.attempt + 1 >= self.limits.max_attempts:

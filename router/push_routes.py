@@ -94,7 +94,9 @@ def push_routes(context: Context) -> list[Route]:
     async def register(n: Notifications, did: Did, body: dict[str, Any]) -> dict[str, Any]:
         try:
             sub = PushSubscription.from_json(
-                body.get("subscription"), allow_insecure=n.settings.push_allow_http
+                body.get("subscription"),
+                allow_insecure=n.settings.push_allow_http,
+                allow_private=n.settings.allow_private_hosts,
             )
         except SubscriptionError as e:
             raise XrpcError(400, "InvalidSubscription", str(e)) from None

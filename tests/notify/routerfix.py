@@ -50,14 +50,32 @@ class Router:
 
 
 @contextlib.asynccontextmanager
-async def running_router(data_dir: Path, port: int = 0, **options: object) -> AsyncIterator[Router]:
-    """Serve the router app until the block ends. Pass `port` to come back on the same one."""
+async def running_router(
+    data_dir: Path,
+    port: int = 0,
+    *,
+    allow_private_hosts: bool = True,
+    nameservers: tuple[tuple[str, int], ...] = (),
+    **options: object,
+) -> AsyncIterator[Router]:
+    """Serve the router app until the block ends. Pass `port` to come back on the same one.
+
+    Push endpoints in these tests are on loopback, so HEARTH_ALLOW_PRIVATE_HOSTS
+    is on unless `allow_private_hosts=False` (as in production). `nameservers`:
+    HEARTH_DNS_NAMESERVERS (push endpoint names).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(128)
     port = sock.getsockname()[1]
-    settings = Settings(host="127.0.0.1", port=port, data_dir=data_dir)
+    settings = Settings(
+        host="127.0.0.1",
+        port=port,
+        data_dir=data_dir,
+        dns_nameservers=nameservers,
+        allow_private_hosts=allow_private_hosts,
+    )
     opts: dict[str, object] = {o.name: o.default for o in SERVICE.options}
     opts.update({"push_allow_http": True, "ping_interval": 0.0, "idle_timeout": 0.0})
     opts.update(options)

@@ -57,7 +57,7 @@ class World:
 
     async def register(self, did: str, device: str, level: Level) -> FakeDevice:
         dev = self.endpoint.device()
-        sub = PushSubscription.from_json(dev.subscription, allow_insecure=True)
+        sub = PushSubscription.from_json(dev.subscription, allow_insecure=True, allow_private=True)
         await self.hub.registry.register(Did(did), device, sub, level)
         await self.hub.mailbox.add_device(Did(did), device)
         return dev
@@ -73,8 +73,10 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             await SqliteMailbox.open(tmp_path / "mail.sqlite3"),
             await SqlitePushRegistry.open(tmp_path / "push.sqlite3"),
             vapid,
-            WebPushSender(vapid),
-            NotifySettings(push_allow_http=True, push=PushLimits(retry_base=0.01)),
+            WebPushSender(vapid, allow_private=True),
+            NotifySettings(
+                push_allow_http=True, allow_private_hosts=True, push=PushLimits(retry_base=0.01)
+            ),
         )
         hub.install()
         try:

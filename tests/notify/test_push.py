@@ -30,6 +30,11 @@ SUBJECT = "mailto:ops@hearth.test"
 BOB, MALLORY = "did:key:zBob", "did:key:zMallory"
 
 
+def loopback(subscription: object) -> PushSubscription:
+    """A subscription whose endpoint is the local fixture (http, loopback)."""
+    return PushSubscription.from_json(subscription, allow_insecure=True, allow_private=True)
+
+
 def test_vapid_key_created_once_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "router" / "vapid.pem"
     first = VapidKey.load_or_create(path, SUBJECT)
@@ -66,13 +71,13 @@ def test_subscription_validation() -> None:
         with pytest.raises(SubscriptionError):
             PushSubscription.from_json(obj)
     insecure = {**good, "endpoint": "http://127.0.0.1:9/push/x"}
-    assert PushSubscription.from_json(insecure, allow_insecure=True).origin == "http://127.0.0.1:9"
+    assert loopback(insecure).origin == "http://127.0.0.1:9"
     # one server is one queue and one circuit, however its endpoints spell it
     for endpoint in ("https://PUSH.test/a", "https://x@push.test:443/b", "https://push.test/c"):
         assert PushSubscription.from_json({**good, "endpoint": endpoint}).server == (
             "https://push.test:443"
         )
-    v6 = PushSubscription.from_json({**good, "endpoint": "http://[::1]/p"}, allow_insecure=True)
+    v6 = loopback({**good, "endpoint": "http://[::1]/p"})
     assert v6.server == "http://[::1]:80"
 
 
@@ -93,11 +98,11 @@ async def test_push_is_encrypted_signed_and_carries_headers(
     caplog.set_level(logging.DEBUG)
     vapid = VapidKey.load_or_create(tmp_path / "vapid.pem", SUBJECT)
     async with PushEndpoint(vapid.public_key).running() as ep:
-        sender = WebPushSender(vapid)
+        sender = WebPushSender(vapid, allow_private=True)
         try:
             for urgency in PushUrgency:
                 dev = ep.device()
-                sub = PushSubscription.from_json(dev.subscription, allow_insecure=True)
+                sub = loopback(dev.subscription)
                 payload = bytes(range(256)) * 11  # 2816 bytes, binary
                 msg = PushMessage(sub, payload, 3600, urgency, vapid.topic("did:key:zAlice"))
                 result = await sender.send(msg)
@@ -120,9 +125,9 @@ async def test_endpoint_refuses_a_foreign_vapid_key(tmp_path: Path) -> None:
     ours = VapidKey.load_or_create(tmp_path / "ours.pem", SUBJECT)
     theirs = VapidKey.load_or_create(tmp_path / "theirs.pem", SUBJECT)
     async with PushEndpoint(ours.public_key).running() as ep:
-        sender = WebPushSender(theirs)
+        sender = WebPushSender(theirs, allow_private=True)
         try:
-            sub = PushSubscription.from_json(ep.device().subscription, allow_insecure=True)
+            sub = loopback(ep.device().subscription)
             result = await sender.send(PushMessage(sub, b"x", 60, PushUrgency.LOW))
             assert result.outcome is PushOutcome.FAILED and result.status == 403
             assert ep.refused == ["k is not the router's VAPID key"]
@@ -138,7 +143,7 @@ async def test_queue_gone_retry_and_no_head_of_line_blocking(tmp_path: Path) -> 
         gone.append(sub)
 
     async with PushEndpoint(vapid.public_key).running() as ep:
-        sender = WebPushSender(vapid)
+        sender = WebPushSender(vapid, allow_private=True)
         # One worker: if a retry blocked the worker, B could not overtake A.
         limits = PushLimits(concurrency=1, retry_base=100 * MS)
         queue = PushQueue(sender, limits, on_gone=on_gone)
@@ -147,9 +152,7 @@ async def test_queue_gone_retry_and_no_head_of_line_blocking(tmp_path: Path) -> 
             a, b, c = ep.device(), ep.device(), ep.device()
             ep.answer(a, 503, 503)
             ep.answer(c, 410)
-            subs = [
-                PushSubscription.from_json(d.subscription, allow_insecure=True) for d in (a, b, c)
-            ]
+            subs = [loopback(d.subscription) for d in (a, b, c)]
             for sub, body in zip(subs, (b"to a", b"to b", b"to c"), strict=True):
                 assert queue.submit(PushMessage(sub, body, 60, PushUrgency.LOW), "did:key:zBob")
             first = await within(ep.received.get())
@@ -169,13 +172,13 @@ async def test_queue_gone_retry_and_no_head_of_line_blocking(tmp_path: Path) -> 
 async def test_queue_gives_up_and_is_bounded(tmp_path: Path) -> None:
     vapid = VapidKey.load_or_create(tmp_path / "vapid.pem", SUBJECT)
     async with PushEndpoint(vapid.public_key).running() as ep:
-        sender = WebPushSender(vapid)
+        sender = WebPushSender(vapid, allow_private=True)
         limits = PushLimits(concurrency=1, max_attempts=2, retry_base=10 * MS, max_held=2)
         queue = PushQueue(sender, limits)
         try:
             dev = ep.device()
             ep.answer(dev, 429, 503, 503, 503)
-            sub = PushSubscription.from_json(dev.subscription, allow_insecure=True)
+            sub = loopback(dev.subscription)
             msg = PushMessage(sub, b"x", 60, PushUrgency.LOW)
             # not started: the queue fills and refuses the third
             assert queue.submit(msg, BOB) and queue.submit(msg, BOB)
@@ -193,7 +196,7 @@ async def test_queue_gives_up_and_is_bounded(tmp_path: Path) -> None:
 
 async def test_ttl_clamped(tmp_path: Path) -> None:
     vapid = VapidKey.load_or_create(tmp_path / "vapid.pem", SUBJECT)
-    sender = WebPushSender(vapid)
+    sender = WebPushSender(vapid, allow_private=True)
     try:
         ep = PushEndpoint(vapid.public_key)
         ep.url = "https://push.test"
@@ -215,17 +218,17 @@ async def test_dead_origin_trips_its_circuit_and_others_are_served(tmp_path: Pat
         PushEndpoint(vapid.public_key).running() as ep,
         StallEndpoint().running() as dead,
     ):
-        sender = WebPushSender(vapid, timeout=limits.timeout)
+        sender = WebPushSender(vapid, timeout=limits.timeout, allow_private=True)
         queue = PushQueue(sender, limits)
         queue.start()
         try:
             fake = PushEndpoint(vapid.public_key)
             fake.url = dead.url
             for _ in range(20):
-                sub = PushSubscription.from_json(fake.device().subscription, allow_insecure=True)
+                sub = loopback(fake.device().subscription)
                 assert queue.submit(PushMessage(sub, b"x", 60, PushUrgency.LOW), MALLORY)
             dev = ep.device()
-            sub = PushSubscription.from_json(dev.subscription, allow_insecure=True)
+            sub = loopback(dev.subscription)
             assert queue.submit(PushMessage(sub, b"for bob", 60, PushUrgency.LOW), BOB)
             got = await within(ep.received.get())
             assert (got.sub_id, got.plaintext) == (dev.sub_id, b"for bob")
@@ -234,7 +237,7 @@ async def test_dead_origin_trips_its_circuit_and_others_are_served(tmp_path: Pat
             assert dead.connected <= 4
             assert queue.stats.sent == 1 and queue.stats.dropped == 20
             assert queue.stats_dropped["circuit_open"] >= 17
-            sub = PushSubscription.from_json(fake.device().subscription, allow_insecure=True)
+            sub = loopback(fake.device().subscription)
             assert not queue.submit(PushMessage(sub, b"x", 60, PushUrgency.LOW), MALLORY)
             families = {m.name: m for m in queue.metrics()}
             assert families["hearth_router_push_circuit_trips"].samples[0].value == 1
@@ -269,11 +272,11 @@ async def test_a_huge_answer_is_not_read(tmp_path: Path) -> None:
 
     vapid = VapidKey.load_or_create(tmp_path / "vapid.pem", SUBJECT)
     server = await asyncio.start_server(endless, "127.0.0.1", 0)
-    sender = WebPushSender(vapid, timeout=20 * WAIT)
+    sender = WebPushSender(vapid, timeout=20 * WAIT, allow_private=True)
     try:
         ep = PushEndpoint(vapid.public_key)
         ep.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        sub = PushSubscription.from_json(ep.device().subscription, allow_insecure=True)
+        sub = loopback(ep.device().subscription)
         result = await within(sender.send(PushMessage(sub, b"x", 60, PushUrgency.LOW)))
         assert (result.outcome, result.status) == (PushOutcome.SENT, 201)
         assert streamed < 64 * 1024 * 1024
@@ -294,7 +297,9 @@ async def test_names_that_never_resolve_do_not_hold_up_others(tmp_path: Path) ->
     dns = DnsServer({"honest.push.test": "127.0.0.1"}, stall_suffixes=(".dead.test",))
     async with dns.running(), PushEndpoint(vapid.public_key).running() as ep:
         limits = PushLimits(timeout=20 * WAIT)
-        sender = WebPushSender(vapid, timeout=limits.timeout, nameservers=[("127.0.0.1", dns.port)])
+        sender = WebPushSender(
+            vapid, timeout=limits.timeout, nameservers=[("127.0.0.1", dns.port)], allow_private=True
+        )
         queue = PushQueue(sender, limits)
         queue.start()
         try:
@@ -309,7 +314,7 @@ async def test_names_that_never_resolve_do_not_hold_up_others(tmp_path: Path) ->
             await within(dns.wait_queried(32, ".dead.test"))
             ep.url = ep.url.replace("127.0.0.1", "honest.push.test")
             dev = ep.device()
-            sub = PushSubscription.from_json(dev.subscription, allow_insecure=True)
+            sub = loopback(dev.subscription)
             assert queue.submit(PushMessage(sub, b"for bob", 60, PushUrgency.LOW), BOB)
             got = await within(ep.received.get())
             assert (got.sub_id, got.plaintext) == (dev.sub_id, b"for bob")
@@ -322,14 +327,11 @@ async def test_names_that_never_resolve_do_not_hold_up_others(tmp_path: Path) ->
 async def test_pushes_with_one_topic_to_one_device_collapse_under_pressure(tmp_path: Path) -> None:
     vapid = VapidKey.load_or_create(tmp_path / "vapid.pem", SUBJECT)
     async with PushEndpoint(vapid.public_key).running() as ep:
-        sender = WebPushSender(vapid)
+        sender = WebPushSender(vapid, allow_private=True)
         queue = PushQueue(sender, PushLimits(max_held_per_owner=4))
         try:
             dev, other = ep.device(), ep.device()
-            sub, other_sub = (
-                PushSubscription.from_json(d.subscription, allow_insecure=True)
-                for d in (dev, other)
-            )
+            sub, other_sub = (loopback(d.subscription) for d in (dev, other))
             topic = vapid.topic("did:key:zAlice")
             # not started yet: all of these are queued
             assert queue.submit(PushMessage(other_sub, b"3", 60, PushUrgency.LOW, topic), BOB)

@@ -15,9 +15,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hearth.keys import KeyType
+from hearth.netguard import is_public_address
 from resolver import InvalidInput, NotFound, Resolver, UpstreamError
 from resolver.cache import Lifetimes
-from resolver.upstream import Upstream, is_public_address
+from resolver.upstream import Upstream
 from tests.servers import serve_app
 from tests.world import World
 
