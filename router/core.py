@@ -247,7 +247,7 @@ class Router:
             return
         entry = self._handlers.get(type(msg))
         if entry is None:  # parsed (e.g. `mail`), but this router has no handler installed
-            verb = str(header[0])
+            verb = msg.VERB
             self.error(conn, "unknown_verb", f"verb {verb!r} is not served here", verb)
             return
         handler, per_second, burst = entry
@@ -259,7 +259,7 @@ class Router:
             if bucket is None:
                 bucket = buckets[type(msg)] = TokenBucket(per_second, burst, now)
             if not bucket.take(1.0, now):
-                verb = str(header[0])
+                verb = msg.VERB
                 self.error(conn, "rate_limited", f"too many {verb} frames per second", verb)
                 return
         handler(conn, msg, body)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar, Protocol, Union
 
 from hearth.types import ConnId, Did, DocumentId
 
@@ -100,19 +100,30 @@ class Send:
         return ["send", self.to_did, self.to_conn, self.doc]
 
 
-ClientMessage = Union[Listen, Send]  # noqa: UP007 - grows with each Hearth verb
+class ClientMessage(Protocol):
+    """Any client -> router message: a frozen dataclass naming its `VERB`.
 
-M = TypeVar("M")
-CLIENT_MESSAGES: dict[str, Callable[[list[Any]], Any]] = {
+    The concrete types are registered in `CLIENT_MESSAGES` by the modules
+    that define them (here `Listen` and `Send`; `router.notify_messages`,
+    `router.signaling`), so this is their common shape, not a closed union.
+    """
+
+    VERB: ClassVar[str]
+
+    def to_header(self) -> list[Any]: ...
+
+
+CLIENT_MESSAGES: dict[str, Callable[[list[Any]], ClientMessage]] = {
     Listen.VERB: Listen.from_header,
     Send.VERB: Send.from_header,
 }
 
 
-def parse_client_message(header: list[Any]) -> Any:
+def parse_client_message(header: list[Any]) -> ClientMessage:
     """The typed message for a decoded client header; raises MessageError.
 
-    Returns one of the types registered in `CLIENT_MESSAGES`.
+    Returns an instance of one of the types registered in `CLIENT_MESSAGES`;
+    the router dispatches on its type.
     """
     verb = header[0]
     if type(verb) is not str:
