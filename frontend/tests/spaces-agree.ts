@@ -1,0 +1,174 @@
+// The TypeScript side of tests/spaces/test_ts_agrees.py: the Python suite writes op
+// sets with what Python makes of them, `tests/run-ts.mjs` runs `agree` over them under
+// Node, and the Python test asserts there is no mismatch. Not a Vitest file (no
+// `.test.ts`): it runs only when the Python test calls it.
+
+import {
+  AuthorityLog,
+  canonicalText,
+  OpError,
+  opFromJson,
+  parseCanonical,
+  parseOp,
+  Resolver,
+} from "../src/lib/spaces";
+import type { Op, OpId } from "../src/lib/spaces";
+import { opIdOf, unhex, utf8Bytes } from "../src/lib/spaces/encoding";
+import { ed25519VerifyStrict } from "../src/lib/spaces/signing";
+
+export interface History {
+  space: string;
+  /** each op's canonical unsigned JSON text (what the id hashes) */
+  ops: string[];
+  /** Python's op ids, in the same order */
+  ids: string[];
+  /** Python's state, canonical JSON text */
+  state: string;
+}
+
+export interface SignedSet {
+  space: string;
+  wires: string[];
+  refused: { index: number; reason: string }[];
+  state: string;
+}
+
+export interface ParseCase {
+  hex: string;
+  /** null: Python parsed it, into an op with id `id` */
+  reason: string | null;
+  id: string | null;
+}
+
+export interface SignatureCase {
+  name: string;
+  key: string;
+  message: string;
+  sig: string;
+  ok: boolean;
+}
+
+export interface AgreeInput {
+  histories: History[];
+  signed: SignedSet[];
+  parse: ParseCase[];
+  signatures: SignatureCase[];
+}
+
+export interface Mismatch {
+  kind: string;
+  index: number;
+  detail: string;
+}
+
+export interface AgreeOutput {
+  checked: Record<string, number>;
+  mismatches: Mismatch[];
+}
+
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function shuffled<T>(items: readonly T[], seed: number): T[] {
+  const out = [...items];
+  const random = rng(seed);
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
+function firstDifference(a: string, b: string): string {
+  let i = 0;
+  while (i < a.length && a[i] === b[i]) i++;
+  return `at ${i}: TS …${a.slice(Math.max(0, i - 80), i + 120)}… / Python …${b.slice(Math.max(0, i - 80), i + 120)}…`;
+}
+
+const reasonOf = (e: unknown): string => {
+  if (e instanceof OpError) return e.reason;
+  throw e;
+};
+
+/** Check every case; returns the counts and the first mismatches (at most 20). */
+export function agree(input: AgreeInput): AgreeOutput {
+  const mismatches: Mismatch[] = [];
+  const checked: Record<string, number> = { histories: 0, deliveries: 0, signed: 0, parse: 0, signatures: 0 };
+  const miss = (kind: string, index: number, detail: string) => {
+    if (mismatches.length < 20) mismatches.push({ kind, index, detail });
+  };
+
+  input.histories.forEach((h, index) => {
+    const ops: [OpId, Op][] = [];
+    for (let i = 0; i < h.ops.length; i++) {
+      const bytes = utf8Bytes(h.ops[i]);
+      const id = opIdOf(bytes);
+      if (id !== h.ids[i]) miss("op-id", index, `op ${i}: ${id} != ${h.ids[i]}`);
+      ops.push([id, opFromJson(parseCanonical(bytes))]);
+    }
+    const orders: { name: string; order: [OpId, Op][]; readEach: boolean }[] = [
+      { name: "listed", order: ops, readEach: false },
+      { name: "reversed, read after each", order: [...ops].reverse(), readEach: true },
+      { name: "shuffled, read after each", order: shuffled(ops, index + 1), readEach: true },
+      { name: "shuffled", order: shuffled(ops, 1000 + index), readEach: false },
+    ];
+    for (const { name, order, readEach } of orders) {
+      const r = new Resolver(h.space);
+      for (const [id, op] of order) {
+        r.add(id, op);
+        if (readEach) void r.state;
+      }
+      const got = canonicalText(r.state.toJson());
+      if (got !== h.state) miss("state", index, `${name}: ${firstDifference(got, h.state)}`);
+      checked.deliveries++;
+    }
+    checked.histories++;
+  });
+
+  input.signed.forEach((s, index) => {
+    const log = new AuthorityLog(s.space);
+    const refused: { index: number; reason: string }[] = [];
+    s.wires.forEach((w, i) => {
+      try {
+        log.add(w);
+      } catch (e) {
+        refused.push({ index: i, reason: reasonOf(e) });
+      }
+    });
+    const got = JSON.stringify(refused);
+    if (got !== JSON.stringify(s.refused)) miss("refused", index, `${got} != ${JSON.stringify(s.refused)}`);
+    const state = canonicalText(log.state.toJson());
+    if (state !== s.state) miss("signed-state", index, firstDifference(state, s.state));
+    checked.signed++;
+  });
+
+  input.parse.forEach((c, index) => {
+    let reason: string | null = null;
+    let id: string | null = null;
+    try {
+      id = parseOp(unhex(c.hex)).id;
+    } catch (e) {
+      reason = reasonOf(e);
+    }
+    if (reason !== c.reason || id !== c.id) {
+      miss("parse", index, `${c.hex.slice(0, 400)}: TS ${reason ?? id}, Python ${c.reason ?? c.id}`);
+    }
+    checked.parse++;
+  });
+
+  input.signatures.forEach((c, index) => {
+    const ok = ed25519VerifyStrict(unhex(c.key), unhex(c.message), unhex(c.sig));
+    if (ok !== c.ok) miss("signature", index, `${c.name}: TS ${ok}, libsodium ${c.ok}`);
+    checked.signatures++;
+  });
+
+  return { checked, mismatches };
+}
