@@ -41,6 +41,7 @@ from hearth.spaces.ops import (
     Unban,
 )
 from hearth.spaces.signing import invite_sig_ok
+from hearth.spaces.stamps import Purpose, log_stamp_reason
 from hearth.spaces.state import BanRecord, InviteRecord, JoinRequest, Member, SpaceState
 from hearth.types import Did
 
@@ -150,15 +151,17 @@ def _admit(state: SpaceState, op_id: OpId, op: Op, on_rank: OnRank) -> str | Non
             return "policy"
         if any(q.did == author for q in state.requests.values()):
             return "already-pending"
-        if state.stamp_join > 0 and body.stamp is None:
-            return "stamp-missing"
+        why = log_stamp_reason(state, author, Purpose.JOIN, body.stamp, op.time, state.used_stamps)
+        if why is not None:
+            return why
         state.requests[op_id] = JoinRequest(author, body.note, op.time, body.stamp is not None)
         return None
     if body.invite is None:
         if state.policy is not JoinPolicy.OPEN:
             return "policy"
-        if state.stamp_join > 0 and body.stamp is None:
-            return "stamp-missing"
+        why = log_stamp_reason(state, author, Purpose.JOIN, body.stamp, op.time, state.used_stamps)
+        if why is not None:
+            return why
         _set_member(state, author, Member(Rank.MEMBER, False), on_rank)
         return None
     inv = state.invites.get(body.invite)

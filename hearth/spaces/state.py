@@ -69,6 +69,7 @@ class SpaceState:
     actors: dict[str, Did] = field(default_factory=dict)  # Automerge actor id -> DID
     rejected: dict[OpId, str] = field(default_factory=dict)  # op id -> reason code
     accepted: int = 0  # ops that took effect
+    used_stamps: set[str] = field(default_factory=set)  # stamps.log_stamp_reason's replay set
 
     # --- plug-in points (docs/spaces.md) -----------------------------------
 

@@ -46,9 +46,10 @@ from hearth.spaces.ops import (
     Unban,
 )
 from hearth.spaces.signing import sign_op
+from hearth.spaces.stamps import Purpose, argon2, challenge, leading_zero_bits, make_stamp
 from hearth.types import Did
 from tests.spaces.gen import history
-from tests.spaces.world import Space, person, seed_for
+from tests.spaces.world import Person, Space, person, seed_for
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -65,6 +66,19 @@ def invite_key(name: str) -> Signer:
 def after(s: Space, *ops: SignedOp) -> list[OpId]:
     """Parents for an op that follows everything so far and names `ops` (which it refers to)."""
     return sorted({*s.heads(), *(o.id for o in ops)})
+
+
+def stamp(s: Space, who: Person, bits: int, time: int, *, purpose: Purpose = Purpose.JOIN,
+          space: str | None = None, name: str = "") -> str:  # fmt: skip
+    """A real stamp (stamps.py), found from a fixed seed so the corpus is reproducible."""
+    seed = seed_for(f"stamp:{who.name}:{time}:{name}")[:8]
+    return make_stamp(who.did, space or s.id, purpose, bits, time, seed=seed).encode()
+
+
+def knock(s: Space, who: Person, note: str, bits: int) -> SignedOp:
+    """`who` knocks with a stamp worth `bits` made for the knock's own time."""
+    t = s.clock + 1000
+    return s.write(who, Knock(note, stamp(s, who, bits, t)), time=t)
 
 
 def members(s: Space, *people: object) -> None:
@@ -91,10 +105,10 @@ def every_op_kind() -> tuple[str, Space]:
     s.write(dave, Join(inv.id, sign_invite(inv.id, dave.did, key), None), parents=s.heads())
     s.write(bob, RevokeInvite(inv.id), parents=after(s, inv))
     s.write(bob, SetJoinPolicy(JoinPolicy.APPROVAL))
-    s.write(bob, SetStampCost(8, 4))
-    k1 = s.write(erin, Knock("I grow tomatoes", "stamp-erin"))
+    s.write(bob, SetStampCost(4, 2))
+    k1 = knock(s, erin, "I grow tomatoes", 4)
     s.write(carol, Approve(k1.id, True), parents=s.heads())
-    k2 = s.write(frank, Knock("", "stamp-frank"))
+    k2 = knock(s, frank, "", 4)
     s.write(carol, Deny(k2.id, "we do not know you"), parents=s.heads())
     s.write(carol, Redact("chan-1", "msg-1", erin.did, "off topic"))
     s.write(carol, Purge("chan-1", "chan-1b", "personal data"))
@@ -256,16 +270,58 @@ def knock_approve_deny() -> tuple[str, Space]:
     kd = s.write(dave, Knock("me too", None))
     s.write(bob, Deny(kd.id, "not now"), parents=after(s, kd))
     s.write(bob, Approve(kd.id, True), parents=after(s, kd))  # request-not-pending
-    s.write(alice, SetStampCost(10, 0))
+    s.write(alice, SetStampCost(3, 0))
     s.write(erin, Knock("no stamp", None))  # stamp-missing
-    ke = s.write(erin, Knock("with stamp", "erin-stamp"))
-    s.write(frank, Knock("waiting", "frank-stamp"))  # stays pending
+    ke = knock(s, erin, "with stamp", 3)
+    knock(s, frank, "waiting", 3)  # stays pending
     s.write(carol, Approve(ke.id, True), parents=after(s, ke))  # rank: carol is a member
     s.write(bob, Approve(ke.id, True), parents=s.heads())  # request-unknown (not a parent)
-    km = s.write(mallory, Knock("let me in", "m-stamp"))
+    km = knock(s, mallory, "let me in", 3)
     s.write(bob, Ban(mallory.did, "known troll"))  # the ban closes the request
     s.write(bob, Approve(km.id, False), parents=after(s, km))  # request-not-pending
     return "Join approval: knocks, approve (with a ticket), deny, stamps required by cost.", s
+
+
+def stamps() -> tuple[str, Space]:
+    s = Space(alice, JoinPolicy.APPROVAL)
+    members(s, bob)  # policy
+    s.write(alice, SetStampCost(3, 1))
+    hour = 3_600_000
+
+    def knock_with(text: str | None) -> SignedOp:
+        return s.write(erin, Knock("", text), time=s.clock + 1000)
+
+    knock_with(None)  # stamp-missing
+    knock_with("junk")  # stamp-malformed
+    t = s.clock + 1000
+    knock_with(stamp(s, erin, 3, t, purpose=Purpose.FIRST_POST))  # stamp-wrong-purpose
+    knock_with(stamp(s, frank, 3, s.clock + 1000))  # stamp-wrong-did
+    knock_with(stamp(s, erin, 3, s.clock + 1000, space="00" * 32))  # stamp-wrong-space
+    knock_with(stamp(s, erin, 3, s.clock + 1000 + 3 * hour))  # stamp-future
+    knock_with(stamp(s, erin, 3, s.clock + 1000 - 3 * hour))  # stamp-expired
+    t = s.clock + 1000
+    for i in range(64):  # a stamp worth less than 3 bits (found from fixed seeds)
+        cheap = make_stamp(erin.did, s.id, Purpose.JOIN, 0, t, seed=seed_for(f"cheap{i}")[:8])
+        chal = challenge(erin.did, s.id, Purpose.JOIN, cheap.window)
+        if leading_zero_bits(argon2(chal, cheap.nonce)) < 3:
+            break
+    knock_with(cheap.encode())  # stamp-too-cheap
+    good = stamp(s, erin, 3, s.clock + 1000)
+    k = knock_with(good)
+    s.write(alice, Deny(k.id, "not yet"), parents=after(s, k))
+    knock_with(good)  # stamp-replayed
+    s.write(alice, SetJoinPolicy(JoinPolicy.OPEN))
+    t = s.clock + 1000
+    s.write(frank, Join(None, None, stamp(s, frank, 3, t)), time=t)  # an open join: stamped
+    s.write(dave, NO_INVITE)  # stamp-missing
+    key = invite_key("stamps")
+    inv = s.write(alice, Invite(key.did_key[len("did:key:") :], None, None))
+    s.write(dave, Join(inv.id, sign_invite(inv.id, dave.did, key), None), parents=after(s, inv))
+    return (
+        "Proof-of-work stamps on knocks and open joins (cost 3 bits): each way a stamp can "
+        "fail, a good one, its replay; an invite needs none.",
+        s,
+    )
 
 
 def bad_signatures() -> tuple[str, Space]:
@@ -428,6 +484,7 @@ SCENARIOS: dict[str, Callable[[], tuple[str, object]]] = {
     "demoted-moderator-redaction": demoted_moderator_redaction,
     "invites": invites,
     "knock-approve-deny": knock_approve_deny,
+    "stamps": stamps,
     "bad-signatures": bad_signatures,
     "unknown-parents": unknown_parents,
     "forged-escalation": forged_escalation,

@@ -25,7 +25,8 @@ from hearth.spaces.ops import (
     SignedOp,
     Unban,
 )
-from tests.spaces.world import Space, person, seed_for
+from hearth.spaces.stamps import Purpose, make_stamp
+from tests.spaces.world import Person, Space, person, seed_for
 
 alice, bob, carol, dave, erin = (person(n) for n in ["alice", "bob", "carol", "dave", "erin"])
 JOIN = Join(None, None, None)
@@ -36,6 +37,13 @@ def space(policy: JoinPolicy = JoinPolicy.OPEN) -> Space:
     for p in (bob, carol, dave):
         s.write(p, JOIN)
     return s
+
+
+def knock(s: Space, who: Person, note: str) -> SignedOp:
+    """A knock with a real 2-bit stamp made for its own time."""
+    t = s.clock + 1000
+    made = make_stamp(who.did, s.id, Purpose.JOIN, 2, t, seed=seed_for(who.name)[:8])
+    return s.write(who, Knock(note, made.encode()), time=t)
 
 
 def why(s: Space, op: SignedOp) -> str | None:
@@ -151,18 +159,19 @@ def test_invite_uses_expiry_revocation_and_signature() -> None:
 def test_knock_approve_with_ticket_and_deny() -> None:
     s = space(JoinPolicy.APPROVAL)  # bob, carol, dave were refused: policy
     assert not s.log.state.is_member(bob.did)
-    s.write(alice, SetStampCost(8, 8))
+    s.write(alice, SetStampCost(2, 8))
     assert why(s, s.write(erin, Knock("hi", None))) == "stamp-missing"
-    k = s.write(erin, Knock("hi", "stamp"))
+    assert why(s, s.write(erin, Knock("hi", "stamp"))) == "stamp-malformed"
+    k = knock(s, erin, "hi")
     assert s.log.state.requests[k.id].note == "hi"
     assert why(s, s.write(alice, Approve(k.id, True), sorted({*s.heads(), k.id}))) is None
     st = s.log.state
     assert st.is_member(erin.did) and not st.needs_first_post_stamp(erin.did)
     assert not st.requests
-    kb = s.write(bob, Knock("me", "stamp"))
+    kb = knock(s, bob, "me")
     assert why(s, s.write(alice, Deny(kb.id, "no"), sorted({*s.heads(), kb.id}))) is None
     assert not s.log.state.is_member(bob.did) and not s.log.state.requests
-    kc = s.write(carol, Knock("", "stamp"))
+    kc = knock(s, carol, "")
     s.write(alice, Approve(kc.id, False), sorted({*s.heads(), kc.id}))
     assert s.log.state.needs_first_post_stamp(carol.did)
     assert not s.log.state.may_read(dave.did)  # approval space: non-members read nothing
