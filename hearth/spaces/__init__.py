@@ -6,10 +6,11 @@ Ground floor: imports nothing outside `hearth`. See docs/spaces.md.
 from hearth.spaces.encoding import actor_for, canonical
 from hearth.spaces.errors import OpError
 from hearth.spaces.log import AuthorityLog, LogLimits
-from hearth.spaces.ops import JoinPolicy, Op, OpId, Rank, SignedOp, parse_op
+from hearth.spaces.ops import JoinPolicy, Op, OpId, Rank, SignedOp
 from hearth.spaces.resolve import Resolver
 from hearth.spaces.signing import KeyLookup, sign_invite, sign_op, verify_op
 from hearth.spaces.state import SpaceState
+from hearth.spaces.wire import parse_op
 
 __all__ = [
     "AuthorityLog",

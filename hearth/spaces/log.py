@@ -20,10 +20,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from hearth.spaces.errors import OpError
-from hearth.spaces.ops import MAX_OP_BYTES, MAX_PARENTS, Create, Op, OpId, SignedOp, parse_op
+from hearth.spaces.ops import Create, Op, OpId, SignedOp
 from hearth.spaces.resolve import Resolver
 from hearth.spaces.signing import KeyLookup, no_other_keys, verify_op
 from hearth.spaces.state import SpaceState
+from hearth.spaces.wire import MAX_OP_BYTES, MAX_PARENTS, parse_op
 
 
 @dataclass(frozen=True, slots=True)
