@@ -29,7 +29,12 @@ from hearth.spaces.wire import MAX_OP_BYTES, MAX_PARENTS, parse_op
 
 @dataclass(frozen=True, slots=True)
 class LogLimits:
-    """Bounds on one space's log (docs/spaces.md, "Limits")."""
+    """Bounds on one space's log (docs/spaces.md, "Limits").
+
+    `max_op_bytes` and `max_parents` are part of the format: every replica must use
+    the defaults (other values make it keep a different set of ops, for good); they
+    are fields so tests can reach the refusals. The others are local memory bounds.
+    """
 
     max_ops: int = 50_000
     max_op_bytes: int = MAX_OP_BYTES
