@@ -190,7 +190,11 @@ class Router:
         self.connections[conn_id] = conn
         self.by_did.setdefault(did, {})[conn_id] = conn
         self.stats.connections_total += 1
-        self.write(conn, encode_frame(["welcome", did, conn_id, self.info]))
+        try:
+            self.write(conn, encode_frame(["welcome", did, conn_id, self.info]))
+        except BaseException:  # a bug: leave nothing registered
+            self.disconnect(conn, "internal_error")
+            raise
         return conn
 
     def disconnect(self, conn: Connection, reason: str = "closed") -> None:

@@ -431,7 +431,11 @@ class RouterProtocol(asyncio.Protocol):
         self.parser = FrameParser(server.limits.max_frame_bytes)
         self.last_seen = time.monotonic()
         server.protocols.add(self)
-        self.conn = server.router.connect(did, self, hearth=hearth)
+        try:
+            self.conn = server.router.connect(did, self, hearth=hearth)
+        except Exception:  # a bug: drop this connection, keep the router
+            log.exception("opening a connection for %s failed", did)
+            self.abort()
 
     # ------------------------------------------------------------ frames
 

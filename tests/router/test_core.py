@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hearth.types import Did
 from router.core import Connection, Router
@@ -376,3 +378,69 @@ def test_removing_interests_fails_midway_without_ghosts() -> None:
     assert b.conn_id not in router.docs["d1"] and b.conn_id not in router.docs["d2"]
     router.disconnect(b)
     assert_no_trace(router, b)
+
+
+class FlakyPeer(MemPeer):
+    """Fails the writes `fail` says to, as a buggy encoder or peer would."""
+
+    def __init__(self, fail: list[bool]) -> None:
+        super().__init__()
+        self.fail = fail
+
+    def write(self, frame: bytes) -> None:
+        if self.fail and self.fail.pop():
+            raise RuntimeError("write failed")
+        super().write(frame)
+
+
+def check_consistent(router: Router) -> None:
+    for doc, members in router.docs.items():
+        assert members, doc
+        for conn_id, conn in members.items():
+            assert conn.open and router.connections[conn_id] is conn
+            assert doc in conn.interests
+    for conn in router.connections.values():
+        assert router.by_did[conn.did][conn.conn_id] is conn
+        for doc in conn.interests:
+            assert router.docs[doc][conn.conn_id] is conn
+    assert sum(len(c) for c in router.by_did.values()) == len(router.connections)
+    assert all(router.by_did.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.one_of(st.none(), st.lists(st.sampled_from("abcd"), max_size=4)),
+        ),
+        max_size=30,
+    ),
+    st.lists(st.booleans(), max_size=60),
+)
+def test_failures_anywhere_never_leave_ghosts(
+    ops: list[tuple[int, list[str] | None]], fail: list[bool]
+) -> None:
+    # Any listen or close may fail while peers are told (a write raising):
+    # state stays consistent and closing removes every trace.
+    router, _ = make()
+    conns: dict[int, Connection] = {}
+    for who, docs in ops:
+        conn = conns.get(who)
+        if conn is None or not conn.open:
+            try:
+                conn = conns[who] = router.connect(Did(f"did:key:z{who}"), FlakyPeer(fail))
+            except RuntimeError:  # its welcome failed: nothing of it is left
+                check_consistent(router)
+                continue
+        if docs is None:
+            router.disconnect(conn)
+        else:
+            try:
+                listen(router, conn, *docs)
+            except RuntimeError:
+                router.disconnect(conn, "internal_error")  # what the server does
+        check_consistent(router)
+    for conn in conns.values():
+        router.disconnect(conn)
+    assert router.docs == {} and router.connections == {} and router.by_did == {}
