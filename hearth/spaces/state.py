@@ -48,6 +48,29 @@ class JoinRequest:
     stamp: bool  # whether the knock carried a stamp
 
 
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may read and write a space at one moment (`SpaceState.access()`), kept to
+    compare with a later moment: `lost_read(later)` names the DIDs whose open sessions
+    on the space's documents must end. Cost: O(members + bans) to take and compare."""
+
+    members: frozenset[Did]
+    banned: frozenset[Did]
+    policy: JoinPolicy
+
+    def may_read(self, did: Did | None) -> bool:
+        if did is not None and did in self.members:
+            return True
+        return self.policy is JoinPolicy.OPEN and did not in self.banned
+
+    def lost_read(self, later: Access) -> set[Did]:
+        """Members now who may not read `later` (a kick, ban, leave, or a policy change)."""
+        return {d for d in self.members if not later.may_read(d)}
+
+    def lost_write(self, later: Access) -> set[Did]:
+        return set(self.members - later.members)
+
+
 @dataclass(slots=True)
 class SpaceState:
     """The state of one space. Read-only for callers; valid until the log changes."""
@@ -88,6 +111,10 @@ class SpaceState:
         if self.is_member(did):
             return True
         return self.policy is JoinPolicy.OPEN and not self.is_banned(did)
+
+    def access(self) -> Access:
+        """A snapshot of who may read and write, to compare before and after `add`s."""
+        return Access(frozenset(self.members), frozenset(self.bans), self.policy)
 
     def may_write(self, did: Did | None) -> bool:
         """Only members write to the space's documents."""

@@ -203,3 +203,18 @@ def test_an_op_before_its_parents_time_is_refused() -> None:
     s = space()
     op = s.write(bob, Leave(), time=s.clock - 5_000)
     assert why(s, op) == "clock"
+
+
+def test_access_snapshots_name_who_lost_access() -> None:
+    s = space(JoinPolicy.APPROVAL)
+    k = knock(s, bob, "")
+    s.write(alice, Approve(k.id, False), sorted({*s.heads(), k.id}))
+    k = knock(s, carol, "")
+    s.write(alice, Approve(k.id, False), sorted({*s.heads(), k.id}))
+    s.write(alice, SetRole(bob.did, Rank.MODERATOR))
+    before = s.log.state.access()
+    s.write(bob, Kick(carol.did, ""))
+    after = s.log.state.access()
+    assert before.lost_read(after) == {carol.did} == before.lost_write(after)
+    assert after.lost_read(s.log.state.access()) == set()
+    assert before.may_read(carol.did) and not after.may_read(carol.did)
