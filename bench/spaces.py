@@ -12,26 +12,42 @@ merge every few ops). Prints, on this machine:
 - the time to resolve all N ops at once (the walk), for both shapes;
 - the time to feed them one by one into a log, reading the state after each
   (the syncserver's case), for the linear shape;
-- `AuthorityLog.add` of all N wire ops (parse + verify + resolve).
+- `AuthorityLog.add` of all N wire ops (parse + verify + resolve);
 
-The TypeScript implementation's figure comes with the PWA (docs/spaces.md).
+then the same figures for the PWA's TypeScript implementation under Node, on
+the very same ops (frontend/bench/spaces.ts, loaded by frontend/tests/run-ts.mjs
+through Vite's module runner; checks that it reaches Python's states), side by
+side with the ratio. `--no-ts` skips that. Python times are CPU time; Node's
+are wall-clock (best of three; verification on the first 1,000 ops).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+FRONTEND = ROOT / "frontend"
 sys.path.insert(0, str(ROOT))
 
 from hearth.jwt import Signer  # noqa: E402
-from hearth.spaces import AuthorityLog, Resolver, parse_op, sign_op, verify_op  # noqa: E402
+from hearth.spaces import (  # noqa: E402
+    AuthorityLog,
+    Resolver,
+    canonical,
+    parse_op,
+    sign_op,
+    verify_op,
+)
 from hearth.spaces.encoding import actor_for  # noqa: E402
 from hearth.spaces.ops import (  # noqa: E402
     Ban,
@@ -163,6 +179,7 @@ def timed(fn: Callable[[], object]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ops", type=int, default=10_000)
+    parser.add_argument("--no-ts", action="store_true", help="skip the TypeScript figures")
     args = parser.parse_args()
     n = args.ops
 
@@ -183,10 +200,12 @@ def main() -> int:
     print(f"sign (incl. building):  {sign_us:8.1f} us/op")
     print(f"parse_op:               {parse_s / n * 1e6:8.1f} us/op")
     print(f"verify_op (Ed25519):    {verify_s / n * 1e6:8.1f} us/op")
+    py: dict[str, float] = {"parse us/op": parse_s / n * 1e6, "verify us/op": verify_s / n * 1e6}
 
     for name, ops in (("linear", linear), ("concurrent", concurrent)):
         sid = ops[0].id
         best = min(timed(lambda: _resolve(sid, ops)) for _ in range(3))  # noqa: B023
+        py[f"resolve {name} ms"] = best * 1e3
         state = _resolve(sid, ops)
         print(
             f"resolve {n} ops at once ({name:10s}): {best * 1e3:8.1f} ms "
@@ -196,6 +215,7 @@ def main() -> int:
 
     wave_space, wave = spam_wave(100)
     t = timed(lambda: _resolve(wave_space, wave))
+    py["resolve spam wave ms"] = t * 1e3
     state = _resolve(wave_space, wave)
     print(
         f"spam wave: 100 kicks, each revoking a concurrent op ({len(wave)} ops): "
@@ -208,7 +228,8 @@ def main() -> int:
             r.add(op.id, op.op)
             r.state  # noqa: B018
 
-    print(f"one by one, state read after each (linear): {timed(one_by_one) * 1e3:8.1f} ms")
+    py["one by one ms"] = timed(one_by_one) * 1e3
+    print(f"one by one, state read after each (linear): {py['one by one ms']:8.1f} ms")
 
     def log_all() -> None:
         log = AuthorityLog(space)
@@ -216,8 +237,63 @@ def main() -> int:
             log.add(w)
         log.state  # noqa: B018
 
-    print(f"AuthorityLog.add x {n} (parse + verify + resolve): {timed(log_all) * 1e3:8.1f} ms")
+    log_s = timed(log_all)
+    py["AuthorityLog.add us/op"] = log_s / n * 1e6
+    print(f"AuthorityLog.add x {n} (parse + verify + resolve): {log_s * 1e3:8.1f} ms")
+    if not args.no_ts:
+        sets = [("linear", linear), ("concurrent", concurrent), ("spam wave", wave)]
+        print_side_by_side(py, typescript(sets))
     return 0
+
+
+def typescript(sets: list[tuple[str, list[SignedOp]]]) -> dict[str, float]:
+    """The same figures for frontend/src/lib/spaces under Node (frontend/bench/spaces.ts)."""
+    if shutil.which("node") is None or not (FRONTEND / "node_modules" / "vite").is_dir():
+        raise SystemExit("TypeScript figures need node and frontend/node_modules (npm ci)")
+    doc = {
+        "sets": [
+            {
+                "name": name,
+                "space": ops[0].id,
+                "wires": [op.wire.decode() for op in ops],
+                "state": canonical(_resolve(ops[0].id, ops).to_json()).decode(),
+            }
+            for name, ops in sets
+        ],
+        "verify": 1_000,
+        "logOps": 1_000,
+        "repeat": 3,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.json"
+        path.write_text(json.dumps(doc))
+        run = subprocess.run(
+            ["node", "tests/run-ts.mjs", "bench/spaces.ts", "bench", str(path)],
+            cwd=FRONTEND, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    out = json.loads(run.stdout)
+    for r in out["resolve"]:
+        if not r["sameState"]:
+            raise SystemExit(f"TypeScript resolved the {r['name']} ops to another state")
+    ts = {
+        "parse us/op": out["parseUs"],
+        "verify us/op": out["verifyUs"],
+        "one by one ms": out["oneByOneMs"],
+        "AuthorityLog.add us/op": out["log"]["ms"] / out["log"]["ops"] * 1e3,
+    }
+    for r in out["resolve"]:
+        ts[f"resolve {r['name']} ms"] = r["ms"]
+    return ts
+
+
+def print_side_by_side(py: dict[str, float], ts: dict[str, float]) -> None:
+    print("\nPython and TypeScript (Node, same ops, same states):")
+    print(f"  {'':28s} {'Python':>10s} {'TypeScript':>11s} {'TS/Py':>7s}")
+    for key, value in py.items():
+        other = ts.get(key)
+        if other is None:
+            continue
+        print(f"  {key:28s} {value:10.1f} {other:11.1f} {other / value:7.2f}")
 
 
 def _resolve(space: OpId, ops: list[SignedOp]) -> SpaceState:
