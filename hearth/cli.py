@@ -27,7 +27,7 @@ from hearth.config import (
     build_settings,
 )
 from hearth.connguard import Listener, guarded_http_protocol
-from hearth.frontend import create_frontend_app, max_proxy_body
+from hearth.frontend import create_frontend_app, max_proxy_answer, max_proxy_body
 from hearth.http import with_cors
 from hearth.logs import configure_logging
 from hearth.netlimits import (
@@ -193,11 +193,11 @@ def cmd_up(args: argparse.Namespace, services: dict[str, Service]) -> None:
         urls[svc.name] = config.settings.url
         data_dir = config.settings.data_dir
     try:
-        max_body = max_proxy_body()
+        max_body, max_answer = max_proxy_body(), max_proxy_answer()
     except ValueError as e:
-        raise ConfigError(f"HEARTH_FRONTEND_MAX_BODY: {e}") from e
+        raise ConfigError(f"frontend: {e}") from e
     fe_settings, fe_sock = _bound_settings(build_settings(args, "frontend", FRONTEND_PORT))
-    frontend = create_frontend_app(urls, max_body=max_body)
+    frontend = create_frontend_app(urls, max_body=max_body, max_answer=max_answer)
     servers.insert(0, _make_server(frontend, fe_sock, {}, fe_settings, budget))
     print(f"Hearth {hearth.__version__} (data in {(data_dir or Path('data')).resolve()})")
     print(f"  frontend    {fe_settings.url}")

@@ -9,12 +9,14 @@ syncserver) are not subject to CORS and go to the services directly.
 
 Costs: a proxied request holds at most `max_body` bytes of request body (1 MiB
 by default, `HEARTH_FRONTEND_MAX_BODY`; a larger declared or streamed body is
-413 as soon as it passes the limit); answers are streamed through in chunks,
-never held whole. At most `PROXY_CONNECTIONS` connections are open to the
-services at once, all from this process's address, so they stay well under a
-service's per-address cap.
-The path and query go through unchanged and are never logged (they carry
-tokens and document ids); paths with control characters are 400.
+413 as soon as it passes the limit) and at most `max_answer` bytes of the
+service's answer (8 MiB, `HEARTH_FRONTEND_MAX_ANSWER`; a larger one is 502 as
+soon as it passes the limit). Answers are read whole so that a client reading
+slowly never holds a pooled connection. At most `PROXY_CONNECTIONS`
+connections are open to the services at once, all from this process's
+address, so they stay well under a service's per-address cap. The path and
+query go through unchanged and are never logged (they carry tokens and
+document ids); paths with control characters are 400.
 """
 
 from __future__ import annotations
@@ -27,14 +29,12 @@ from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
     HTMLResponse,
     JSONResponse,
     Response,
-    StreamingResponse,
 )
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -49,6 +49,7 @@ not implemented yet). The services are:</p><ul>{items}</ul>"""
 FORWARD_REQUEST_HEADERS = ("authorization", "content-type", "accept", "atproto-proxy")
 FORWARD_RESPONSE_HEADERS = ("content-type", "cache-control", "www-authenticate")
 MAX_PROXY_BODY = 1 << 20
+MAX_PROXY_ANSWER = 8 << 20
 PROXY_TIMEOUT = 15.0
 PROXY_CONNECTIONS = 32
 # C0 controls and DEL, raw or percent-decoded: no file or service path has one,
@@ -56,14 +57,14 @@ PROXY_CONNECTIONS = 32
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in upstream.aiter_bytes():
-            yield chunk
-    except httpx.HTTPError:
-        pass  # the service went away mid-answer: the client sees a cut-off body
-    finally:
-        await upstream.aclose()
+async def _read_answer(upstream: httpx.Response, limit: int) -> bytes | None:
+    """The whole answer, or None as soon as it passes `limit` bytes."""
+    answer = bytearray()
+    async for chunk in upstream.aiter_bytes():
+        answer += chunk
+        if len(answer) > limit:
+            return None
+    return bytes(answer)
 
 
 def default_dist() -> Path:
@@ -73,15 +74,28 @@ def default_dist() -> Path:
     return Path(__file__).resolve().parent.parent / "frontend" / "dist"
 
 
-def max_proxy_body() -> int:
-    """`HEARTH_FRONTEND_MAX_BODY`, else `MAX_PROXY_BODY`; ValueError if not a size."""
-    raw = os.environ.get("HEARTH_FRONTEND_MAX_BODY")
+def _size_from_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
     if raw is None:
-        return MAX_PROXY_BODY
+        return default
     value = int(raw)
     if value < 0:
-        raise ValueError(f"HEARTH_FRONTEND_MAX_BODY must be >= 0, got {raw!r}")
+        raise ValueError(f"{name} must be >= 0, got {raw!r}")
     return value
+
+
+def max_proxy_body() -> int:
+    """`HEARTH_FRONTEND_MAX_BODY`, else `MAX_PROXY_BODY`; ValueError if not a size."""
+    return _size_from_env("HEARTH_FRONTEND_MAX_BODY", MAX_PROXY_BODY)
+
+
+def max_proxy_answer() -> int:
+    """`HEARTH_FRONTEND_MAX_ANSWER`, else `MAX_PROXY_ANSWER`; ValueError if not a size."""
+    return _size_from_env("HEARTH_FRONTEND_MAX_ANSWER", MAX_PROXY_ANSWER)
+
+
+def _upstream_failed(why: str) -> Response:
+    return JSONResponse({"error": "UpstreamFailed", "message": why}, status_code=502)
 
 
 class RefuseControlCharacters:
@@ -99,7 +113,11 @@ class RefuseControlCharacters:
 
 
 def create_frontend_app(
-    service_urls: Mapping[str, str], dist: Path | None = None, *, max_body: int = MAX_PROXY_BODY
+    service_urls: Mapping[str, str],
+    dist: Path | None = None,
+    *,
+    max_body: int = MAX_PROXY_BODY,
+    max_answer: int = MAX_PROXY_ANSWER,
 ) -> Starlette:
     root = (dist or default_dist()).resolve()
     targets = {name: url.rstrip("/") for name, url in service_urls.items()}
@@ -139,17 +157,20 @@ def create_frontend_app(
             outgoing = client.build_request(request.method, url, headers=headers, content=body)
             upstream = await client.send(outgoing, stream=True)
         except (httpx.HTTPError, httpx.InvalidURL) as e:
-            return JSONResponse(
-                {"error": "UpstreamFailed", "message": f"{type(e).__name__}"}, status_code=502
-            )
+            return _upstream_failed(type(e).__name__)
+        # Read whole but capped, then the connection goes back to the pool at
+        # once: streaming to a client that reads slowly would hold one of the
+        # few pooled connections for as long as it likes.
+        try:
+            answer = await _read_answer(upstream, max_answer)
+        except httpx.HTTPError as e:
+            return _upstream_failed(type(e).__name__)
+        finally:
+            await upstream.aclose()
+        if answer is None:
+            return _upstream_failed(f"answer over {max_answer} bytes")
         out = {k: v for k, v in upstream.headers.items() if k.lower() in FORWARD_RESPONSE_HEADERS}
-        # Streamed through: an answer (an export) is never held whole here.
-        return StreamingResponse(
-            _relay(upstream),
-            status_code=upstream.status_code,
-            headers=out,
-            background=BackgroundTask(upstream.aclose),
-        )
+        return Response(answer, status_code=upstream.status_code, headers=out)
 
     async def static(request: Request) -> Response:
         rel = request.path_params.get("path", "")

@@ -95,31 +95,32 @@ async def test_pass_through_to_services(tmp_path: Path) -> None:
             assert failed.json()["error"] == "UpstreamFailed"
 
 
-async def test_answers_are_streamed_through(tmp_path: Path) -> None:
-    """The proxy passes an answer on while the service is still sending it (an export
-    is never held whole in the proxy)."""
-    release = asyncio.Event()
+async def test_an_answer_over_the_cap_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    """An endless answer from a service ends in 502 once it passes the proxy's cap,
+    and the proxy stays usable (its pooled connection was given back)."""
+    sent = 0
 
-    async def export(_request: Request) -> Response:
+    async def endless(_request: Request) -> Response:
         async def chunks() -> AsyncIterator[bytes]:
-            yield b"first "
-            await release.wait()
-            yield b"second"
+            nonlocal sent
+            while True:
+                sent += 65536
+                yield b"x" * 65536
+                # Once the proxy hangs up, uvicorn's send returns at once: without
+                # this the generator would never let the loop run again.
+                await asyncio.sleep(0)
 
         return StreamingResponse(chunks(), media_type="application/octet-stream")
 
-    upstream = Starlette(routes=[Route("/xrpc/export", export)])
+    async def small(_request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    upstream = Starlette(routes=[Route("/xrpc/export", endless), Route("/xrpc/small", small)])
     async with serve_app(upstream) as service:
-        app = create_frontend_app({"syncserver": service}, dist(tmp_path))
-        async with (
-            serve_app(app) as url,
-            httpx.AsyncClient(base_url=url) as client,
-            client.stream("GET", "/svc/syncserver/xrpc/export?documentId=x") as r,
-        ):
-            assert r.status_code == 200
-            assert r.headers["content-type"] == "application/octet-stream"
-            received = r.aiter_bytes()
-            first = await asyncio.wait_for(anext(received), 5000 * MS)
-            assert first == b"first "
-            release.set()
-            assert b"".join([c async for c in received]) == b"second"
+        app = create_frontend_app({"syncserver": service}, dist(tmp_path), max_answer=1 << 20)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+            r = await asyncio.wait_for(client.get("/svc/syncserver/xrpc/export"), 10_000 * MS)
+            assert r.status_code == 502 and r.json()["error"] == "UpstreamFailed"
+            assert sent < 16 << 20
+            for _ in range(40):  # more than the proxy's pool
+                assert (await client.get("/svc/syncserver/xrpc/small")).json() == {"ok": True}
