@@ -16,12 +16,13 @@ waits for them if the recipient had no known device at all.
 Receipts go to the sender's live connections; final receipts for a sender
 with none are kept in the mailbox and sent after its next `device` frame.
 
-Who may `notify` a document: a DID related to it as far as the router can
-tell, i.e. one of its connections listens to the document (its presence is
-visible to every other listener) or one of its devices is subscribed to the
-document's pushes; and, when one is installed, the `may_notify` check (the
-space authority's membership, issue 12) agrees. Knowing an unguessable
-document id is what both prove, not membership: see docs/notifications.md.
+Who may `notify` a document: when a membership check is installed
+(`may_notify`, the space authority's readers/writers), whoever it says.
+Without one, a DID related to the document as far as the router can tell:
+one of its connections listens to the document (its presence is visible to
+every other listener) or one of its devices is subscribed to the document's
+pushes. Knowing an unguessable document id is what those prove, not
+membership: see docs/notifications.md.
 """
 
 from __future__ import annotations
@@ -116,8 +117,9 @@ OPTIONS = (
 )
 
 
-# May `did` notify `doc`'s subscribers? Called after the router's own rule
-# (listening or subscribed) passed; False refuses with `not_member`.
+# May `did` notify `doc`'s subscribers (is it one of the document's readers or
+# writers)? When installed it decides alone, instead of the router's own rule
+# (listening or subscribed); False refuses with `not_member`.
 MayNotify = Callable[[Did, DocumentId], Awaitable[bool]]
 
 
@@ -227,7 +229,7 @@ class Notifications:
     ) -> None:
         self.router = router
         # The membership check of whoever knows (e.g. the space authority);
-        # None: the router's own rule alone decides.
+        # None: the router's own rule (listening or subscribed) decides.
         self.may_notify = may_notify
         self.mailbox = mailbox
         self.registry = registry
@@ -510,10 +512,11 @@ class Notifications:
         except StorageUnavailable as e:
             self.router.error(conn, "storage_unavailable", str(e), "notify", abuse=False)
             return
-        related = self.listens(conn.did, msg.doc) or any(r.did == conn.did for r in subscribers)
-        if not related or (
-            self.may_notify is not None and not await self.may_notify(conn.did, msg.doc)
-        ):
+        if self.may_notify is not None:
+            allowed = await self.may_notify(conn.did, msg.doc)
+        else:
+            allowed = self.listens(conn.did, msg.doc) or any(r.did == conn.did for r in subscribers)
+        if not allowed:
             self.router.error(
                 conn, "not_member",
                 "notify needs a connection of yours listening to the document or a push "

@@ -264,14 +264,18 @@ async def test_notify_needs_a_relation_to_the_document(world: World) -> None:
     world.router.receive(sender, encode_frame(["notify", doc, "normal"]))
     assert [p.sub_id for p in await drain(world)] == [bob.sub_id]
     assert carol.sub_id != bob.sub_id
-    # The membership hook (space authority) can refuse a related DID too.
+    # A membership check (the space authority), once installed, decides alone:
+    # it refuses a related DID and admits a member the router knows nothing of.
     asked: list[tuple[str, str]] = []
 
     async def members_only(did: Did, doc_id: DocumentId) -> bool:
         asked.append((did, doc_id))
-        return False
+        return did == "did:key:zMember"
 
     world.hub.may_notify = members_only
     world.router.receive(sender, encode_frame(["notify", doc, "normal"]))
     assert await drain(world) == []
-    assert asked == [("did:key:zC", doc)]
+    member, _ = world.connect("did:key:zMember", "m")
+    world.router.receive(member, encode_frame(["notify", doc, "normal"]))
+    assert sorted(p.sub_id for p in await drain(world)) == sorted([bob.sub_id, carol.sub_id])
+    assert asked == [("did:key:zC", doc), ("did:key:zMember", doc)]
