@@ -83,5 +83,6 @@ def test_corpus_covers_every_op_kind_and_reason() -> None:
     assert kinds >= {cls.TYPE for cls in get_args(Body)}
     # Not in the corpus: not-utf8 (the files hold strings), log-full and too-many-pending
     # (they depend on arrival order; test_log.py), actor-taken (derived actor ids make it
-    # unreachable), wrong-space inside a resolver (the log refuses those first).
-    assert reasons == set(REASONS) - {"not-utf8", "log-full", "too-many-pending", "actor-taken"}
+    # unreachable), bad-invite-token (tokens never travel in ops: test_invites.py).
+    outside = {"not-utf8", "log-full", "too-many-pending", "actor-taken", "bad-invite-token"}
+    assert reasons == set(REASONS) - outside
