@@ -125,6 +125,7 @@ def _make_server(
     limits = NetLimits(
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
+        send_timeout=settings.send_timeout,
         max_per_address=settings.max_connections_per_address,
         max_sockets=budget.limit,
     )

@@ -96,6 +96,7 @@ class Settings:
     # Connection limits (hearth.netlimits): 0 turns one off.
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    send_timeout: float = 30.0
     max_connections_per_address: int = 128
     max_sockets: int = 0  # 0: three quarters of the file-descriptor limit
     log_repeat_burst: int = 10  # identical warnings logged per window before collapsing
@@ -185,6 +186,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, with_port: bool = T
         help="seconds a client has to send a request body (env HEARTH_BODY_TIMEOUT, default 30)",
     )
     parser.add_argument(
+        "--send-timeout",
+        help="seconds an answer may stay unread by the client before the connection is dropped "
+        "(env HEARTH_SEND_TIMEOUT, default 30)",
+    )
+    parser.add_argument(
         "--max-connections-per-address",
         help="open connections of one client address to one service, 0: no cap "
         "(env HEARTH_MAX_CONNECTIONS_PER_ADDRESS, default 128)",
@@ -246,6 +252,10 @@ def build_settings(
             body_timeout=_non_negative(
                 float(pick(getattr(args, "body_timeout", None), "HEARTH_BODY_TIMEOUT") or 30),
                 "body timeout",
+            ),
+            send_timeout=_non_negative(
+                float(pick(getattr(args, "send_timeout", None), "HEARTH_SEND_TIMEOUT") or 30),
+                "send timeout",
             ),
             max_connections_per_address=_non_negative(
                 int(

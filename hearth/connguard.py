@@ -13,7 +13,10 @@
   seconds after the connection opened (or after the previous response), and
   one whose body is not complete `body_timeout` seconds after its head: h11
   alone waits forever, and uvicorn's keep-alive timer stops at the first byte,
-  so a byte every few seconds held a socket indefinitely. It ends the
+  so a byte every few seconds held a socket indefinitely. It drops a
+  connection whose answer the client has left unread (writing paused) for
+  `send_timeout` seconds: the app awaited the drain, and the answer stayed
+  in memory, forever. It ends the
   connection's lease when the connection ends; after a WebSocket upgrade the
   WebSocket protocol's `connection_lost` does.
 
@@ -96,6 +99,7 @@ class GuardedH11Protocol(H11Protocol):
         self.lease: Lease | None = None  # set by the Listener that accepted the connection
         self._phase: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._stalled: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -103,10 +107,33 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._set_deadline(None)
+        self._unstall()
         if self.lease is not None:
             self.lease.release()
             self.lease = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        timeout = self.limits.send_timeout
+        if timeout > 0 and self._stalled is None:
+            self._stalled = self.loop.call_later(timeout, self._stall_expired, timeout)
+
+    def resume_writing(self) -> None:
+        self._unstall()
+        super().resume_writing()
+
+    def _unstall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _stall_expired(self, timeout: float) -> None:
+        self._stalled = None
+        host = self.client[0] if self.client else None
+        log.warning("dropped a connection from %s: answer unread for %gs", _shown(host), timeout)
+        # abort, not close: close would wait for the unread answer to drain.
+        self.transport.abort()
 
     def handle_events(self) -> None:
         super().handle_events()

@@ -33,6 +33,7 @@ class NetLimits:
 
     header_timeout: float = 10.0  # seconds to send a whole request head
     body_timeout: float = 30.0  # seconds to send a whole request body once the head is in
+    send_timeout: float = 30.0  # seconds an answer may stay unread (writing paused)
     max_per_address: int = 128  # open connections of one client address to one service
     max_sockets: int = 0  # open client connections of the process; 0: from the fd limit
 

@@ -32,6 +32,8 @@ from tests.timing import MS
 SERVICES = ("frontend", "resolver", "keyserver", "router", "syncserver")
 HEADER_TIMEOUT = 1500 * MS
 BODY_TIMEOUT = 3000 * MS
+SEND_TIMEOUT = 1500 * MS
+BIG_FILE = 256 * 1024 * 1024
 PER_ADDRESS = 24
 BIG = 300 * 1024 * 1024  # what the issue sent
 CHUNK = 1 << 20
@@ -79,12 +81,19 @@ def wait_http(url: str) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("edge")
+    dist = tmp / "dist"
+    dist.mkdir()
+    (dist / "index.html").write_text("<!doctype html><title>Hearth</title>")
+    with (dist / "big.bin").open("wb") as big:
+        big.truncate(BIG_FILE)  # sparse: costs no disk
     ports = {name: free_port() for name in SERVICES}
     env = {
         **os.environ,
         **{f"HEARTH_{name.upper()}_PORT": str(port) for name, port in ports.items()},
         "HEARTH_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
         "HEARTH_BODY_TIMEOUT": str(BODY_TIMEOUT),
+        "HEARTH_SEND_TIMEOUT": str(SEND_TIMEOUT),
+        "HEARTH_FRONTEND_DIR": str(dist),
         "HEARTH_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS),
         "HEARTH_LOG_LEVEL": "info",
     }
@@ -357,3 +366,26 @@ def test_syncserver_bodies_are_bounded(stack: Stack) -> None:
         path = f"/xrpc/chat.hearth.v1.sync.{method}"
         answer = stream_body(port, post_head(path, port, chunked=True), BIG, chunked=True)
         assert status_of(answer) == 413, (method, answer[:200])
+
+
+def test_an_answer_left_unread_drops_the_connection(stack: Stack) -> None:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30_000 * MS)
+    sock.connect(("127.0.0.1", stack.ports["frontend"]))
+    try:
+        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Read nothing until the service has given up on this client.
+        deadline = time.monotonic() + SEND_TIMEOUT + 10_000 * MS
+        while "answer unread" not in stack.log_text():
+            assert time.monotonic() < deadline, "the connection was never dropped"
+            time.sleep(0.02)
+        received = 0
+        try:
+            while data := sock.recv(1 << 20):
+                received += len(data)
+        except ConnectionResetError:
+            pass
+        assert 0 < received < BIG_FILE // 2
+    finally:
+        sock.close()
