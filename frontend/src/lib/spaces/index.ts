@@ -13,7 +13,7 @@ import { OpError } from "./errors";
 import type { RefusalReason } from "./errors";
 import { AuthorityLog } from "./log";
 import type { LogOptions } from "./log";
-import type { Body, Did, Op, OpId, Rank, SignedOp } from "./ops";
+import type { Body, Create, Did, Op, OpId, Rank, SignedOp } from "./ops";
 import { signOp } from "./signing";
 import type { SpaceState } from "./state";
 
@@ -29,7 +29,7 @@ export { Resolver } from "./resolve";
 export type { RuleReason } from "./rules";
 export { keysFor, noOtherKeys, signInvite, signOp, verifyOp } from "./signing";
 export type { KeyLookup } from "./signing";
-export { SpaceState } from "./state";
+export { Access, SpaceState } from "./state";
 export type { BanRecord, InviteRecord, JoinRequest, Member } from "./state";
 
 /** The answer to `SpaceAuthority.add`: the op is kept, or refused at the boundary and why. */
@@ -49,6 +49,24 @@ export class SpaceAuthority {
     options: LogOptions = {},
   ) {
     this.log = new AuthorityLog(space, options);
+  }
+
+  /**
+   * A new space: `author` (Ed25519 seed `seed`) signs its `create` op. Returns the
+   * authority (holding that op) and the op to publish; the space id is its id.
+   */
+  static create(
+    author: Did,
+    seed: Uint8Array,
+    body: Omit<Create, "type">,
+    options: LogOptions = {},
+    now: number = Date.now(),
+  ): { authority: SpaceAuthority; signed: SignedOp } {
+    const op: Op = { space: null, author, parents: [], time: Math.floor(now), body: { type: "create", ...body } };
+    const signed = signOp(op, seed);
+    const authority = new SpaceAuthority(signed.id, options);
+    authority.log.addSigned(signed);
+    return { authority, signed };
   }
 
   /** Verify and keep one op (wire bytes or text). Never throws for bad input. */
@@ -112,7 +130,13 @@ export class SpaceAuthority {
    * `time` is `max(now, the parents' times)`, as the spec asks of writers. Returns the
    * signed op to send, or throws OpError if this log refuses it.
    */
-  write(author: Did, seed: Uint8Array, body: Body, refs: OpId[] = [], now: number = Date.now()): SignedOp {
+  write(
+    author: Did,
+    seed: Uint8Array,
+    body: Exclude<Body, Create>,
+    refs: OpId[] = [],
+    now: number = Date.now(),
+  ): SignedOp {
     const parents = [...new Set([...this.heads, ...refs])].sort();
     let time = Math.floor(now);
     for (const p of parents) time = Math.max(time, this.log.op(p)?.time ?? 0);

@@ -36,6 +36,35 @@ export interface JoinRequest {
   readonly stamp: boolean;
 }
 
+/**
+ * Who may read and write a space at one moment (`SpaceState.access()`), kept to
+ * compare with a later moment: `lostRead(later)` names the DIDs whose sessions on
+ * the space's documents must end (the PWA: stop syncing with them, show a kicked or
+ * banned person why). Cost: O(members + bans) to take and compare.
+ */
+export class Access {
+  constructor(
+    readonly members: ReadonlySet<Did>,
+    readonly banned: ReadonlySet<Did>,
+    readonly policy: JoinPolicy,
+  ) {}
+
+  mayRead(did: Did | null): boolean {
+    if (did !== null && this.members.has(did)) return true;
+    return this.policy === "open" && !(did !== null && this.banned.has(did));
+  }
+
+  /** Members now who may not read `later` (a kick, ban, leave, or a policy change). */
+  lostRead(later: Access): Set<Did> {
+    return new Set([...this.members].filter((d) => !later.mayRead(d)));
+  }
+
+  /** Members now who are no members `later`. */
+  lostWrite(later: Access): Set<Did> {
+    return new Set([...this.members].filter((d) => !later.members.has(d)));
+  }
+}
+
 /** The state of one space. Read-only for callers (only the resolver changes it); valid until the log changes. */
 export class SpaceState {
   owner: Did | null = null;
@@ -82,6 +111,11 @@ export class SpaceState {
   mayRead(did: Did | null): boolean {
     if (this.isMember(did)) return true;
     return this.policy === "open" && !this.isBanned(did);
+  }
+
+  /** A snapshot of who may read and write, to compare before and after `add`s. */
+  access(): Access {
+    return new Access(new Set(this.members.keys()), new Set(this.bans.keys()), this.policy);
   }
 
   /** Only members write to the space's documents. */

@@ -1,0 +1,110 @@
+// The PWA's API over the authority log (SpaceAuthority), beyond what the shared
+// corpus checks: writing ops, answers instead of exceptions, access snapshots.
+
+import { ed25519 } from "@noble/curves/ed25519.js";
+import { describe, expect, it } from "vitest";
+import { actorFor, canonicalText, signInvite, SpaceAuthority } from "../src/lib/spaces";
+import { encodeEd25519Multibase } from "../src/lib/spaces/didkey";
+
+const T0 = 1_780_000_000_000;
+
+function person(n: number) {
+  const seed = new Uint8Array(32).fill(n);
+  return { seed, did: "did:key:" + encodeEd25519Multibase(ed25519.getPublicKey(seed)) };
+}
+const [alice, bob, carol, mallory] = [1, 2, 3, 4].map(person);
+
+function space(policy: "open" | "approval" | "invite-only" = "open") {
+  return SpaceAuthority.create(
+    alice.did,
+    alice.seed,
+    { publicName: "Hearth", privateName: "Hearth (members)", joinPolicy: policy, nonce: "n0" },
+    {},
+    T0,
+  );
+}
+
+describe("SpaceAuthority", () => {
+  it("creates a space, admits, ranks and kicks, and says who lost access", () => {
+    const { authority: a, signed } = space();
+    expect(a.space).toBe(signed.id);
+    expect(a.rankOf(alice.did)).toBe(4);
+    a.write(bob.did, bob.seed, { type: "join" }, [], T0 + 1);
+    a.write(carol.did, carol.seed, { type: "join" }, [], T0 + 2);
+    a.write(alice.did, alice.seed, { type: "set-role", target: carol.did, role: "moderator" }, [], T0 + 3);
+    expect(a.mayWrite(bob.did)).toBe(true);
+    expect(a.rankOf(carol.did)).toBe(2);
+
+    const before = a.state.access();
+    a.write(carol.did, carol.seed, { type: "ban", target: bob.did, reason: "spam" }, [], T0 + 4);
+    expect(a.mayRead(bob.did)).toBe(false);
+    expect(a.mayRead(mallory.did)).toBe(true); // open space: anyone not banned reads
+    expect(before.lostRead(a.state.access())).toEqual(new Set([bob.did]));
+    expect(before.lostWrite(a.state.access())).toEqual(new Set([bob.did]));
+    expect(a.state.bans.get(bob.did)?.reason).toBe("spam");
+    expect(a.rejected.size).toBe(0);
+  });
+
+  it("another replica fed the written ops in any order reaches the same state", () => {
+    const { authority: a } = space();
+    for (const p of [bob, carol]) a.write(p.did, p.seed, { type: "join" }, [], T0 + 1);
+    a.write(alice.did, alice.seed, { type: "set-role", target: bob.did, role: "admin" }, [], T0 + 2);
+    a.write(bob.did, bob.seed, { type: "set-description", description: "ours" }, [], T0 + 3);
+    const wires = [...a.log].reverse();
+    const b = new SpaceAuthority(a.space);
+    for (const w of wires) expect(b.add(w).ok).toBe(true);
+    expect(canonicalText(b.state.toJson())).toBe(canonicalText(a.state.toJson()));
+    expect(b.state.description).toBe("ours");
+  });
+
+  it("answers bad input with a reason instead of throwing, and remembers it", () => {
+    const { authority: a } = space();
+    expect(a.add("{}")).toMatchObject({ ok: false, reason: "bad-shape" });
+    expect(a.add(new Uint8Array([0xff]))).toMatchObject({ ok: false, reason: "not-utf8" });
+    const other = space("approval").authority; // same author and nonce, other policy: another space
+    const foreign = other.write(alice.did, alice.seed, { type: "set-description", description: "x" }, [], T0 + 1);
+    expect(a.add(foreign.wire)).toMatchObject({ ok: false, reason: "wrong-space" });
+    expect([...a.refused.values()].map((e) => e.reason)).toEqual(["bad-shape", "not-utf8", "wrong-space"]);
+  });
+
+  it("keeps an op the rules refuse, and says why", () => {
+    const { authority: a } = space();
+    a.write(bob.did, bob.seed, { type: "join" }, [], T0 + 1);
+    const kick = a.write(bob.did, bob.seed, { type: "kick", target: alice.did, reason: "coup" }, [], T0 + 2);
+    expect(a.rejected.get(kick.id)).toBe("rank");
+    expect(a.rankOf(alice.did)).toBe(4);
+  });
+
+  it("writes an op no earlier than its parents' time", () => {
+    const { authority: a } = space();
+    const join = a.write(bob.did, bob.seed, { type: "join" }, [], T0 - 5_000); // a clock behind
+    expect(join.op.time).toBe(T0);
+    expect(a.rejected.size).toBe(0);
+  });
+
+  it("binds actors and admits with an invite", () => {
+    const { authority: a } = space("invite-only");
+    const inviteSeed = new Uint8Array(32).fill(9);
+    const key = encodeEd25519Multibase(ed25519.getPublicKey(inviteSeed));
+    const invite = a.write(alice.did, alice.seed, { type: "invite", key, maxUses: 1 }, [], T0 + 1);
+    const inviteSig = signInvite(invite.id, bob.did, inviteSeed);
+    a.write(bob.did, bob.seed, { type: "join", invite: invite.id, inviteSig }, [invite.id], T0 + 2);
+    expect(a.state.members.get(bob.did)).toEqual({ rank: 1, ticket: true });
+    expect(a.state.invites.get(invite.id)?.uses).toBe(1);
+    const stolen = a.write(carol.did, carol.seed, { type: "join", invite: invite.id, inviteSig }, [invite.id], T0 + 3);
+    expect(a.rejected.get(stolen.id)).toBe("invite-used-up");
+
+    const actor = actorFor(a.space, bob.did, "laptop");
+    a.write(bob.did, bob.seed, { type: "bind-actor", actor, nonce: "laptop" }, [], T0 + 4);
+    expect(a.actorDid(actor)).toBe(bob.did);
+    expect(a.mayWriteAs(bob.did, actor)).toBe(true);
+    expect(a.mayWriteAs(alice.did, actor)).toBe(false);
+  });
+
+  it("keeps object keys that JavaScript treats specially as plain keys", () => {
+    const { authority: a } = space();
+    a.write(alice.did, alice.seed, { type: "redact", channel: "__proto__", message: "constructor", target: alice.did, reason: "" }, [], T0 + 1); // prettier-ignore
+    expect(a.state.isRedacted("__proto__", "constructor")).toBe(true);
+    expect(canonicalText(a.state.toJson())).toContain('"redactions":{"__proto__":["constructor"]}');
+  });
+});
