@@ -89,6 +89,10 @@ class AuthorityLog:
     def wire(self, op_id: OpId) -> bytes:
         return self._wire[op_id]
 
+    def op(self, op_id: OpId) -> Op:
+        """The parsed op `op_id` (KeyError if it is not here)."""
+        return self._resolver.ops[op_id]
+
     def __iter__(self) -> Iterator[bytes]:
         """Every op's wire bytes, in arrival order."""
         return iter(self._wire.values())
