@@ -112,7 +112,14 @@ def _bound_settings(settings: Settings) -> tuple[Settings, socket.socket]:
 def _socket_budget(settings: Settings) -> SocketBudget:
     """The process's cap on open client connections, shared by all its servers."""
     fd_limit = raise_fd_limit()
-    return SocketBudget(settings.max_sockets or sockets_for_fd_limit(fd_limit))
+    budget = SocketBudget(settings.max_sockets or sockets_for_fd_limit(fd_limit))
+    log.info(
+        "at most %d client connections in all (descriptor limit %d), %s per address",
+        budget.limit,
+        fd_limit,
+        settings.max_connections_per_address or "any number",
+    )
+    return budget
 
 
 def _make_server(
