@@ -102,6 +102,10 @@ class GuardedH11Protocol(H11Protocol):
         self._stalled: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # Writing counts as paused as soon as anything waits in our buffer
+        # (the kernel's send buffer is full), so the send deadline also covers
+        # a close that waits for unread bytes, which asyncio does forever.
+        transport.set_write_buffer_limits(high=0)
         super().connection_made(transport)
         self._update_deadline()
 
@@ -142,6 +146,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         self._set_deadline(_UPGRADED)
+        self._unstall()
+        self.transport.set_write_buffer_limits()  # the WebSocket protocol's own flow control
         lease, self.lease = self.lease, None
         super().handle_websocket_upgrade(event)
         protocol = self.transport.get_protocol()
