@@ -6,9 +6,11 @@
 import {
   AuthorityLog,
   canonicalText,
+  encodeInviteToken,
   OpError,
   opFromJson,
   parseCanonical,
+  parseInviteToken,
   parseOp,
   Resolver,
 } from "../src/lib/spaces";
@@ -31,6 +33,14 @@ export interface SignedSet {
   wires: string[];
   refused: { index: number; reason: string }[];
   state: string;
+  /** log.since(heads) after all wires: the wire texts Python gives, in its order */
+  since: { heads: string[]; wires: string[] }[];
+}
+
+export interface TokenCase {
+  text: string;
+  /** null: refused (bad-invite-token); else the token re-encoded */
+  token: string | null;
 }
 
 export interface ParseCase {
@@ -53,6 +63,7 @@ export interface AgreeInput {
   signed: SignedSet[];
   parse: ParseCase[];
   signatures: SignatureCase[];
+  tokens: TokenCase[];
 }
 
 export interface Mismatch {
@@ -101,7 +112,15 @@ const reasonOf = (e: unknown): string => {
 /** Check every case; returns the counts and the first mismatches (at most 20). */
 export function agree(input: AgreeInput): AgreeOutput {
   const mismatches: Mismatch[] = [];
-  const checked: Record<string, number> = { histories: 0, deliveries: 0, signed: 0, parse: 0, signatures: 0 };
+  const checked: Record<string, number> = {
+    histories: 0,
+    deliveries: 0,
+    signed: 0,
+    since: 0,
+    parse: 0,
+    signatures: 0,
+    tokens: 0,
+  };
   const miss = (kind: string, index: number, detail: string) => {
     if (mismatches.length < 20) mismatches.push({ kind, index, detail });
   };
@@ -147,6 +166,14 @@ export function agree(input: AgreeInput): AgreeOutput {
     if (got !== JSON.stringify(s.refused)) miss("refused", index, `${got} != ${JSON.stringify(s.refused)}`);
     const state = canonicalText(log.state.toJson());
     if (state !== s.state) miss("signed-state", index, firstDifference(state, s.state));
+    const decoder = new TextDecoder();
+    for (const c of s.since) {
+      const got = log.since(c.heads).map((w) => decoder.decode(w));
+      if (JSON.stringify(got) !== JSON.stringify(c.wires)) {
+        miss("since", index, `heads ${c.heads.join(",")}: TS ${got.length} ops, Python ${c.wires.length}`);
+      }
+      checked.since++;
+    }
     checked.signed++;
   });
 
@@ -168,6 +195,17 @@ export function agree(input: AgreeInput): AgreeOutput {
     const ok = ed25519VerifyStrict(unhex(c.key), unhex(c.message), unhex(c.sig));
     if (ok !== c.ok) miss("signature", index, `${c.name}: TS ${ok}, libsodium ${c.ok}`);
     checked.signatures++;
+  });
+
+  input.tokens.forEach((c, index) => {
+    let token: string | null = null;
+    try {
+      token = encodeInviteToken(parseInviteToken(c.text));
+    } catch (e) {
+      if (reasonOf(e) !== "bad-invite-token") throw e;
+    }
+    if (token !== c.token) miss("token", index, `${JSON.stringify(c.text)}: TS ${token}, Python ${c.token}`);
+    checked.tokens++;
   });
 
   return { checked, mismatches };

@@ -3,7 +3,16 @@
 
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { describe, expect, it } from "vitest";
-import { actorFor, canonicalText, signInvite, SpaceAuthority } from "../src/lib/spaces";
+import {
+  actorFor,
+  canonicalText,
+  encodeInviteToken,
+  joinWithToken,
+  newInvite,
+  parseInviteToken,
+  signInvite,
+  SpaceAuthority,
+} from "../src/lib/spaces";
 import { encodeEd25519Multibase } from "../src/lib/spaces/didkey";
 
 const T0 = 1_780_000_000_000;
@@ -106,5 +115,36 @@ describe("SpaceAuthority", () => {
     a.write(alice.did, alice.seed, { type: "redact", channel: "__proto__", message: "constructor", target: alice.did, reason: "" }, [], T0 + 1); // prettier-ignore
     expect(a.state.isRedacted("__proto__", "constructor")).toBe(true);
     expect(canonicalText(a.state.toJson())).toContain('"redactions":{"__proto__":["constructor"]}');
+  });
+});
+
+describe("invite tokens and log exchange", () => {
+  it("an invite token admits its holder, and only as the DID that signed", () => {
+    const { authority: a } = space("invite-only");
+    const { body, seed } = newInvite({ maxUses: 5, seed: new Uint8Array(32).fill(7) });
+    const invite = a.write(alice.did, alice.seed, body, [], T0 + 1);
+    const text = encodeInviteToken({ space: a.space, invite: invite.id, seed });
+    const token = parseInviteToken(` ${text}\n`);
+    expect(token.space).toBe(a.space);
+    const join = a.write(bob.did, bob.seed, joinWithToken(token, bob.did), [token.invite], T0 + 2);
+    expect(a.rejected.has(join.id)).toBe(false);
+    // Carol replays Bob's join body under her own DID: the signature names Bob.
+    const replay = a.write(carol.did, carol.seed, joinWithToken(token, bob.did), [token.invite], T0 + 3);
+    expect(a.rejected.get(replay.id)).toBe("invite-bad-sig");
+    expect(() => parseInviteToken(text.slice(0, -1) + "B")).toThrowError(/bad-invite-token/);
+    expect(() => parseInviteToken(a.space)).toThrowError(/bad-invite-token/);
+  });
+
+  it("since(heads) gives a peer exactly what it lacks, parents first", () => {
+    const { authority: a } = space();
+    const b = new SpaceAuthority(a.space);
+    for (const w of a.log) b.add(w);
+    for (const p of [bob, carol, mallory]) a.write(p.did, p.seed, { type: "join" }, [], T0 + 1);
+    const missing = a.log.since(b.heads);
+    expect(missing.length).toBe(3);
+    for (const w of missing) expect(b.add(w).ok).toBe(true); // in order: nothing waits
+    expect(b.log.pending.size).toBe(0);
+    expect(canonicalText(b.state.toJson())).toBe(canonicalText(a.state.toJson()));
+    expect(a.log.since(a.heads)).toEqual([]);
   });
 });

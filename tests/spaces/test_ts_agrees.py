@@ -6,11 +6,13 @@ what Python makes of:
 - 300 random concurrent histories from tests/spaces/gen.py (several admins and
   moderators, partitioned replicas; seeded): op ids, and the state for the
   listed, reversed and two shuffled delivery orders, incrementally or at once;
-- 16 signed histories through AuthorityLog (parse, signatures, refusals, state);
+- 16 signed histories through AuthorityLog (parse, signatures, refusals, state,
+  and what `since(heads)` serves a peer);
 - 3,000 mutated wire ops: the same refusal reason, or the same op id;
 - Ed25519 edge cases: libsodium's verdict (non-canonical S, R and keys, keys and
   R of small order, keys with a torsion component, where a cofactored check
-  would differ).
+  would differ);
+- invite tokens, well-formed and damaged.
 
 The shared corpus is checked by both suites separately (test_corpus.py and
 frontend/tests/spaces-corpus.test.ts).
@@ -30,7 +32,8 @@ import nacl.exceptions
 import nacl.signing
 
 from hearth.spaces import AuthorityLog, OpError, Resolver, canonical, parse_op
-from hearth.spaces.ops import op_bytes
+from hearth.spaces.invites import InviteToken, new_invite, parse_invite_token
+from hearth.spaces.ops import OpId, op_bytes
 from tests.spaces.gen import history
 
 FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
@@ -70,12 +73,19 @@ def _signed(count: int) -> tuple[list[dict[str, Any]], list[bytes]]:
                 log.add(w)
             except OpError as e:
                 refused.append({"index": i, "reason": e.reason})
+        rng = random.Random(seed)
+        ids = [s.id for s in h.signed]
+        since = [
+            {"heads": heads, "wires": [w.decode() for w in log.since(heads)]}
+            for heads in ([], log.heads, rng.sample(ids, 2), rng.sample(ids, 5) + ["0" * 64])
+        ]
         sets.append(
             {
                 "space": h.space,
                 "wires": [w.decode() for w in ws],
                 "refused": refused,
                 "state": canonical(log.state.to_json()).decode(),
+                "since": since,
             }
         )
     return sets, wires
@@ -157,6 +167,28 @@ def _parse_cases(wires: list[bytes], count: int) -> list[dict[str, Any]]:
             reason, op_id = e.reason, None
         cases.append({"hex": data.hex(), "reason": reason, "id": op_id})
     return cases
+
+
+def _token_cases() -> list[dict[str, Any]]:
+    rng = random.Random(5)
+    texts = []
+    for i in range(20):
+        _, seed = new_invite(seed=rng.randbytes(32))
+        good = InviteToken(OpId(f"{i:064x}"), OpId(rng.randbytes(32).hex()), seed).encode()
+        texts += [good, f"  {good}\n", good[:-1], good + "A", good.upper(), good.replace(".", ":")]
+        texts.append(
+            good[:-1] + rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_")
+        )
+    out = []
+    for text in texts:
+        try:
+            token: str | None = parse_invite_token(text).encode()
+        except OpError as e:
+            assert e.reason == "bad-invite-token"
+            token = None
+        out.append({"text": text, "token": token})
+    assert {c["token"] is None for c in out} == {True, False}
+    return out
 
 
 # --- Ed25519 edge cases ----------------------------------------------------------
@@ -300,6 +332,7 @@ def test_typescript_agrees_with_python(tmp_path: Path) -> None:
         "signed": signed,
         "parse": _parse_cases(wires, 3_000),
         "signatures": _signature_cases(),
+        "tokens": _token_cases(),
     }
     path = tmp_path / "cases.json"
     path.write_text(json.dumps(cases))
@@ -314,8 +347,10 @@ def test_typescript_agrees_with_python(tmp_path: Path) -> None:
         "histories": 300,
         "deliveries": 1_200,
         "signed": 16,
+        "since": 64,
         "parse": 3_000,
         "signatures": len(cases["signatures"]),
+        "tokens": len(cases["tokens"]),
     }
     # The cases reach every parse reason, and signatures either way.
     assert {c["reason"] for c in cases["parse"]} >= {

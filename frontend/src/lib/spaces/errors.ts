@@ -19,7 +19,8 @@ export type RefusalReason =
   | "too-many-pending"
   | "unknown-key"
   | "bad-signature"
-  | "bad-value";
+  | "bad-value"
+  | "bad-invite-token";
 
 /** An op was refused. `reason` is the stable machine-readable code; `detail` is for people. */
 export class OpError extends Error {

@@ -3,8 +3,9 @@
 // the specification; tests/spaces/corpus/ checks both implementations alike).
 //
 // Module map: encoding (canonical JSON, ids), didkey (Ed25519 did:key),
-// ops (typed ops, parseOp), signing (strict Ed25519, signOp), rules (rank
-// rules), resolve (Resolver), state (SpaceState), log (AuthorityLog).
+// ops (typed ops, parseOp), signing (strict Ed25519, signOp), invites (invite
+// tokens), stamps (proof of work), rules (rank rules), resolve (Resolver),
+// state (SpaceState), log (AuthorityLog).
 //
 // What the PWA calls (the TypeScript side of docs/spaces.md "Plug-in points"):
 // `SpaceAuthority` below, or the pieces it is made of.
@@ -21,6 +22,8 @@ export { actorFor, canonical, canonicalText, parseCanonical } from "./encoding";
 export type { Json, JsonObject } from "./encoding";
 export { OpError } from "./errors";
 export type { RefusalReason } from "./errors";
+export { encodeInviteToken, joinWithToken, newInvite, parseInviteToken } from "./invites";
+export type { InviteToken } from "./invites";
 export { AuthorityLog, DEFAULT_LIMITS } from "./log";
 export type { LogLimits, LogOptions } from "./log";
 export { opBytes, opFromJson, opToJson, parseOp, Rank, RANK_OF_ROLE, ROLE_OF_RANK } from "./ops";
