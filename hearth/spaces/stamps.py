@@ -21,7 +21,8 @@ where `challenge = STAMP_DOMAIN + canonical JSON of {did, purpose, space,
 window}`. The stamp is worth the number of leading zero bits of that output;
 it is valid for a cost of `bits` when it is worth at least `bits`. Making one
 takes 2**bits evaluations on average (a geometric draw: often fewer, sometimes
-several times more); verifying takes one. Costs on this machine: bench/stamps.py.
+several times more); verifying takes one, memoised (VERIFY_CACHE entries, ~6.5 MB
+when full, shared by every space in the process). Costs: bench/stamps.py.
 
 Time: a stamp for window w is accepted at times `t` (the op's time in the
 authority log; the verifier's clock elsewhere) with
@@ -58,7 +59,7 @@ GRACE_MS = 3_600_000  # a stamp made at the end of its window still lives an hou
 SKEW_MS = 300_000  # clocks ahead of the stamp maker's by up to five minutes
 MAX_COST_BITS = 64
 MAX_STAMP_CHARS = 160
-VERIFY_CACHE = 4_096  # (challenge, nonce) -> worth, so a re-resolution does not redo work
+VERIFY_CACHE = 16_384  # (challenge, nonce) -> worth: a re-walk does no work again; ~400 B each
 
 _STAMP_RE = re.compile(
     r"hs1\.(join|first-post)\.(0|[1-9][0-9]{0,15})\.([0-9a-f]{16})\.([0-9a-f]{16})\.([0-9a-f]{32})"
