@@ -12,8 +12,9 @@ ancestor of the op; it is known the moment the op becomes ready, since all its
 ancestors have been walked by then. Ops whose parents never arrive are
 rejected `unknown-parent`; an op whose time is before a parent's, `clock`.
 When an accepted op lowers someone's rank, their accepted ops that needed more
-and that the op's author had not seen are revoked, and the walk starts over
-without them (`_settle`).
+and that the op's author had not seen are revoked: once the walk is done, it
+starts over with every op so found excluded, until a walk finds none
+(`_settle`).
 
 Costs: O(n log n) heap work for n ops, plus one big-integer OR per parent
 edge over a bitset of the accepted ops (one bit each; bitsets are dropped once
@@ -55,7 +56,7 @@ class _Walk:
     heads: set[OpId] = field(default_factory=set)
     next_bit: int = 0
     excluded: frozenset[OpId] = frozenset()  # revoked: rejected without a look
-    revoked: list[OpId] = field(default_factory=list)  # found by this walk: it stopped
+    revoked: set[OpId] = field(default_factory=set)  # found by this walk: for the next round
 
 
 class Resolver:
@@ -143,7 +144,8 @@ class Resolver:
             self._run(walk)
             if not walk.revoked:
                 break
-            # Each round excludes at least one more op: at most n rounds, usually none.
+            # Each round excludes at least one more op (those found were accepted in it):
+            # at most n rounds; usually none, and one per link of a chain of revocations.
             excluded = excluded.union(walk.revoked)
         # Everything not walked waits for a parent that is not here (or for create).
         for op_id in self.ops.keys() - walk.walked:
@@ -221,8 +223,6 @@ class Resolver:
                     walk.history.setdefault(did, []).append((b, rank))
                     if did != op.author:
                         self._revoke(walk, op_id, did, rank)
-                if walk.revoked:
-                    return
                 need = needed_rank(op)
                 if need > Rank.NONE:
                     walk.acts.setdefault(op.author, []).append((b, need, op_id))
@@ -246,7 +246,7 @@ class Resolver:
         seen = walk.anc[by]
         for b, need, op_id in walk.acts.get(did, ()):
             if need > rank and not seen >> b & 1:
-                walk.revoked.append(op_id)
+                walk.revoked.add(op_id)
 
 
 def _drop(walk: _Walk, op_id: OpId) -> None:

@@ -41,6 +41,7 @@ def _walk(space: OpId, ops: dict[OpId, Op], excluded: set[OpId]) -> tuple[SpaceS
     def on_rank(did: Did, rank: Rank) -> None:
         changes.append((did, rank))
 
+    found: set[OpId] = set()  # revoked by this walk, for the next round
     ready: set[OpId] = set()
     if space in ops and isinstance(ops[space].body, Create):
         ancestors[space], depth[space] = set(), 0
@@ -71,8 +72,7 @@ def _walk(space: OpId, ops: dict[OpId, Op], excluded: set[OpId]) -> tuple[SpaceS
                 and needed_rank(ops[o]) > rank
                 and o not in ancestors[op_id]
             }
-            if revoked:
-                return state, revoked
+            found |= revoked
             accepted[op_id] = list(changes)
         else:
             state.rejected[op_id] = why
@@ -87,4 +87,4 @@ def _walk(space: OpId, ops: dict[OpId, Op], excluded: set[OpId]) -> tuple[SpaceS
     for op_id in ops:
         if op_id not in walked:
             state.rejected[op_id] = "unknown-parent"
-    return state, set()
+    return state, found
