@@ -393,6 +393,32 @@ def backdated_ops() -> tuple[str, Space]:
     )
 
 
+def revocation_chain() -> tuple[str, Space]:
+    s = Space(alice)
+    members(s, bob, dave, erin, frank, mallory)
+    s.write(alice, SetRole(bob.did, Rank.ADMIN))
+    fork = s.heads()
+
+    def bind(p: Person, parent: OpId, nonce: str) -> SignedOp:
+        return s.write(p, BindActor(actor_for(s.id, p.did, nonce), nonce), [parent])
+
+    promote = s.write(bob, SetRole(frank.did, Rank.MODERATOR), fork)  # revoked by the demotion
+    own = bind(mallory, fork[0], "m")  # revoked by frank's kick, in the same round
+    y1 = bind(dave, promote.id, "y1")
+    y2 = bind(dave, y1.id, "y2")
+    s.write(frank, Kick(mallory.did, "walked after the demotion"), [y2.id])
+    c1 = bind(erin, fork[0], "c1")
+    s.write(alice, SetRole(bob.did, Rank.MEMBER), [c1.id])
+    assert own.id and promote.id
+    return (
+        "A chain: the owner's demotion of admin Bob revokes Bob's promotion of Frank; Frank's "
+        "kick of Mallory, walked later in the same round, still revokes Mallory's concurrent "
+        "op (a round revokes everything it finds), then is itself refused 'rank' in the next "
+        "round. Mallory stays a member.",
+        s,
+    )
+
+
 def actors_and_clock() -> tuple[str, Space]:
     s = Space(alice)
     members(s, bob)
@@ -489,6 +515,7 @@ SCENARIOS: dict[str, Callable[[], tuple[str, object]]] = {
     "unknown-parents": unknown_parents,
     "forged-escalation": forged_escalation,
     "backdated-ops": backdated_ops,
+    "revocation-chain": revocation_chain,
     "actors-and-clock": actors_and_clock,
     "purge-race": purge_race,
     "ownership-transfer": ownership_transfer,
