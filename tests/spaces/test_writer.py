@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from hearth.spaces import OpError, Rank
+from hearth.spaces import AuthorityLog, OpError, Rank
 from hearth.spaces.invites import InviteToken, new_invite
 from hearth.spaces.ops import (
     Approve,
+    Join,
     JoinPolicy,
     Knock,
+    Leave,
     Op,
     RevokeInvite,
     SetDescription,
@@ -65,3 +67,19 @@ def test_the_signer_must_be_the_authors() -> None:
     with pytest.raises(OpError) as e:
         write(log, bob.signer, alice.did, SetDescription("forged"), T + 1)
     assert e.value.reason == "bad-signature"
+
+
+def test_the_next_op_builds_on_a_rejected_one_so_replicas_must_keep_it() -> None:
+    """docs/spaces.md, "Keep every op that verifies": a rejected op stays a head and the
+    writer's next op names it; a replica without it holds that op back for ever."""
+    log, _ = create_space(alice.signer, alice.did, "a", "b", T, policy=JoinPolicy.OPEN)
+    join = write(log, bob.signer, bob.did, Join(None, None, None), T + 1)
+    refused = write(log, bob.signer, bob.did, SetDescription("members may not"), T + 2)
+    assert log.state.rejected == {refused.id: "rank"}
+    nxt = write(log, bob.signer, bob.did, Leave(), T + 3)
+    assert refused.id in nxt.op.parents
+    dropping = AuthorityLog(log.space)
+    for op_id in (log.space, join.id, nxt.id):
+        dropping.add(log.wire(op_id))
+    assert dropping.state.rejected == {nxt.id: "unknown-parent"}
+    assert dropping.state.is_member(bob.did)  # bob's leave never takes effect there
