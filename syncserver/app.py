@@ -54,6 +54,7 @@ from syncserver.hub import SyncHub
 from syncserver.messages import MessageError, parse_document_id
 from syncserver.metrics import SyncMetrics
 from syncserver.outgoing import OutgoingBudget
+from syncserver.spaces import SPACE_OPTIONS, SpaceEndpoints
 from syncserver.storage import Access, MemoryStorage, SqliteStorage, Storage
 from syncserver.tokens import looks_like_jwt, new_token, token_hash
 from syncserver.transport import serve_socket
@@ -140,6 +141,7 @@ OPTIONS = (
         5.0,
         "seconds a storage call waits for a lock held by another process before failing (503)",
     ),
+    *SPACE_OPTIONS,
     *AUTH_OPTIONS,
 )
 
@@ -202,7 +204,8 @@ def create_app(config: ServiceConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         storage: Storage
-        if config.get_bool("memory_storage"):
+        storage_in_memory = config.get_bool("memory_storage")
+        if storage_in_memory:
             storage = MemoryStorage()
             where = "memory (nothing survives a restart)"
         else:
@@ -242,6 +245,7 @@ def create_app(config: ServiceConfig) -> Starlette:
         )
         outgoing = OutgoingBudget(config.get_int("send_total_bytes"))
         holder["state"] = _State(storage, hub, metrics, verifier, run_in_worker, outgoing)
+        log.info("space authority logs in %s", spaces.open(run_in_worker, storage_in_memory))
         try:
             yield
         finally:
@@ -250,6 +254,7 @@ def create_app(config: ServiceConfig) -> Starlette:
             await resolver.aclose()
             executor.shutdown(wait=True)
             storage.close()
+            await spaces.close()
             holder.pop("state", None)
 
     connections = 0
@@ -405,7 +410,7 @@ def create_app(config: ServiceConfig) -> Starlette:
         if st.storage.health.error is not None:  # has the cause gone meanwhile?
             with contextlib.suppress(StorageUnavailable):
                 await run(st, st.storage.check)
-        storage = storage_status([st.storage.health])
+        storage = storage_status([st.storage.health, *filter(None, [spaces.health])])
         stats = st.storage.stats()
         return {
             "status": "ok" if storage == "ok" else "error",
@@ -419,6 +424,10 @@ def create_app(config: ServiceConfig) -> Starlette:
             "changes": stats.changes,
         }
 
+    async def authenticate(request: Request, lxm: str, optional: bool) -> Did | None:
+        return await caller(request, lxm, optional=optional)
+
+    spaces = SpaceEndpoints(config, authenticate)
     routes: list[BaseRoute] = [
         WebSocketRoute("/", websocket),
         WebSocketRoute("/sync", websocket),
@@ -427,6 +436,7 @@ def create_app(config: ServiceConfig) -> Starlette:
         Route(f"/xrpc/{LXM_SET_ACCESS}", set_access, methods=["POST"]),
         Route(f"/xrpc/{LXM_GET_ACCESS}", get_access, methods=["GET"]),
         Route(f"/xrpc/{LXM_EXPORT}", export, methods=["GET"]),
+        *spaces.routes,
         *common_routes(
             service_did,
             settings.url,
