@@ -115,9 +115,16 @@ def _body(rng: random.Random, space: OpId, who: Person, ops: list[tuple[OpId, Op
     return Invite(INVITE_KEY, None, 2)
 
 
-def history(seed: int, n_ops: int, n_replicas: int, sign: bool = False) -> History:
+def history(
+    seed: int, n_ops: int, n_replicas: int, sign: bool = False, purges: float = 0.0
+) -> History:
     """A setup prefix (create, everyone but outsiders joins, roles), then `n_ops`
-    random ops written by `n_replicas` partitioned replicas that merge at random."""
+    random ops written by `n_replicas` partitioned replicas that merge at random.
+
+    `purges` > 0: that share of the ops are the owner or an admin removing an admin
+    or moderator (demotion or kick) and the rest of the ops favour the staff, so
+    revocations chain (several rounds). 0 keeps the histories (and the corpus) as
+    they were."""
     rng = random.Random(seed)
     ops: list[tuple[OpId, Op]] = []
     signed: list[SignedOp] = []
@@ -154,6 +161,15 @@ def history(seed: int, n_ops: int, n_replicas: int, sign: bool = False) -> Histo
         if rng.random() < 0.15:
             replicas[r].merge(replicas[rng.randrange(n_replicas)])
             continue
-        who = PEOPLE[rng.choice(NAMES)]
+        if purges and rng.random() < purges:
+            who = PEOPLE[rng.choice(["owner", "admin1", "admin2"])]
+            target = PEOPLE[rng.choice(["admin1", "admin2", "mod1", "mod2"])].did
+            body: Body = SetRole(target, Rank.MEMBER) if rng.random() < 0.7 else Kick(target, "")
+            emit(who, body, replicas[r])
+            continue
+        if purges:
+            who = PEOPLE[rng.choice(NAMES[:5] * 2 + NAMES)]
+        else:
+            who = PEOPLE[rng.choice(NAMES)]
         emit(who, _body(rng, space, who, ops), replicas[r])
     return History(space, ops, signed if sign else None)
