@@ -38,14 +38,14 @@ describe("SpaceAuthority", () => {
     const { authority: a, signed } = space();
     expect(a.space).toBe(signed.id);
     expect(a.rankOf(alice.did)).toBe(4);
-    a.write(bob.did, bob.seed, { type: "join" }, [], T0 + 1);
-    a.write(carol.did, carol.seed, { type: "join" }, [], T0 + 2);
-    a.write(alice.did, alice.seed, { type: "set-role", target: carol.did, role: "moderator" }, [], T0 + 3);
+    a.write(bob.did, bob.seed, { type: "join" }, T0 + 1);
+    a.write(carol.did, carol.seed, { type: "join" }, T0 + 2);
+    a.write(alice.did, alice.seed, { type: "set-role", target: carol.did, role: "moderator" }, T0 + 3);
     expect(a.mayWrite(bob.did)).toBe(true);
     expect(a.rankOf(carol.did)).toBe(2);
 
     const before = a.state.access();
-    a.write(carol.did, carol.seed, { type: "ban", target: bob.did, reason: "spam" }, [], T0 + 4);
+    a.write(carol.did, carol.seed, { type: "ban", target: bob.did, reason: "spam" }, T0 + 4);
     expect(a.mayRead(bob.did)).toBe(false);
     expect(a.mayRead(mallory.did)).toBe(true); // open space: anyone not banned reads
     expect(before.lostRead(a.state.access())).toEqual(new Set([bob.did]));
@@ -56,9 +56,9 @@ describe("SpaceAuthority", () => {
 
   it("another replica fed the written ops in any order reaches the same state", () => {
     const { authority: a } = space();
-    for (const p of [bob, carol]) a.write(p.did, p.seed, { type: "join" }, [], T0 + 1);
-    a.write(alice.did, alice.seed, { type: "set-role", target: bob.did, role: "admin" }, [], T0 + 2);
-    a.write(bob.did, bob.seed, { type: "set-description", description: "ours" }, [], T0 + 3);
+    for (const p of [bob, carol]) a.write(p.did, p.seed, { type: "join" }, T0 + 1);
+    a.write(alice.did, alice.seed, { type: "set-role", target: bob.did, role: "admin" }, T0 + 2);
+    a.write(bob.did, bob.seed, { type: "set-description", description: "ours" }, T0 + 3);
     const wires = [...a.log].reverse();
     const b = new SpaceAuthority(a.space);
     for (const w of wires) expect(b.add(w).ok).toBe(true);
@@ -71,22 +71,22 @@ describe("SpaceAuthority", () => {
     expect(a.add("{}")).toMatchObject({ ok: false, reason: "bad-shape" });
     expect(a.add(new Uint8Array([0xff]))).toMatchObject({ ok: false, reason: "not-utf8" });
     const other = space("approval").authority; // same author and nonce, other policy: another space
-    const foreign = other.write(alice.did, alice.seed, { type: "set-description", description: "x" }, [], T0 + 1);
+    const foreign = other.write(alice.did, alice.seed, { type: "set-description", description: "x" }, T0 + 1);
     expect(a.add(foreign.wire)).toMatchObject({ ok: false, reason: "wrong-space" });
     expect([...a.refused.values()].map((e) => e.reason)).toEqual(["bad-shape", "not-utf8", "wrong-space"]);
   });
 
   it("keeps an op the rules refuse, and says why", () => {
     const { authority: a } = space();
-    a.write(bob.did, bob.seed, { type: "join" }, [], T0 + 1);
-    const kick = a.write(bob.did, bob.seed, { type: "kick", target: alice.did, reason: "coup" }, [], T0 + 2);
+    a.write(bob.did, bob.seed, { type: "join" }, T0 + 1);
+    const kick = a.write(bob.did, bob.seed, { type: "kick", target: alice.did, reason: "coup" }, T0 + 2);
     expect(a.rejected.get(kick.id)).toBe("rank");
     expect(a.rankOf(alice.did)).toBe(4);
   });
 
   it("writes an op no earlier than its parents' time", () => {
     const { authority: a } = space();
-    const join = a.write(bob.did, bob.seed, { type: "join" }, [], T0 - 5_000); // a clock behind
+    const join = a.write(bob.did, bob.seed, { type: "join" }, T0 - 5_000); // a clock behind
     expect(join.op.time).toBe(T0);
     expect(a.rejected.size).toBe(0);
   });
@@ -95,16 +95,16 @@ describe("SpaceAuthority", () => {
     const { authority: a } = space("invite-only");
     const inviteSeed = new Uint8Array(32).fill(9);
     const key = encodeEd25519Multibase(ed25519.getPublicKey(inviteSeed));
-    const invite = a.write(alice.did, alice.seed, { type: "invite", key, maxUses: 1 }, [], T0 + 1);
+    const invite = a.write(alice.did, alice.seed, { type: "invite", key, maxUses: 1 }, T0 + 1);
     const inviteSig = signInvite(invite.id, bob.did, inviteSeed);
-    a.write(bob.did, bob.seed, { type: "join", invite: invite.id, inviteSig }, [invite.id], T0 + 2);
+    a.write(bob.did, bob.seed, { type: "join", invite: invite.id, inviteSig }, T0 + 2);
     expect(a.state.members.get(bob.did)).toEqual({ rank: 1, ticket: true });
     expect(a.state.invites.get(invite.id)?.uses).toBe(1);
-    const stolen = a.write(carol.did, carol.seed, { type: "join", invite: invite.id, inviteSig }, [invite.id], T0 + 3);
+    const stolen = a.write(carol.did, carol.seed, { type: "join", invite: invite.id, inviteSig }, T0 + 3);
     expect(a.rejected.get(stolen.id)).toBe("invite-used-up");
 
     const actor = actorFor(a.space, bob.did, "laptop");
-    a.write(bob.did, bob.seed, { type: "bind-actor", actor, nonce: "laptop" }, [], T0 + 4);
+    a.write(bob.did, bob.seed, { type: "bind-actor", actor, nonce: "laptop" }, T0 + 4);
     expect(a.actorDid(actor)).toBe(bob.did);
     expect(a.mayWriteAs(bob.did, actor)).toBe(true);
     expect(a.mayWriteAs(alice.did, actor)).toBe(false);
@@ -112,7 +112,7 @@ describe("SpaceAuthority", () => {
 
   it("keeps object keys that JavaScript treats specially as plain keys", () => {
     const { authority: a } = space();
-    a.write(alice.did, alice.seed, { type: "redact", channel: "__proto__", message: "constructor", target: alice.did, reason: "" }, [], T0 + 1); // prettier-ignore
+    a.write(alice.did, alice.seed, { type: "redact", channel: "__proto__", message: "constructor", target: alice.did, reason: "" }, T0 + 1); // prettier-ignore
     expect(a.state.isRedacted("__proto__", "constructor")).toBe(true);
     expect(canonicalText(a.state.toJson())).toContain('"redactions":{"__proto__":["constructor"]}');
   });
@@ -122,14 +122,14 @@ describe("invite tokens and log exchange", () => {
   it("an invite token admits its holder, and only as the DID that signed", () => {
     const { authority: a } = space("invite-only");
     const { body, seed } = newInvite({ maxUses: 5, seed: new Uint8Array(32).fill(7) });
-    const invite = a.write(alice.did, alice.seed, body, [], T0 + 1);
+    const invite = a.write(alice.did, alice.seed, body, T0 + 1);
     const text = encodeInviteToken({ space: a.space, invite: invite.id, seed });
     const token = parseInviteToken(` ${text}\n`);
     expect(token.space).toBe(a.space);
-    const join = a.write(bob.did, bob.seed, joinWithToken(token, bob.did), [token.invite], T0 + 2);
+    const join = a.write(bob.did, bob.seed, joinWithToken(token, bob.did), T0 + 2);
     expect(a.rejected.has(join.id)).toBe(false);
     // Carol replays Bob's join body under her own DID: the signature names Bob.
-    const replay = a.write(carol.did, carol.seed, joinWithToken(token, bob.did), [token.invite], T0 + 3);
+    const replay = a.write(carol.did, carol.seed, joinWithToken(token, bob.did), T0 + 3);
     expect(a.rejected.get(replay.id)).toBe("invite-bad-sig");
     expect(() => parseInviteToken(text.slice(0, -1) + "B")).toThrowError(/bad-invite-token/);
     expect(() => parseInviteToken(a.space)).toThrowError(/bad-invite-token/);
@@ -139,12 +139,34 @@ describe("invite tokens and log exchange", () => {
     const { authority: a } = space();
     const b = new SpaceAuthority(a.space);
     for (const w of a.log) b.add(w);
-    for (const p of [bob, carol, mallory]) a.write(p.did, p.seed, { type: "join" }, [], T0 + 1);
+    for (const p of [bob, carol, mallory]) a.write(p.did, p.seed, { type: "join" }, T0 + 1);
     const missing = a.log.since(b.heads);
     expect(missing.length).toBe(3);
     for (const w of missing) expect(b.add(w).ok).toBe(true); // in order: nothing waits
     expect(b.log.pending.size).toBe(0);
     expect(canonicalText(b.state.toJson())).toBe(canonicalText(a.state.toJson()));
     expect(a.log.since(a.heads)).toEqual([]);
+  });
+});
+
+describe("SpaceAuthority.write", () => {
+  it("names at most 16 parents, the referenced ops first, and the next op takes the rest", () => {
+    const { authority: a, signed: create } = space("approval");
+    for (let i = 10; i < 30; i++) {
+      const p = person(i);
+      const replica = new SpaceAuthority(a.space); // each knocks having seen only the create
+      replica.log.addSigned(create);
+      expect(a.add(replica.write(p.did, p.seed, { type: "knock", note: "hi" }, T0 + i).wire).ok).toBe(true);
+    }
+    expect(a.heads.length).toBe(20);
+    const knock = [...a.state.requests.keys()].sort().at(-1) as string;
+    const approve = a.write(alice.did, alice.seed, { type: "approve", request: knock, ticket: false }, T0 + 40);
+    expect(approve.op.parents.length).toBe(16);
+    expect(approve.op.parents).toContain(knock);
+    expect(approve.op.time).toBe(T0 + 40);
+    const next = a.write(alice.did, alice.seed, { type: "set-description", description: "x" }, T0 + 41);
+    expect(next.op.parents.length).toBe(5);
+    expect(a.heads).toEqual([next.id]);
+    expect(a.rejected.size).toBe(0);
   });
 });

@@ -14,7 +14,9 @@ import { OpError } from "./errors";
 import type { RefusalReason } from "./errors";
 import { AuthorityLog } from "./log";
 import type { LogOptions } from "./log";
-import type { Body, Create, Did, Op, OpId, Rank, SignedOp } from "./ops";
+import { hex } from "./encoding";
+import { MAX_PARENTS } from "./ops";
+import type { Body, Create, Did, OpId, Rank, SignedOp } from "./ops";
 import { signOp } from "./signing";
 import type { SpaceState } from "./state";
 
@@ -55,18 +57,20 @@ export class SpaceAuthority {
   }
 
   /**
-   * A new space: `author` (Ed25519 seed `seed`) signs its `create` op. Returns the
-   * authority (holding that op) and the op to publish; the space id is its id.
+   * A new space: `author` (Ed25519 seed `seed`) signs its `create` op (a random nonce
+   * unless given). Returns the authority (holding that op) and the op to publish;
+   * the space id is its id. As Python's `writer.create_space`.
    */
   static create(
     author: Did,
     seed: Uint8Array,
-    body: Omit<Create, "type">,
+    body: Omit<Create, "type" | "nonce"> & { nonce?: string },
     options: LogOptions = {},
     now: number = Date.now(),
   ): { authority: SpaceAuthority; signed: SignedOp } {
-    const op: Op = { space: null, author, parents: [], time: Math.floor(now), body: { type: "create", ...body } };
-    const signed = signOp(op, seed);
+    const nonce = body.nonce ?? hex(crypto.getRandomValues(new Uint8Array(16)));
+    const create: Create = { ...body, type: "create", nonce };
+    const signed = signOp({ space: null, author, parents: [], time: Math.floor(now), body: create }, seed);
     const authority = new SpaceAuthority(signed.id, options);
     authority.log.addSigned(signed);
     return { authority, signed };
@@ -128,24 +132,35 @@ export class SpaceAuthority {
   }
 
   /**
-   * Write, sign and keep a new op by `author` (whose Ed25519 seed is `seed`) following
-   * every current head (plus `refs`, ops the body names, e.g. an invite or a request).
-   * `time` is `max(now, the parents' times)`, as the spec asks of writers. Returns the
-   * signed op to send, or throws OpError if this log refuses it.
+   * Write, sign and keep `author`'s next op (Ed25519 seed `seed`), as Python's
+   * `writer.write`: parents are the ops `body` refers to, then the current heads
+   * (all of them when they fit in 16; else the first ones by id - the next op picks
+   * up the rest); time is `now`, or the latest parent's time if that is later.
+   * Returns the signed op to send on; throws OpError if this log refuses it.
    */
-  write(
-    author: Did,
-    seed: Uint8Array,
-    body: Exclude<Body, Create>,
-    refs: OpId[] = [],
-    now: number = Date.now(),
-  ): SignedOp {
-    const parents = [...new Set([...this.heads, ...refs])].sort();
+  write(author: Did, seed: Uint8Array, body: Exclude<Body, Create>, now: number = Date.now()): SignedOp {
+    const refs = references(body);
+    const heads = this.heads.filter((h) => !refs.includes(h));
+    const parents = [...new Set([...refs, ...heads.slice(0, Math.max(0, MAX_PARENTS - refs.length))])].sort();
     let time = Math.floor(now);
-    for (const p of parents) time = Math.max(time, this.log.op(p)?.time ?? 0);
-    const op: Op = { space: this.space, author, parents, time, body };
-    const signed = signOp(op, seed);
+    for (const p of parents) time = Math.max(time, this.log.op(p)?.time ?? time);
+    const signed = signOp({ space: this.space, author, parents, time, body }, seed);
     this.log.addSigned(signed);
     return signed;
+  }
+}
+
+/** The ops a body refers to, which must be among its op's parents. */
+export function references(body: Body): OpId[] {
+  switch (body.type) {
+    case "approve":
+    case "deny":
+      return [body.request];
+    case "revoke-invite":
+      return [body.invite];
+    case "join":
+      return body.invite === undefined ? [] : [body.invite];
+    default:
+      return [];
   }
 }

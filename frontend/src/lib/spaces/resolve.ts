@@ -11,8 +11,9 @@
 // op's ancestors; it is known when the op becomes ready. Ops whose parents
 // never arrive are rejected `unknown-parent`; an op whose time is before a
 // parent's, `clock`. When an accepted op lowers someone's rank, their accepted
-// ops that needed more and that the op's author had not seen are revoked, and
-// the walk starts over without them (`settle`).
+// ops that needed more and that the op's author had not seen are revoked: once
+// the walk is done, it starts over with every op so found excluded, until a
+// walk finds none (`settle`).
 //
 // Costs: O(n log n) heap work for n ops, plus one bitset OR per parent edge
 // over the accepted ops (one bit each; a bitset is dropped once every child of
@@ -119,8 +120,8 @@ class Walk {
   readonly acts = new Map<Did, [number, Rank, OpId][]>();
   readonly heads = new Set<OpId>();
   nextBit = 0;
-  /** revoked ops found by this walk: it stopped */
-  readonly revoked: OpId[] = [];
+  /** revoked ops found by this walk: for the next round */
+  readonly revoked = new Set<OpId>();
 
   constructor(
     readonly state: SpaceState,
@@ -179,7 +180,7 @@ export class Resolver {
       for (const p of walked) walk.unreadyChildren.set(p, (walk.unreadyChildren.get(p) as number) + 1);
       this.enter(walk, id);
       this.run(walk);
-      if (walk.revoked.length) this.walk = null;
+      if (walk.revoked.size) this.walk = null;
     } else {
       this.walk = null;
     }
@@ -222,12 +223,13 @@ export class Resolver {
     for (;;) {
       const walk = this.freshWalk(excluded);
       this.run(walk);
-      if (!walk.revoked.length) {
+      if (!walk.revoked.size) {
         // Everything not walked waits for a parent that is not here (or for create).
         for (const id of this.ops.keys()) if (!walk.walked.has(id)) walk.state.rejected.set(id, "unknown-parent");
         return walk;
       }
-      // Each round excludes at least one more op: at most n rounds, usually none.
+      // Each round excludes at least one more op (those found were accepted in it):
+      // at most n rounds; usually none, and one per link of a chain of revocations.
       for (const id of walk.revoked) excluded.add(id);
     }
   }
@@ -305,7 +307,6 @@ export class Resolver {
           else walk.history.set(did, [[b, rank]]);
           if (did !== op.author) revokeFor(walk, id, did, rank);
         }
-        if (walk.revoked.length) return;
         const need = neededRank(op);
         if (need > Rank.NONE) {
           const acts = walk.acts.get(op.author);
@@ -339,7 +340,7 @@ export class Resolver {
 function revokeFor(walk: Walk, by: OpId, did: Did, rank: Rank): void {
   const seen = walk.anc.get(by) as Bits;
   for (const [b, need, id] of walk.acts.get(did) ?? []) {
-    if (need > rank && !hasBit(seen, b)) walk.revoked.push(id);
+    if (need > rank && !hasBit(seen, b)) walk.revoked.add(id);
   }
 }
 
