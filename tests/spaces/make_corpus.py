@@ -500,6 +500,19 @@ def random_concurrent(seed: int) -> Callable[[], tuple[str, Space | tuple[str, l
     return make
 
 
+def purge_heavy(seed: int) -> Callable[[], tuple[str, Space | tuple[str, list[bytes]]]]:
+    def make() -> tuple[str, Space | tuple[str, list[bytes]]]:
+        h = history(seed, 40, 4, sign=True, purges=0.25)
+        assert h.signed is not None
+        return (
+            f"Random history where the owner and admins keep removing staff on stale branches "
+            f"(tests/spaces/gen.py, seed {seed}, purges 0.25): revocations over two rounds.",
+            (h.space, [s.wire for s in h.signed]),
+        )
+
+    return make
+
+
 SCENARIOS: dict[str, Callable[[], tuple[str, object]]] = {
     "create-only": create_only,
     "every-op-kind": every_op_kind,
@@ -521,6 +534,7 @@ SCENARIOS: dict[str, Callable[[], tuple[str, object]]] = {
     "ownership-transfer": ownership_transfer,
     "malformed": malformed,
     **{f"random-{seed}": random_concurrent(seed) for seed in (1, 2, 3, 4)},
+    **{f"purges-{seed}": purge_heavy(seed) for seed in (14, 38)},
 }
 
 
