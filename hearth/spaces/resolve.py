@@ -11,7 +11,7 @@ rank after the last accepted rank change of theirs (in walk order) that is an
 ancestor of the op; it is known the moment the op becomes ready, since all its
 ancestors have been walked by then. Ops whose parents never arrive are
 rejected `unknown-parent`; an op whose time is before a parent's, `clock`.
-When an accepted op lowers someone's rank, their accepted ops that needed more
+When an accepted op lowers someone's rank, their accepted ops that relied on more
 and that the op's author had not seen are revoked: once the walk is done, it
 starts over with every op so found excluded, until a walk finds none
 (`_settle`).
@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hearth.spaces.ops import Create, Op, OpId, Rank
-from hearth.spaces.rules import apply, needed_rank
+from hearth.spaces.rules import apply, relied_rank
 from hearth.spaces.state import SpaceState
 from hearth.types import Did
 
@@ -51,7 +51,7 @@ class _Walk:
     unready_children: dict[OpId, int] = field(default_factory=dict)
     bit: dict[OpId, int] = field(default_factory=dict)  # ops that changed a rank
     history: dict[Did, list[tuple[int, Rank]]] = field(default_factory=dict)
-    # accepted ops that needed a rank, by author: (bit, rank needed, op id)
+    # accepted ops that relied on a rank, by author: (bit, rank relied on, op id)
     acts: dict[Did, list[tuple[int, Rank, OpId]]] = field(default_factory=dict)
     heads: set[OpId] = field(default_factory=set)
     next_bit: int = 0
@@ -205,6 +205,7 @@ class Resolver:
             rejected.pop(op_id, None)  # it may have waited for a parent until now
             changes.clear()
             why: str | None
+            relied = Rank.NONE
             if op_id in walk.excluded:
                 why = "revoked"
             elif op.space != self.space and op_id != self.space:
@@ -212,6 +213,7 @@ class Resolver:
             elif any(op.time < self.ops[p].time for p in op.parents):
                 why = "clock"
             else:
+                relied = relied_rank(state, op)
                 why = apply(state, op_id, op, past, on_rank)
             if why is not None:
                 rejected[op_id] = why
@@ -223,9 +225,8 @@ class Resolver:
                     walk.history.setdefault(did, []).append((b, rank))
                     if did != op.author:
                         self._revoke(walk, op_id, did, rank)
-                need = needed_rank(op)
-                if need > Rank.NONE:
-                    walk.acts.setdefault(op.author, []).append((b, need, op_id))
+                if relied > Rank.NONE:
+                    walk.acts.setdefault(op.author, []).append((b, relied, op_id))
             for child in self._children.get(op_id, ()):
                 if child not in self.ops:
                     continue
@@ -241,7 +242,7 @@ class Resolver:
                     self._enter(walk, child)
 
     def _revoke(self, walk: _Walk, by: OpId, did: Did, rank: Rank) -> None:
-        """`by` brought `did` down to `rank`: `did`'s accepted ops that needed more and
+        """`by` brought `did` down to `rank`: `did`'s accepted ops that relied on more and
         that `by`'s author had not seen (concurrent with `by`) are revoked."""
         seen = walk.anc[by]
         for b, need, op_id in walk.acts.get(did, ()):

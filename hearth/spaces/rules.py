@@ -92,6 +92,23 @@ def needed_rank(op: Op) -> Rank:
     return Rank.ADMIN
 
 
+def relied_rank(state: SpaceState, op: Op) -> Rank:
+    """The rank `op` relies on if it takes effect now (call it before `apply`): its
+    `needed_rank`, or more when it acts on someone - one above the target's rank
+    (kick, ban, redacting another's message, set-role) and above the role it grants.
+
+    An accepted op is revoked when a concurrent op brings its author below this."""
+    need: int = needed_rank(op)
+    body = op.body
+    if isinstance(body, Kick | Ban | SetRole) or (
+        isinstance(body, Redact) and body.target != op.author
+    ):
+        need = max(need, state.rank_of(body.target) + 1)
+    if isinstance(body, SetRole):
+        need = max(need, body.role + 1)
+    return Rank(min(need, Rank.OWNER))
+
+
 def apply(state: SpaceState, op_id: OpId, op: Op, past: Rank, on_rank: OnRank) -> str | None:
     """Apply `op` (id `op_id`) if the rules allow it; else return why not."""
     body, author = op.body, op.author

@@ -393,6 +393,27 @@ def backdated_ops() -> tuple[str, Space]:
     )
 
 
+def backdated_against_staff() -> tuple[str, Space]:
+    s = Space(alice)
+    members(s, bob, carol, dave)
+    s.write(alice, SetRole(bob.did, Rank.ADMIN))
+    s.write(alice, SetRole(carol.did, Rank.MODERATOR))
+    fork = s.heads()
+    s.write(bob, Kick(carol.did, "an admin's kick of a moderator"), fork)
+    last = s.ops[-1]
+    for i in range(3):
+        nonce = f"d{i}"
+        prev = fork if i == 0 else [last.id]
+        last = s.write(dave, BindActor(actor_for(s.id, dave.did, nonce), nonce), prev)
+    s.write(alice, SetRole(bob.did, Rank.MODERATOR), [last.id])
+    return (
+        "Admin Bob, on a branch from before his demotion to moderator, kicks moderator "
+        "Carol. The kick relied on admin rank (one above Carol's), so the demotion revokes "
+        "it although a moderator may kick: Carol stays a moderator.",
+        s,
+    )
+
+
 def revocation_chain() -> tuple[str, Space]:
     s = Space(alice)
     members(s, bob, dave, erin, frank, mallory)
@@ -529,6 +550,7 @@ SCENARIOS: dict[str, Callable[[], tuple[str, object]]] = {
     "forged-escalation": forged_escalation,
     "backdated-ops": backdated_ops,
     "revocation-chain": revocation_chain,
+    "backdated-against-staff": backdated_against_staff,
     "actors-and-clock": actors_and_clock,
     "purge-race": purge_race,
     "ownership-transfer": ownership_transfer,

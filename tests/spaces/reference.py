@@ -5,7 +5,7 @@ walk, no bitsets, a fresh walk per revocation round) that the property tests hol
 from __future__ import annotations
 
 from hearth.spaces.ops import Create, Op, OpId, Rank
-from hearth.spaces.rules import apply, needed_rank
+from hearth.spaces.rules import apply, relied_rank
 from hearth.spaces.state import SpaceState
 from hearth.types import Did
 
@@ -42,6 +42,7 @@ def _walk(space: OpId, ops: dict[OpId, Op], excluded: set[OpId]) -> tuple[SpaceS
         changes.append((did, rank))
 
     found: set[OpId] = set()  # revoked by this walk, for the next round
+    relied: dict[OpId, Rank] = {}  # the rank each op relied on when it was applied
     ready: set[OpId] = set()
     if space in ops and isinstance(ops[space].body, Create):
         ancestors[space], depth[space] = set(), 0
@@ -59,6 +60,7 @@ def _walk(space: OpId, ops: dict[OpId, Op], excluded: set[OpId]) -> tuple[SpaceS
         elif any(op.time < ops[p].time for p in op.parents):
             why = "clock"
         else:
+            relied[op_id] = relied_rank(state, op)
             why = apply(state, op_id, op, Rank(-key[op_id][0]), on_rank)
         if why is None:
             state.accepted += 1
@@ -69,7 +71,7 @@ def _walk(space: OpId, ops: dict[OpId, Op], excluded: set[OpId]) -> tuple[SpaceS
                 for o in walked
                 if o in accepted
                 and ops[o].author == did
-                and needed_rank(ops[o]) > rank
+                and relied[o] > rank
                 and o not in ancestors[op_id]
             }
             found |= revoked
