@@ -177,6 +177,7 @@ def _token_cases() -> list[dict[str, Any]]:
         _, seed = new_invite(seed=rng.randbytes(32))
         good = InviteToken(OpId(f"{i:064x}"), OpId(rng.randbytes(32).hex()), seed).encode()
         texts += [good, f"  {good}\n", good[:-1], good + "A", good.upper(), good.replace(".", ":")]
+        texts += [f"\x1c{good}\u3000", f"\ufeff{good}", f"{good}\x85", f"\u200b{good}"]
         texts.append(
             good[:-1] + rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_")
         )

@@ -16,6 +16,9 @@ import type { Did, Invite, Join, OpId } from "./ops";
 import { signInvite } from "./signing";
 
 const TOKEN_RE = /^hsi1\.([0-9a-f]{64})\.([0-9a-f]{64})\.([A-Za-z0-9_-]{43})$/;
+// Python's str.strip() whitespace (str.isspace), which differs from String.trim's.
+const PY_SPACE = "[\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+const STRIP_RE = new RegExp(`^${PY_SPACE}+|${PY_SPACE}+$`, "g");
 
 export interface InviteToken {
   readonly space: OpId;
@@ -30,7 +33,7 @@ export function encodeInviteToken(token: InviteToken): string {
 
 /** The token in `text` (surrounding whitespace ignored); throws OpError('bad-invite-token'). */
 export function parseInviteToken(text: string): InviteToken {
-  const trimmed = text.trim();
+  const trimmed = text.replace(STRIP_RE, "");
   const m = TOKEN_RE.exec(trimmed);
   if (m === null) throw new OpError("bad-invite-token", "not an invite token (hsi1.<space>.<invite>.<seed>)");
   const token = { space: m[1], invite: m[2], seed: base64urlDecode(m[3]) };
