@@ -351,7 +351,8 @@ export function parseOp(data: Uint8Array, limits: ParseLimits = {}): SignedOp {
   const maxBytes = limits.maxBytes ?? MAX_OP_BYTES;
   if (data.length > maxBytes) throw new OpError("too-large", `op is ${data.length} bytes, limit ${maxBytes}`);
   const wire = parseCanonical(data);
-  if (!isObject(wire) || Object.keys(wire).sort().join(",") !== "op,sig") {
+  const keys = isObject(wire) ? Object.keys(wire).sort() : [];
+  if (!isObject(wire) || keys.length !== 2 || keys[0] !== "op" || keys[1] !== "sig") {
     throw new OpError("bad-shape", 'wire form is {"op": {...}, "sig": "<hex>"}');
   }
   const sig = wire.sig;
