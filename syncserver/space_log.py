@@ -3,22 +3,23 @@
 No I/O: `syncserver.spaces` reads stored ops, fetches keys and writes to the
 store around it. The rules are the spaces core's (`hearth.spaces`: `parse_op`,
 `verify_op`, `Resolver`); what this adds is the server's admission policy
-(docs/spaces.md, "At the syncserver"):
+(docs/spaces.md, "At the syncserver" and "Plug-in points"):
 
-- an op is **kept** when it takes effect in the log it arrives in, or waits
-  for a parent (`pending`, at most `max_pending` per space);
-- an op the rules reject on arrival (`not-member`, `rank`, `rank-not-seen`,
-  `target-rank`, `stamp-missing`, ...) is **refused** with that reason and not
-  kept, so a member cannot fill the server with ops that do nothing, and a
-  forged escalation never reaches the store. Its author's replica still holds
-  it and may offer it again (a concurrent op that arrives later can make it
-  valid: the server decides on what it has).
+- every op that verifies is **kept**, also when the rules reject it (it is
+  then in `state.rejected` with its reason and takes no effect): writers
+  build on all heads, so dropping a rejected op would strand every later op
+  that descends from it, its author's and anyone's who received it;
+- ops whose parents are missing are kept too (`pending`, at most
+  `max_pending` per space) and resolved when the parents come;
+- what one DID can make the server keep is bounded by quotas: `max_ops` per
+  space, and `max_rejected_per_author` ops of one author that the rules
+  reject (a batch that would pass either is refused whole, nothing kept).
 
 Cost: memory as `AuthorityLog` (the wire bytes and parsed form, ~1.5 KB per
 op). `admit` of ops that extend the current heads continues the resolution
-walk (O(log n) each); a refusal, a concurrent branch or a limit rolls the walk
-back by re-resolving the kept ops once (O(n), ~8 us per op, no signature is
-checked twice).
+walk (O(log n) each); a concurrent branch re-runs it once on the next read,
+and a refused batch rolls it back by re-resolving the kept ops once (O(n),
+~8 us per op, no signature is checked twice).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from hearth.spaces import OpError, OpId, Resolver, SignedOp, SpaceState, parse_op
+from hearth.spaces import OpId, Resolver, SignedOp, SpaceState, parse_op
 from hearth.spaces.ops import Approve, Deny, Knock
 from hearth.types import Did
 
@@ -43,9 +44,14 @@ class OpResult:
     status: Status
     reason: str | None = None  # a docs/spaces.md reason code, for `rejected`
     message: str | None = None
+    stored: bool = True  # False: refused at the boundary, not kept
 
-    def to_json(self) -> dict[str, str | None]:
-        out: dict[str, str | None] = {"id": self.id, "status": self.status}
+    def to_json(self) -> dict[str, str | bool | None]:
+        out: dict[str, str | bool | None] = {
+            "id": self.id,
+            "status": self.status,
+            "stored": self.stored,
+        }
         if self.reason is not None:
             out["reason"] = self.reason
             out["message"] = self.message or self.reason
@@ -111,23 +117,28 @@ class SpaceLog:
             return OpResult(op_id, "accepted")
         if why == PENDING:
             return OpResult(op_id, "pending")
-        return OpResult(op_id, "rejected", why, "kept, but does not take effect")
+        return OpResult(op_id, "rejected", why, _RULE_MESSAGE)
 
     def admit(
-        self, batch: Sequence[SignedOp], *, max_ops: int, max_pending: int
-    ) -> dict[OpId, OpError]:
-        """Add verified ops of this space; returns the ops refused by the rules, with
-        their reasons (those are not kept). Raises LimitExceeded, keeping none of
-        the batch, when the log would pass `max_ops` or `max_pending`.
+        self,
+        batch: Sequence[SignedOp],
+        *,
+        max_ops: int,
+        max_pending: int,
+        max_rejected_per_author: int,
+    ) -> list[OpId]:
+        """Add verified ops of this space; returns the ids new here (all kept). Raises
+        LimitExceeded, keeping none of the batch, when the log would pass `max_ops`,
+        `max_pending`, or `max_rejected_per_author` for an author of the batch.
 
         The caller must have checked each op's space and signature, and must store
-        `self.ops[i]` for every op of the batch now held before it acknowledges it."""
+        every returned op (`self.ops[i]`) before it acknowledges it."""
         new: dict[OpId, SignedOp] = {}
         for signed in batch:
             if signed.id not in self.ops:
                 new[signed.id] = signed
         if not new:
-            return {}
+            return []
         if len(self.ops) + len(new) > max_ops:
             raise LimitExceeded(
                 413, "LogFull", f"log-full: the space holds its limit of {max_ops} ops"
@@ -136,23 +147,30 @@ class SpaceLog:
         for op_id, signed in new.items():
             self._resolver.add(op_id, signed.op)
         rejected = self.state.rejected
-        refused = {
-            i: OpError(rejected[i], _RULE_MESSAGE)
-            for i in new
-            if i in rejected and rejected[i] != PENDING
-        }
-        if refused:
-            self._drop(refused)
-        if len(self.pending()) > max_pending and any(
-            self.status(i).status == "pending" for i in new
-        ):
+        if len(self.pending()) > max_pending and any(rejected.get(i) == PENDING for i in new):
             self._drop(new)
             raise LimitExceeded(
                 429,
                 "TooManyPending",
                 f"too-many-pending: {max_pending} ops of this space already wait for parents",
             )
-        return refused
+        authors = {s.author for i, s in new.items() if rejected.get(i, PENDING) != PENDING}
+        if authors:
+            counts: dict[Did, int] = {}
+            for i, why in rejected.items():
+                author = self.ops[i].author
+                if why != PENDING and author in authors:
+                    counts[author] = counts.get(author, 0) + 1
+            over = sorted(a for a, n in counts.items() if n > max_rejected_per_author)
+            if over:
+                self._drop(new)
+                raise LimitExceeded(
+                    429,
+                    "TooManyRejectedOps",
+                    f"too-many-rejected: {over[0][:80]} has {max_rejected_per_author} ops in"
+                    " this space that the rules reject",
+                )
+        return list(new)
 
     def _drop(self, ids: Iterable[OpId]) -> None:
         """Forget ops just added: re-resolve the others (rejected ops change no state,
@@ -200,4 +218,4 @@ class SpaceLog:
         return out
 
 
-_RULE_MESSAGE = "refused by the space's rules on arrival; not stored"
+_RULE_MESSAGE = "kept, but the space's rules give it no effect (it may take effect later)"

@@ -81,6 +81,12 @@ SPACE_OPTIONS = (
         100,
         "join requests (knocks) one space takes per hour, all knockers together",
     ),
+    Option(
+        "space_max_rejected_per_author",
+        positive_int,
+        100,
+        "ops of one author per space that the rules reject and the server still keeps",
+    ),
     Option("space_submits_per_minute", positive_int, 60, "submitOps requests per caller a minute"),
     Option("space_page_size", positive_int, 500, "most ops one getOps answer holds"),
     Option("space_cached_spaces", positive_int, 100, "space logs kept in memory"),
@@ -115,6 +121,7 @@ class SpaceLimits:
     max_op_bytes: int = 16_384
     max_batch: int = 100
     max_pending: int = 1_000
+    max_rejected_per_author: int = 100
     join_requests_per_did: int = 10  # per hour
     join_requests_per_space: int = 100  # per hour
     submits_per_minute: int = 60
@@ -129,6 +136,7 @@ class SpaceLimits:
             max_op_bytes=config.get_int("space_max_op_bytes"),
             max_batch=config.get_int("space_max_batch"),
             max_pending=config.get_int("space_max_pending"),
+            max_rejected_per_author=config.get_int("space_max_rejected_per_author"),
             join_requests_per_did=config.get_int("space_join_requests_per_did"),
             join_requests_per_space=config.get_int("space_join_requests_per_space"),
             submits_per_minute=config.get_int("space_submits_per_minute"),
@@ -275,7 +283,7 @@ class SpaceService:
                 signed = parse_op(data, max_bytes=limits.max_op_bytes)
                 _check_space(signed, space)
             except OpError as e:
-                results[i] = OpResult(None, "rejected", e.reason, e.message)
+                results[i] = OpResult(None, "rejected", e.reason, e.message, stored=False)
                 continue
             parsed.append((i, signed))
         # Keys first (asynchronously), then every signature against them.
@@ -290,7 +298,7 @@ class SpaceService:
             try:
                 verify_op(signed, lookup)
             except OpError as e:
-                results[i] = OpResult(signed.id, "rejected", e.reason, e.message)
+                results[i] = OpResult(signed.id, "rejected", e.reason, e.message, stored=False)
                 continue
             verified.append((i, signed))
 
@@ -307,17 +315,20 @@ class SpaceService:
                     continue
                 why = self._stale(caller, signed, now)
                 if why is not None:
-                    results[i] = OpResult(signed.id, "rejected", "time-skew", why)
+                    results[i] = OpResult(signed.id, "rejected", "time-skew", why, stored=False)
                     continue
                 fresh.append((i, signed))
             self._count_knocks(space, [s for _, s in fresh], now)
             try:
-                refused = space_log.admit(
-                    [s for _, s in fresh], max_ops=limits.max_ops, max_pending=limits.max_pending
+                added = space_log.admit(
+                    [s for _, s in fresh],
+                    max_ops=limits.max_ops,
+                    max_pending=limits.max_pending,
+                    max_rejected_per_author=limits.max_rejected_per_author,
                 )
             except LimitExceeded as e:
                 raise XrpcError(e.status, e.error, e.message) from e
-            keep = [(s.id, s.wire) for _, s in fresh if s.id in space_log.ops]
+            keep = [(i, space_log.ops[i].wire) for i in added]
             if keep:
                 try:
                     await self._run(lambda: self.store.put_ops(space, keep))
@@ -327,12 +338,7 @@ class SpaceService:
                     raise
                 self._remember(space, space_log)
             for i, signed in verified:
-                if results[i] is not None:
-                    continue
-                err = refused.get(signed.id)
-                if err is not None:
-                    results[i] = OpResult(signed.id, "rejected", err.reason, err.message)
-                else:
+                if results[i] is None:
                     results[i] = space_log.status(signed.id)
             if keep:
                 for listener in self.on_change:

@@ -114,7 +114,7 @@ async def test_submit_with_a_service_auth_jwt_and_without_credentials(
         alice, "POST", "submitOps", body={"space": s.id, "ops": [s.create.wire.decode()]}, jwt=True
     )
     assert r.status_code == 200, r.text
-    assert r.json()["results"] == [{"id": s.id, "status": "accepted"}]
+    assert r.json()["results"] == [{"id": s.id, "status": "accepted", "stored": True}]
     r = await client.call(None, "POST", "submitOps", body={"space": s.id, "ops": []})
     assert r.status_code == 401 and r.json()["error"] == "AuthenticationRequired"
     r = await client.call(None, "GET", "getOps", params={"space": s.id})
@@ -122,6 +122,9 @@ async def test_submit_with_a_service_auth_jwt_and_without_credentials(
 
 
 async def test_bad_ops_refused_precisely_and_nothing_stored(client: SpacesClient) -> None:
+    """Boundary refusals keep nothing; ops the rules reject are kept without effect
+    (docs/spaces.md, "Plug-in points": dropping them would strand what descends from
+    them), so an escalation, an outsider's op relayed by a member, change nothing."""
     c = client
     s, (alice, bob, carol) = await founded(c, members=3)
     mallory = Person("mallory")
@@ -139,24 +142,33 @@ async def test_bad_ops_refused_precisely_and_nothing_stored(client: SpacesClient
         (b'{"op":{},"sig":"00"}', "bad-field"),
         (b"\xff\xfe", "not-utf8"),
         (forged_sig.wire, "bad-signature"),
-        (escalation.wire, "rank"),
-        (self_promotion.wire, "rank"),
-        (outsider.wire, "not-member"),
         (other_space.create.wire, "wrong-space"),
     ]
     answer = await c.submit(alice, s.id, *(w for w, _ in cases))
     assert statuses(answer) == [("rejected", why) for _, why in cases]
     for r in answer["results"]:
-        assert r["message"]
+        assert r["message"] and r["stored"] is False
     assert await c.all_ops(alice, s.id) == before
+    state = await c.state(alice, s.id)
+    assert state["state"]["description"] == "" and state["state"]["rejected"] == {}
+
+    # Escalations by a member, an outsider's op relayed by a member: no effect.
+    ruled = [(escalation, "rank"), (self_promotion, "rank"), (outsider, "not-member")]
+    answer = await c.submit(alice, s.id, *(o for o, _ in ruled))
+    assert statuses(answer) == [("rejected", why) for _, why in ruled]
+    assert all(r["stored"] for r in answer["results"])
     state = await c.state(alice, s.id)
     assert state["state"]["description"] == ""
     assert state["state"]["members"][carol.did]["rank"] == "member"
-    assert state["state"]["rejected"] == {}
+    assert state["state"]["members"][bob.did]["rank"] == "member"
+    assert mallory.did not in state["state"]["members"]
+    assert state["state"]["rejected"] == {o.id: why for o, why in ruled}
+    before = await c.all_ops(alice, s.id)
 
     # A non-member sends someone else's op, or one that is not an entry op: 403.
+    spam = s.write(mallory, SetDescription("more spam"), keep=False)
     r = await c.call(
-        mallory, "POST", "submitOps", body={"space": s.id, "ops": [outsider.wire.decode()]}
+        mallory, "POST", "submitOps", body={"space": s.id, "ops": [spam.wire.decode()]}
     )
     assert r.status_code == 403 and r.json()["error"] == "NotMember", r.text
     assert "not-member" in r.json()["message"]
@@ -221,7 +233,7 @@ async def test_forged_rank_escalation_is_refused(client: SpacesClient) -> None:
     assert statuses(answer) == [("rejected", "rank-not-seen")]
     state = await c.state(alice, s.id)
     assert carol.did in state["state"]["members"]
-    assert backdated.wire.decode() not in await c.all_ops(alice, s.id)
+    assert state["state"]["rejected"] == {backdated.id: "rank-not-seen"}
 
 
 async def test_stamped_knocks(client: SpacesClient) -> None:
@@ -242,22 +254,30 @@ async def test_stamped_knocks(client: SpacesClient) -> None:
             cheap = st
             break
     assert cheap is not None
-    too_cheap = s.write(carol, Knock("cheap", cheap.encode()), [OpId(s.id)], time_ms=t, keep=False)
+    # Each knock follows the one before, so the walk meets them in this order.
+    too_cheap = s.write(carol, Knock("cheap", cheap.encode()), [bare.id], time_ms=t, keep=False)
     assert statuses(await c.submit(carol, s.id, too_cheap)) == [("rejected", "stamp-too-cheap")]
     good_stamp = make_stamp(carol.did, s.id, Purpose.JOIN, 4, t)
-    good = s.write(carol, Knock("paid", good_stamp.encode()), [OpId(s.id)], time_ms=t)
+    good = s.write(carol, Knock("paid", good_stamp.encode()), [too_cheap.id], time_ms=t)
     assert statuses(await c.submit(carol, s.id, good)) == [("accepted", None)]
-    assert [r["status"] for r in (await c.state(carol, s.id))["you"]["requests"]] == ["pending"]
+    requests = (await c.state(carol, s.id))["you"]["requests"]
+    assert [(r["status"], r.get("reason")) for r in requests] == [
+        ("rejected", "stamp-missing"),
+        ("rejected", "stamp-too-cheap"),
+        ("pending", None),
+    ]
     # A knock claiming a time far from the server's clock.
     old = s.write(carol, Knock("old", None), [OpId(s.id)], time_ms=t - 3_600_000, keep=False)
     assert statuses(await c.submit(carol, s.id, old)) == [("rejected", "time-skew")]
-    assert len(await c.all_ops(alice, s.id)) == 3
+    # create, cost, and the three knocks that verified (two without effect)
+    assert len(await c.all_ops(alice, s.id)) == 5
 
 
 async def test_limits_batch_op_size_log_and_pending(tmp_path: Path) -> None:
     async with running_server(
         tmp_path,
-        space_max_ops=6,
+        space_max_ops=7,
+        space_max_rejected_per_author=1,
         space_max_batch=3,
         space_max_op_bytes=1000,
         space_max_pending=1,
@@ -283,14 +303,24 @@ async def test_limits_batch_op_size_log_and_pending(tmp_path: Path) -> None:
             alice, "POST", "submitOps", body={"space": s.id, "ops": [w2.wire.decode()]}
         )
         assert r.status_code == 429 and r.json()["error"] == "TooManyPending", r.text
-        # The log: 2 + 1 pending held; 3 more fit, the 4th is refused whole.
+        # One op of bob's that the rules reject is kept; a second is one too many.
+        tries = [
+            s.write(bob, SetRole(bob.did, rank), [s.ops[1].id], keep=False)
+            for rank in (Rank.ADMIN, Rank.MODERATOR)
+        ]
+        assert statuses(await c.submit(bob, s.id, tries[0])) == [("rejected", "rank")]
+        r = await c.call(
+            bob, "POST", "submitOps", body={"space": s.id, "ops": [tries[1].wire.decode()]}
+        )
+        assert r.status_code == 429 and r.json()["error"] == "TooManyRejectedOps", r.text
+        # The log: 2 + 1 pending + 1 rejected held; 3 more fit, the 4th is refused whole.
         assert statuses(await c.submit(alice, s.id, *ops[:3])) == [("accepted", None)] * 3
         r = await c.call(
             alice, "POST", "submitOps", body={"space": s.id, "ops": [ops[3].wire.decode()]}
         )
         assert r.status_code == 413 and r.json()["error"] == "LogFull", r.text
         assert "log-full" in r.json()["message"]
-        assert len(await c.all_ops(alice, s.id)) == 6
+        assert len(await c.all_ops(alice, s.id)) == 7
         assert (await c.state(alice, s.id))["state"]["description"] == "d2"
 
 
@@ -328,7 +358,7 @@ async def test_join_request_flood_and_submit_rate(tmp_path: Path) -> None:
         assert sorted(q["did"] for q in state["state"]["requests"].values()) == sorted(
             [carol.did, dave.did]
         )
-        assert len(await c.all_ops(alice, s.id)) == 3
+        assert len(await c.all_ops(alice, s.id)) == 4  # k2 is kept, without effect
         # The submit rate per caller: carol has used 3 of 8.
         for _ in range(5):
             await c.submit(carol, s.id, k1)
