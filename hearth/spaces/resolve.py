@@ -210,7 +210,7 @@ class Resolver:
                 why = "revoked"
             elif op.space != self.space and op_id != self.space:
                 why = "wrong-space"
-            elif any(op.time < self.ops[p].time for p in op.parents):
+            elif op.parents and op.time < max(self.ops[p].time for p in op.parents):
                 why = "clock"
             else:
                 relied = relied_rank(state, op)
@@ -232,7 +232,8 @@ class Resolver:
                     continue
                 left = walk.missing.get(child)
                 if left is None:  # first parent walked: count those still to come
-                    left = sum(1 for p in self.ops[child].parents if p not in walk.walked)
+                    cps = self.ops[child].parents
+                    left = 0 if len(cps) == 1 else sum(p not in walk.walked for p in cps)
                 else:
                     left -= 1
                 if left:
