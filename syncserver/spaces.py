@@ -45,6 +45,7 @@ from hearth.keys import PublicKey
 from hearth.ratelimit import RateLimiter
 from hearth.spaces import OpError, OpId, SignedOp, SpaceState, parse_op, verify_op
 from hearth.spaces.ops import Create, Join, Knock
+from hearth.spaces.state import Access
 from hearth.storage import StorageHealth
 from hearth.types import Did
 from syncserver.space_log import LimitExceeded, OpResult, SpaceLog
@@ -212,8 +213,10 @@ class SpaceService:
         per_space = limits.join_requests_per_space
         self._knocks_by_did = RateLimiter(per_did, per_did / 60)
         self._knocks_by_space = RateLimiter(per_space, per_space / 60)
-        # Called with (space, state) after ops were stored: enforcement subscribes here.
-        self.on_change: list[Callable[[OpId, SpaceState], None]] = []
+        # Called with (space, access before, state after) once a submit stored ops:
+        # enforcement subscribes here (`before.lost_read(after.access())`: whose
+        # sessions to end).
+        self.on_change: list[Callable[[OpId, Access, SpaceState], None]] = []
 
     @property
     def health(self) -> StorageHealth:
@@ -319,6 +322,7 @@ class SpaceService:
                     continue
                 fresh.append((i, signed))
             self._count_knocks(space, [s for _, s in fresh], now)
+            before = space_log.state.access()
             try:
                 added = space_log.admit(
                     [s for _, s in fresh],
@@ -342,7 +346,7 @@ class SpaceService:
                     results[i] = space_log.status(signed.id)
             if keep:
                 for listener in self.on_change:
-                    listener(space, space_log.state)
+                    listener(space, before, space_log.state)
         done = [r for r in results if r is not None]
         assert len(done) == len(raw)
         return done, space_log
