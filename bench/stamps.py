@@ -51,7 +51,7 @@ const [costs, budget, did, space] = [JSON.parse(process.argv[2]), Number(process
   process.argv[4], process.argv[5]];
 const chal = challenge(did, space, "join", 1);
 const evals = 40;
-for (let i = 0; i < 10; i++) argon2(chal, crypto.getRandomValues(new Uint8Array(16)));  // JIT warm-up
+for (let i = 0; i < 10; i++) argon2(chal, crypto.getRandomValues(new Uint8Array(16))); // warm-up
 let t0 = performance.now();
 for (let i = 0; i < evals; i++) argon2(chal, crypto.getRandomValues(new Uint8Array(16)));
 const evalS = (performance.now() - t0) / 1000 / evals;
