@@ -180,6 +180,37 @@ class SpaceLog:
         self._resolver = Resolver(self.space)
         self._resolver.add_all((i, s.op) for i, s in self.ops.items())
 
+    def since(self, heads: Iterable[str], limit: int) -> tuple[list[SignedOp], bool]:
+        """At most `limit` ops held here that are neither one of `heads` nor an ancestor
+        of one, parents before children (by causal depth, then id): what a replica with
+        those heads lacks. Heads unknown here are ignored. Returns (ops, more).
+        Cost: O(n) for n ops held."""
+        ops = self.ops
+        seen: set[str] = set()
+        stack = [h for h in heads if h in ops]
+        while stack:
+            op_id = stack.pop()
+            if op_id not in seen:
+                seen.add(op_id)
+                stack.extend(p for p in ops[OpId(op_id)].op.parents if p in ops)
+        depth: dict[OpId, int] = {}
+        for op_id in ops:
+            if op_id in depth:
+                continue
+            todo = [op_id]
+            while todo:
+                top = todo[-1]
+                missing = [p for p in ops[top].op.parents if p in ops and p not in depth]
+                if missing:
+                    todo.extend(missing)
+                    continue
+                depth[top] = 1 + max(
+                    (depth[p] for p in ops[top].op.parents if p in ops), default=-1
+                )
+                todo.pop()
+        wanted = sorted((i for i in ops if i not in seen), key=lambda i: (depth[i], i))
+        return [ops[i] for i in wanted[:limit]], len(wanted) > limit
+
     def requests_of(self, did: Did) -> list[dict[str, str]]:
         """Every join request (`knock`) by `did` held here and what became of it:
         `pending`, `approved`, `denied` (with the moderator's reason), `rejected`

@@ -107,6 +107,7 @@ SPACE_OPTIONS = (
 )
 
 _OP_ID = re.compile(r"[0-9a-f]{64}")
+MAX_HEADS = 64  # getOps?heads=: a replica's heads
 KEY_TTL = 300.0  # seconds a keyserver answer is trusted (a rotation shows within this)
 KEY_NEGATIVE_TTL = 30.0
 MAX_CACHED_KEYS = 10_000
@@ -550,6 +551,25 @@ class SpaceEndpoints:
         service = self.service
         space_log = await service.load_view(space)
         member = space_log.state.is_member(caller)
+        heads = request.query_params.get("heads")
+        if heads is not None:
+            if not member:
+                raise XrpcError(403, "NotMember", "not-member: only members read by heads")
+            ids = [h for h in heads.split(",") if h]
+            if len(ids) > MAX_HEADS or not all(_OP_ID.fullmatch(h) for h in ids):
+                raise XrpcError(
+                    400, "InvalidRequest", f"heads: at most {MAX_HEADS} comma-separated op ids"
+                )
+            lacking, more = space_log.since(ids, limit)
+            return JSONResponse(
+                {
+                    "space": space,
+                    "view": "member",
+                    "ops": [o.wire.decode() for o in lacking],
+                    "more": more,
+                    "heads": space_log.heads,
+                }
+            )
         page = await service.page(space, since, limit)
         ops = page if member else [o for o in page if _author(space_log, o.id) == caller]
         answer: dict[str, Any] = {

@@ -385,6 +385,19 @@ async def test_get_ops_pages(client: SpacesClient) -> None:
         if not page["more"]:
             break
     assert seen == [o.wire.decode() for o in s.ops]
+    # By heads: what a replica that has the first three ops lacks, parents first.
+    r = await c.call(
+        bob, "GET", "getOps", params={"space": s.id, "heads": s.ops[2].id, "limit": "2"}
+    )
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert page["ops"] == [o.wire.decode() for o in s.ops[3:5]] and page["more"] is True
+    r = await c.call(bob, "GET", "getOps", params={"space": s.id, "heads": s.ops[4].id})
+    assert r.json()["ops"] == [o.wire.decode() for o in s.ops[5:]] and not r.json()["more"]
+    r = await c.call(Person("x"), "GET", "getOps", params={"space": s.id, "heads": s.id})
+    assert r.status_code == 403 and r.json()["error"] == "NotMember"
+    r = await c.call(bob, "GET", "getOps", params={"space": s.id, "heads": "zz"})
+    assert r.status_code == 400
     r = await c.call(alice, "GET", "getOps", params={"space": "0" * 64})
     assert r.status_code == 404 and r.json()["error"] == "SpaceNotFound"
     r = await c.call(alice, "GET", "getOps", params={"space": s.id, "since": "-1"})
