@@ -14,8 +14,11 @@ import {
   parseOp,
   Resolver,
 } from "../src/lib/spaces";
+import { ed25519 } from "@noble/curves/ed25519.js";
+import { actorFor, newInvite, SpaceAuthority } from "../src/lib/spaces";
 import type { Op, OpId } from "../src/lib/spaces";
-import { opIdOf, unhex, utf8Bytes } from "../src/lib/spaces/encoding";
+import { encodeEd25519Multibase } from "../src/lib/spaces/didkey";
+import { hex, opIdOf, unhex, utf8Bytes } from "../src/lib/spaces/encoding";
 import { ed25519VerifyStrict } from "../src/lib/spaces/signing";
 
 export interface History {
@@ -75,6 +78,52 @@ export interface Mismatch {
 export interface AgreeOutput {
   checked: Record<string, number>;
   mismatches: Mismatch[];
+  /** ops the TypeScript side wrote and signed, for Python to verify and resolve */
+  written: { space: string; wires: string[]; seeds: string[]; state: string };
+}
+
+/** A space run through SpaceAuthority.write: every kind of op the PWA will write. */
+function writeSpace(): AgreeOutput["written"] {
+  const people = [1, 2, 3, 4, 5].map((n) => {
+    const seed = new Uint8Array(32).fill(0x40 + n);
+    return { seed, did: "did:key:" + encodeEd25519Multibase(ed25519.getPublicKey(seed)) };
+  });
+  const [owner, admin, mod, member, knocker] = people;
+  const t0 = 1_780_000_000_000;
+  const seeds: string[] = [];
+  const { authority: a } = SpaceAuthority.create(
+    owner.did,
+    owner.seed,
+    { publicName: "Ω garden", privateName: "\u2028\"quoted\"\n", joinPolicy: "open", nonce: "n-1" },
+    {},
+    t0,
+  );
+  seeds.push(hex(owner.seed));
+  const w = (p: (typeof people)[number], body: Parameters<SpaceAuthority["write"]>[2], dt: number) => {
+    seeds.push(hex(p.seed));
+    return a.write(p.did, p.seed, body, t0 + dt);
+  };
+  for (const [i, p] of [admin, mod, member].entries()) w(p, { type: "join" }, 10 + i);
+  w(owner, { type: "set-role", target: admin.did, role: "admin" }, 20);
+  w(admin, { type: "set-role", target: mod.did, role: "moderator" }, 21);
+  w(admin, { type: "set-join-policy", joinPolicy: "approval" }, 22);
+  const knock = w(knocker, { type: "knock", note: "let me in 🙂" }, 23);
+  w(mod, { type: "approve", request: knock.id, ticket: true }, 24);
+  const { body } = newInvite({ maxUses: 2, expires: t0 + 1e6, seed: new Uint8Array(32).fill(9) });
+  const invite = w(admin, body, 25);
+  w(admin, { type: "revoke-invite", invite: invite.id }, 26);
+  w(member, { type: "bind-actor", actor: actorFor(a.space, member.did, "phone"), nonce: "phone" }, 27);
+  w(mod, { type: "redact", channel: "chan-1", message: "m-1", target: member.did, reason: "spam" }, 28);
+  w(mod, { type: "purge", channel: "chan-1", replacement: "chan-2", reason: "" }, 29);
+  w(mod, { type: "kick", target: knocker.did, reason: "bye" }, 30);
+  w(mod, { type: "ban", target: member.did, reason: "spam" }, 31);
+  w(owner, { type: "set-stamp-cost", join: 0, firstPost: 3 }, 32);
+  w(owner, { type: "set-name", publicName: "garden", privateName: "garden (members)" }, 33);
+  w(owner, { type: "set-description", description: "d".repeat(2000) }, 34);
+  w(admin, { type: "leave" }, 35);
+  w(mod, { type: "unban", target: member.did }, 36);
+  const wires = [...a.log].map((b) => new TextDecoder().decode(b));
+  return { space: a.space, wires, seeds, state: canonicalText(a.state.toJson()) };
 }
 
 function rng(seed: number): () => number {
@@ -208,5 +257,5 @@ export function agree(input: AgreeInput): AgreeOutput {
     checked.tokens++;
   });
 
-  return { checked, mismatches };
+  return { checked, mismatches, written: writeSpace() };
 }

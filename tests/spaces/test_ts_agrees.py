@@ -12,7 +12,10 @@ what Python makes of:
 - Ed25519 edge cases: libsodium's verdict (non-canonical S, R and keys, keys and
   R of small order, keys with a torsion component, where a cofactored check
   would differ);
-- invite tokens, well-formed and damaged.
+- invite tokens, well-formed and damaged;
+
+and Python verifies and resolves a space the TypeScript side wrote (every op kind
+the PWA writes; signatures byte for byte as libsodium's).
 
 The shared corpus is checked by both suites separately (test_corpus.py and
 frontend/tests/spaces-corpus.test.ts).
@@ -33,6 +36,7 @@ import nacl.exceptions
 import nacl.signing
 
 from hearth.spaces import AuthorityLog, OpError, Resolver, canonical, parse_op
+from hearth.spaces.encoding import signing_input
 from hearth.spaces.invites import InviteToken, new_invite, parse_invite_token
 from hearth.spaces.ops import OpId, op_bytes
 from tests.spaces.gen import history
@@ -383,6 +387,19 @@ def test_typescript_agrees_with_python(tmp_path: Path) -> None:
         "signatures": len(cases["signatures"]),
         "tokens": len(cases["tokens"]),
     }
+    # Ops the TypeScript side wrote: Python keeps them all, signed byte for byte as
+    # libsodium signs (Ed25519 is deterministic), and reaches the same state.
+    written = result["written"]
+    log = AuthorityLog(written["space"])
+    for wire, seed in zip(written["wires"], written["seeds"], strict=True):
+        op = parse_op(wire.encode())
+        sig = nacl.signing.SigningKey(bytes.fromhex(seed)).sign(signing_input(op.op_bytes))
+        assert sig.signature == op.sig
+        log.add(wire.encode())
+    assert log.state.rejected == {}
+    assert canonical(log.state.to_json()).decode() == written["state"]
+    assert len(written["wires"]) == 21
+
     # The cases reach every parse reason, and signatures either way.
     assert {c["reason"] for c in cases["parse"]} >= {
         None, "too-large", "not-utf8", "not-json", "not-canonical", "bad-shape", "bad-field",
