@@ -28,15 +28,12 @@ documents in use leave the eviction order, so eviction is O(1) amortised.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from hearth.base58 import b58check_encode
 from hearth.types import ChangeHash, Did, DocumentId
 from syncserver.automerge import (
     AutomergeError,
@@ -47,6 +44,8 @@ from syncserver.automerge import (
     UnsupportedChunkError,
 )
 from syncserver.automerge import SyncMessage as AutomergeSyncMessage
+from syncserver.cache import DocEntry, DocumentCache
+from syncserver.gossip import Gossip, Relay
 from syncserver.messages import (
     PROTOCOL_VERSION,
     DocUnavailableMessage,
@@ -56,7 +55,6 @@ from syncserver.messages import (
     Message,
     PeerMessage,
     PeerMetadata,
-    RemoteHeads,
     RemoteHeadsChanged,
     RemoteSubscriptionChange,
     SyncMessage,
@@ -70,8 +68,6 @@ log = logging.getLogger("hearth.syncserver")
 T = TypeVar("T")
 Runner = Callable[[Callable[[], T]], Awaitable[T]]
 
-MAX_SUBSCRIPTIONS = 256
-EPHEMERAL_MEMORY = 10_000
 CLOSE_PEER_ID_TAKEN = 1008  # policy violation
 # Sync messages up to this size are parsed and applied on the event loop (a few ms at
 # most): a hop to a worker thread would cost more than it saves.
@@ -117,29 +113,6 @@ class Peer:
         return self.metadata.storage_id
 
 
-@dataclass(eq=False)
-class DocEntry:
-    document_id: DocumentId
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    loaded: bool = False
-    access: Access | None = None  # None: not stored (yet)
-    doc: Document = field(default_factory=Document)
-    peers: dict[str, Peer] = field(default_factory=dict)
-    # Tasks holding or waiting for `lock`: such an entry is never evicted, so a
-    # task that wakes up with it never works on a copy nobody else sees.
-    users: int = 0
-
-    @contextlib.asynccontextmanager
-    async def locked(self) -> AsyncIterator[None]:
-        """Hold `lock`, counted in `users` from before the wait until release."""
-        self.users += 1
-        try:
-            async with self.lock:
-                yield
-        finally:
-            self.users -= 1
-
-
 async def _run_inline(fn: Callable[[], T]) -> T:
     return fn()
 
@@ -171,7 +144,6 @@ class SyncHub:
         self.storage_id = storage.storage_id()
         self._run: Runner[object] = run if run is not None else _run_inline
         self._compute_runner: Runner[object] = compute if compute is not None else _run_in_thread
-        self._max_cached = max_cached_documents
         # Compressed changes in one sync message inflate to at most this (bytes).
         self._max_inflated = max_inflated
 
@@ -191,13 +163,9 @@ class SyncHub:
         self.peers: dict[str, Peer] = {}
         # Joined peers by whom their orphans are charged to (a DID's connections).
         self._by_source: dict[tuple[str, str], dict[Peer, None]] = {}
-        # Loaded documents, and the least-recently-used order of those that may be
-        # evicted. A document in use (peers syncing it, tasks holding its lock) is
-        # dropped from that order when eviction meets it and put back once it is
-        # idle, so eviction never scans documents in use: O(1) amortised however
-        # many there are.
-        self._docs: dict[DocumentId, DocEntry] = {}
-        self._idle: OrderedDict[DocumentId, None] = OrderedDict()
+        self.cache = DocumentCache(
+            max_cached_documents, self._new_document, self.metrics.loaded_documents.set
+        )
         # Peers that asked and were told `doc-unavailable`: like the JS server, we
         # sync with them as soon as the document exists and they may read it.
         self.waiting: WaitingRoom[Peer] = WaitingRoom(
@@ -210,7 +178,7 @@ class SyncHub:
         self.creating: WaitingRoom[Peer] = WaitingRoom(
             max_pending_requests_per_peer, max_pending_requests
         )
-        self._ephemeral_seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        self.gossip = Gossip(peer_id, self.storage_id)
 
     def _new_document(self) -> Document:
         return Document(limits=self._queue_limits)
@@ -300,14 +268,14 @@ class SyncHub:
         # Its sessions and orphans are touched under each document's lock: a message
         # of this peer may still be in work on a thread (a re-join replaced it).
         for document_id in list(dict.fromkeys([*peer.sessions, *peer.queued_in])):
-            entry = self._docs.get(document_id)
+            entry = self.cache.get(document_id)
             if entry is None:
                 # Not cached, so nothing is working on it.
                 state = peer.sessions.pop(document_id, None)
                 if state is not None and peer.persistent_storage_id and state.shared_heads:
                     states.append((document_id, state.encode()))
                 continue
-            async with self._locked(entry):
+            async with self.cache.locked(entry):
                 if entry.peers.get(peer.peer_id) is peer:
                     del entry.peers[peer.peer_id]
                 state = peer.sessions.pop(document_id, None)
@@ -337,7 +305,7 @@ class SyncHub:
                 await self._call(save)
             except Exception:
                 log.exception("could not persist sync states of a leaving peer")
-        self._evict()
+        self.cache.evict()
 
     # -- messages --------------------------------------------------------------
 
@@ -349,57 +317,26 @@ class SyncHub:
             case SyncMessage():
                 await self._on_sync(peer, message)
             case EphemeralMessage():
-                await self._on_ephemeral(peer, message)
+                self._relay(self.gossip.ephemeral(peer, message, self._syncing(message)))
             case RemoteSubscriptionChange():
-                self._on_subscription_change(peer, message)
+                self.gossip.subscription_change(peer, message)
             case RemoteHeadsChanged():
-                await self._on_remote_heads(peer, message)
+                self._relay(self.gossip.remote_heads(peer, message, self._syncing(message)))
             case DocUnavailableMessage():
                 # The peer does not have a document we never offered; nothing to do.
                 pass
             case _:
                 pass
 
+    def _syncing(self, message: EphemeralMessage | RemoteHeadsChanged) -> dict[str, Peer] | None:
+        """The connections syncing the message's document, if it is cached."""
+        entry = self.cache.get(message.document_id)
+        return None if entry is None else entry.peers
+
     def error(
         self, peer_id: str, conn: Connection, text: str, document_id: DocumentId | None
     ) -> None:
         conn.send(ErrorMessage(self.peer_id, peer_id, text, document_id))
-
-    def _entry(self, document_id: DocumentId) -> DocEntry:
-        entry = self._docs.get(document_id)
-        if entry is None:
-            entry = self._docs[document_id] = DocEntry(document_id, doc=self._new_document())
-            self.metrics.loaded_documents.set(len(self._docs))
-        self._idle[document_id] = None
-        self._idle.move_to_end(document_id)
-        if len(self._docs) > self._max_cached:
-            self._evict(keep=document_id)
-        return entry
-
-    @staticmethod
-    def _in_use(entry: DocEntry) -> bool:
-        return bool(entry.peers or entry.users)
-
-    def _settle(self, entry: DocEntry) -> None:
-        """An entry may have stopped being in use: make it evictable again."""
-        document_id = entry.document_id
-        if (
-            not self._in_use(entry)
-            and self._docs.get(document_id) is entry
-            and document_id not in self._idle
-        ):
-            self._idle[document_id] = None
-            if len(self._docs) > self._max_cached:
-                self._evict()
-
-    @contextlib.asynccontextmanager
-    async def _locked(self, entry: DocEntry) -> AsyncIterator[None]:
-        """`entry.locked()`, then settle it (it may be evictable now)."""
-        try:
-            async with entry.locked():
-                yield
-        finally:
-            self._settle(entry)
 
     async def _ensure_loaded(self, entry: DocEntry) -> None:
         """Load access rules and changes from storage; call under the entry's lock."""
@@ -450,8 +387,8 @@ class SyncHub:
     async def _on_sync(self, peer: Peer, message: SyncMessage) -> None:
         document_id = message.document_id
         self.metrics.sync_rounds.inc()
-        entry = self._entry(document_id)
-        async with self._locked(entry):
+        entry = self.cache.entry(document_id)
+        async with self.cache.locked(entry):
             if peer.closed:
                 return
             await self._ensure_loaded(entry)
@@ -557,7 +494,12 @@ class SyncHub:
             others = [p for p in entry.peers.values() if p is not peer] if added else []
             await self._send_sync(entry, [peer, *others])
             if state.their_heads is not None and state.their_heads != before:
-                self._gossip_heads(entry, peer, state.their_heads)
+                now_ms = int(time.time() * 1000)
+                self._relay(
+                    self.gossip.heads_changed(
+                        document_id, peer, state.their_heads, entry.peers, now_ms
+                    )
+                )
 
     async def _initial_state(self, peer: Peer, document_id: DocumentId, stored: bool) -> SyncState:
         storage_id = peer.persistent_storage_id
@@ -599,9 +541,7 @@ class SyncHub:
                 self.error(other.peer_id, other.conn, "storage failure; retry later", document_id)
             entry.peers.clear()
             self._done_creating(document_id)
-            entry.loaded = False
-            entry.doc = self._new_document()
-            entry.access = None
+            self.cache.reset(entry)
             raise
         if create is not None:
             entry.access = create
@@ -633,11 +573,11 @@ class SyncHub:
         of `peer` in work on it finds its session gone and sends no reply."""
         self.metrics.refused.labels("pending_full").inc()
         peer.sessions.pop(document_id, None)
-        entry = self._docs.get(document_id)
+        entry = self.cache.get(document_id)
         if entry is not None:
             if entry.peers.get(peer.peer_id) is peer:
                 del entry.peers[peer.peer_id]
-            self._settle(entry)
+            self.cache.settle(entry)
         self.error(
             peer.peer_id,
             peer.conn,
@@ -656,98 +596,22 @@ class SyncHub:
         if entry.peers.get(peer.peer_id) is peer:
             del entry.peers[peer.peer_id]
 
-    async def _on_ephemeral(self, peer: Peer, message: EphemeralMessage) -> None:
-        key = (message.sender_id, message.session_id, message.count)
-        if key in self._ephemeral_seen:
-            self.metrics.refused.labels("ephemeral_duplicate").inc()
-            return
-        self._ephemeral_seen[key] = None
-        while len(self._ephemeral_seen) > EPHEMERAL_MEMORY:
-            self._ephemeral_seen.popitem(last=False)
-        entry = self._docs.get(message.document_id)
-        if entry is None or entry.peers.get(peer.peer_id) is not peer:
-            # Only peers syncing the document (and so allowed to read it) may talk in it.
-            self.metrics.refused.labels("ephemeral_no_session").inc()
-            return
-        for other in list(entry.peers.values()):
-            if other is peer or other.closed:
-                continue
-            other.conn.send(
-                EphemeralMessage(
-                    message.sender_id,
-                    other.peer_id,
-                    message.document_id,
-                    message.session_id,
-                    message.count,
-                    message.data,
-                )
-            )
-
-    def _on_subscription_change(self, peer: Peer, message: RemoteSubscriptionChange) -> None:
-        peer.subscriptions.difference_update(message.remove)
-        for storage_id in message.add:
-            if len(peer.subscriptions) >= MAX_SUBSCRIPTIONS:
-                break
-            peer.subscriptions.add(storage_id)
-
-    async def _on_remote_heads(self, peer: Peer, message: RemoteHeadsChanged) -> None:
-        """Relay heads another peer reports to the document's peers subscribed to them.
-
-        Claims about storage we know firsthand are dropped: the server's own, and
-        that of the document's other connected peers (whose heads we gossip from
-        their sync messages). A peer may report its own storage and third parties'.
-        """
-        entry = self._docs.get(message.document_id)
-        if entry is None or entry.peers.get(peer.peer_id) is not peer:
-            return
-        firsthand = {self.storage_id}
-        firsthand.update(
-            p.metadata.storage_id
-            for p in entry.peers.values()
-            if p is not peer and p.metadata.storage_id is not None
-        )
-        claims = {sid: heads for sid, heads in message.new_heads.items() if sid not in firsthand}
-        if len(claims) < len(message.new_heads):
-            self.metrics.refused.labels("remote_heads_firsthand").inc()
-        if not claims:
-            return
-        for other in list(entry.peers.values()):
-            if other is peer:
-                continue
-            wanted = {
-                sid: heads
-                for sid, heads in claims.items()
-                if sid in other.subscriptions and sid != other.metadata.storage_id
-            }
-            if wanted:
-                other.conn.send(
-                    RemoteHeadsChanged(self.peer_id, other.peer_id, message.document_id, wanted)
-                )
-
-    def _gossip_heads(self, entry: DocEntry, peer: Peer, heads: list[bytes]) -> None:
-        """Tell the document's peers that subscribed to `peer`'s storage what it now has."""
-        storage_id = peer.metadata.storage_id
-        if storage_id is None:
-            return
-        remote = RemoteHeads(tuple(b58check_encode(h) for h in heads), int(time.time() * 1000))
-        for other in list(entry.peers.values()):
-            if other is not peer and storage_id in other.subscriptions:
-                other.conn.send(
-                    RemoteHeadsChanged(
-                        self.peer_id, other.peer_id, entry.document_id, {storage_id: remote}
-                    )
-                )
+    def _relay(self, relay: Relay) -> None:
+        if relay.refused is not None:
+            self.metrics.refused.labels(relay.refused).inc()
+        for other, message in relay.sends:
+            other.conn.send(message)
 
     # -- access changes --------------------------------------------------------
 
     async def access_changed(self, document_id: DocumentId, access: Access) -> None:
         """Apply new access rules to live sessions: peers that lost read access are told."""
-        entry = self._docs.get(document_id)
+        entry = self.cache.get(document_id)
         if entry is None:
             if not self.waiting.waiting_for(document_id):
                 return
-            entry = self._entry(document_id)
-        async with self._locked(entry):
+            entry = self.cache.entry(document_id)
+        async with self.cache.locked(entry):
             if entry.loaded:
                 entry.access = access
             for peer in list(entry.peers.values()):
@@ -764,9 +628,9 @@ class SyncHub:
         def load() -> bytes:
             return b"".join(c.chunk for c in self.storage.changes(document_id))
 
-        entry = self._docs.get(document_id)
+        entry = self.cache.get(document_id)
         if entry is not None:
-            async with self._locked(entry):
+            async with self.cache.locked(entry):
                 if entry.loaded:
                     doc = entry.doc
                     return await self._compute(doc.save)
@@ -780,23 +644,3 @@ class SyncHub:
                 peer.conn.close(4001, reason)
                 count += 1
         return count
-
-    def _evict(self, keep: DocumentId | None = None) -> None:
-        """Forget least recently used documents that are not in use.
-
-        Each entry met in use leaves the order (`_settle` puts it back when it is
-        idle again), so every step is O(1) and none is repeated for it meanwhile.
-        """
-        idle = self._idle
-        while len(self._docs) > self._max_cached and idle:
-            document_id = next(iter(idle))
-            if document_id == keep:
-                if len(idle) == 1:
-                    break
-                idle.move_to_end(document_id)
-                continue
-            del idle[document_id]
-            entry = self._docs.get(document_id)
-            if entry is not None and not self._in_use(entry):
-                del self._docs[document_id]
-        self.metrics.loaded_documents.set(len(self._docs))

@@ -183,7 +183,7 @@ async def test_cache_stays_bounded_and_reloads_from_storage() -> None:
         docs[doc_id] = make_changes(3)
         await run_sync(hub, peer, conn, doc_id, docs[doc_id])
         await hub.leave(peer)
-    assert len(hub._docs) <= 2
+    assert len(hub.cache) <= 2
     for doc_id, doc in docs.items():
         assert await hub.export(doc_id) == doc.save()
 
@@ -192,7 +192,7 @@ async def test_an_entry_a_task_waits_for_is_never_evicted() -> None:
     storage = MemoryStorage()
     hub = new_hub(storage, max_cached_documents=1)
     a, b = new_document_id(), new_document_id()
-    entry = hub._entry(a)
+    entry = hub.cache.entry(a)
     await entry.lock.acquire()
     waiter = asyncio.create_task(hub.export(a))
     await asyncio.sleep(0)  # one turn of the loop: the export runs up to the lock
@@ -200,8 +200,8 @@ async def test_an_entry_a_task_waits_for_is_never_evicted() -> None:
     entry.lock.release()
     # Before the export wakes up, another document comes in: `a` would be the one
     # evicted, and the export would then work on a copy the hub no longer knows.
-    hub._entry(b)
-    assert hub._docs.get(a) is entry
+    hub.cache.entry(b)
+    assert hub.cache.get(a) is entry
     assert await waiter == b""
     assert entry.users == 0
 
@@ -241,7 +241,7 @@ def test_any_sync_payload_gets_an_answer_never_an_exception(data: bytes) -> None
         conn.inbox.clear()
         await hub.handle(peer, SyncMessage("p", "srv", new_document_id(), data))
         # Whatever was stored is a loadable, causally complete document.
-        for doc_id in list(hub._docs):
+        for doc_id in list(hub.cache):
             blob = b"".join(c.chunk for c in storage.changes(doc_id))
             assert Document.load(blob).missing_deps() == []
         return conn.inbox
@@ -274,17 +274,17 @@ async def test_orphan_changes_beyond_the_queue_limit_are_refused() -> None:
 
     conn.inbox.clear()
     await hub.handle(peer, upload(orphans[:40]))
-    assert hub._docs[doc_id].doc.queued == 40
+    assert hub.cache[doc_id].doc.queued == 40
     await hub.handle(peer, upload(orphans[40:]))
     errors = [m for m in conn.inbox if isinstance(m, ErrorMessage)]
     assert len(errors) == 1 and errors[0].document_id == doc_id
     assert doc_id in errors[0].message and "missing dependencies" in errors[0].message
-    assert hub._docs[doc_id].doc.queued == 40
+    assert hub.cache[doc_id].doc.queued == 40
     assert len(list(storage.changes(doc_id))) == stored
     # The withheld change releases the queue; the rest then fits.
     await hub.handle(peer, upload([next(chain.changes()).raw]))
     await hub.handle(peer, upload(orphans[40:]))
-    assert hub._docs[doc_id].doc.queued == 0
+    assert hub.cache[doc_id].doc.queued == 0
     assert len(list(storage.changes(doc_id))) == stored + 200
 
 
@@ -333,7 +333,7 @@ class OrphanHub:
 async def test_one_peers_orphans_do_not_block_another_peers() -> None:
     o = await OrphanHub.start(("a", ALICE), ("b", BOB))
     storage, hub, doc_id, peers = o.storage, o.hub, o.doc_id, o.peers
-    entry = hub._docs[doc_id]
+    entry = hub.cache[doc_id]
     upload, errors = o.upload, o.errors
 
     # Peer a sends orphans (chains whose first change is withheld) until refused.
@@ -513,7 +513,7 @@ async def test_a_big_upload_is_worked_on_off_the_loop_while_others_are_answered(
 async def test_a_writers_connections_share_one_orphan_share() -> None:
     o = await OrphanHub.start(("a1", ALICE), ("a2", ALICE), ("b", BOB))
     hub, doc_id, peers = o.hub, o.doc_id, o.peers
-    entry = hub._docs[doc_id]
+    entry = hub.cache[doc_id]
     upload, errors = o.upload, o.errors
 
     # Alice's first connection fills her share; her second one gets no more.
@@ -564,7 +564,7 @@ async def test_pending_requests_are_bounded_and_pin_nothing() -> None:
     # room from whoever holds the most: the first askers cannot lock the others out.
     assert [hub.waiting.of(p) for p in askers] == [20] * 10
     # Unknown documents are not held in the document cache.
-    assert len(hub._docs) <= 10
+    assert len(hub.cache) <= 10
     # An unrelated user still syncs, and the document is stored.
     conn = Conn([])
     alice = await hub.join(conn, JoinMessage("alice", PeerMetadata(), ("1",)), ALICE)
@@ -589,17 +589,17 @@ async def test_eviction_order_holds_no_pinned_document() -> None:
         await run_sync(hub, peer, conn, doc_id, make_changes(1))
         pinned.append(doc_id)
     for _ in range(50):
-        hub._entry(new_document_id())
+        hub.cache.entry(new_document_id())
     # Every document the peer syncs stays; the others beyond the bound went, and
     # the eviction order no longer lists the pinned ones (it would scan them all
     # on every call otherwise).
-    assert set(pinned) <= set(hub._docs)
-    assert len(hub._docs) <= 30 + 5
-    assert len(hub._idle) <= 5
+    assert set(pinned) <= set(hub.cache)
+    assert len(hub.cache) <= 30 + 5
+    assert hub.cache.idle_count() <= 5
     await hub.leave(peer)
     # Once nobody syncs them they are evictable again.
-    hub._entry(new_document_id())
-    assert len(hub._docs) <= 5
+    hub.cache.entry(new_document_id())
+    assert len(hub.cache) <= 5
 
 
 async def test_sessions_on_documents_not_stored_yet_are_bounded_and_shared() -> None:
@@ -626,7 +626,7 @@ async def test_sessions_on_documents_not_stored_yet_are_bounded_and_shared() -> 
     # which held more, until both held as much.
     assert [len(p.sessions) for p, _ in peers] == [15, 15]
     assert len(hub.creating) == 30
-    assert len(hub._docs) <= 5 + 30
+    assert len(hub.cache) <= 5 + 30
     # Someone new still creates a document: room is taken from the biggest holder.
     conn = Conn([])
     carol = await hub.join(conn, JoinMessage("c", PeerMetadata(), ("1",)), BOB)
