@@ -13,7 +13,9 @@ import {
   signInvite,
   SpaceAuthority,
 } from "../src/lib/spaces";
+import { sha512 } from "@noble/hashes/sha2.js";
 import { encodeEd25519Multibase } from "../src/lib/spaces/didkey";
+import { ed25519VerifyStrict } from "../src/lib/spaces/signing";
 
 const T0 = 1_780_000_000_000;
 
@@ -170,3 +172,34 @@ describe("SpaceAuthority.write", () => {
     expect(a.rejected.size).toBe(0);
   });
 });
+
+describe("Ed25519 with libsodium's rules", () => {
+  const L = ed25519.Point.Fn.ORDER;
+  const le = (b: Uint8Array) => b.reduceRight((n, x) => (n << 8n) | BigInt(x), 0n);
+  const leBytes = (n: bigint) => Uint8Array.from({ length: 32 }, (_, i) => Number((n >> BigInt(8 * i)) & 0xffn));
+  const seed = new Uint8Array(32).fill(3);
+  const { scalar } = ed25519.utils.getExtendedPublicKey(seed);
+  const pub = ed25519.getPublicKey(seed);
+  const msg = new TextEncoder().encode("hearth-space-op-v1\n{}");
+
+  it("refuses an R of small order that a cofactored check (noble's own verify) takes", () => {
+    // R = a point of order 8, S = h·a: [S]B - [h]A - R is that point, which a
+    // cofactored check multiplies away; libsodium refuses any small-order R.
+    const r = Uint8Array.from(fromHex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"));
+    const h = le(sha512(new Uint8Array([...r, ...pub, ...msg]))) % L;
+    const sig = new Uint8Array([...r, ...leBytes((h * scalar) % L)]);
+    expect(ed25519.verify(sig, msg, pub, { zip215: false })).toBe(true);
+    expect(ed25519VerifyStrict(pub, msg, sig)).toBe(false);
+  });
+
+  it("takes an honest signature and refuses S + L", () => {
+    const sig = ed25519.sign(msg, seed);
+    expect(ed25519VerifyStrict(pub, msg, sig)).toBe(true);
+    const s = le(sig.subarray(32)) + L;
+    expect(ed25519VerifyStrict(pub, msg, new Uint8Array([...sig.subarray(0, 32), ...leBytes(s)]))).toBe(false);
+  });
+});
+
+function fromHex(h: string): number[] {
+  return h.match(/../g)?.map((b) => parseInt(b, 16)) ?? [];
+}
