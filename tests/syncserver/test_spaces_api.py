@@ -24,8 +24,10 @@ from hearth.spaces.ops import (
     SetStampCost,
 )
 from hearth.spaces.stamps import Purpose, challenge, make_stamp, worth
+from tests.faults import locked
 from tests.syncserver.helpers import running_server, server_at, server_process
 from tests.syncserver.spaces_world import Person, Space, SpacesClient, now_ms, statuses
+from tests.timing import MS
 
 NO_INVITE = Join(None, None, None)
 
@@ -424,3 +426,20 @@ async def test_ops_survive_kill_9(tmp_path: Path) -> None:
         assert await c.all_ops(alice, s.id) == before
         again = await c.state(alice, s.id)
         assert again["state"] == state["state"] and again["pending"] == [pending.id]
+
+
+async def test_a_failed_store_acknowledges_nothing_and_recovers(tmp_path: Path) -> None:
+    async with running_server(tmp_path, storage_busy_timeout=100 * MS) as srv:
+        c = SpacesClient(srv.url, srv.did)
+        s, (alice, bob) = await founded(c, members=2)
+        op = s.write(alice, SetDescription("while locked"))
+        with locked(tmp_path / "syncserver" / "spaces.sqlite3"):
+            r = await c.call(
+                alice, "POST", "submitOps", body={"space": s.id, "ops": [op.wire.decode()]}
+            )
+            assert r.status_code == 503 and r.json()["error"] == "StorageUnavailable", r.text
+        # Memory did not run ahead of the disk: the op is not there, and goes in now.
+        assert (await c.state(alice, s.id))["state"]["description"] == ""
+        assert len(await c.all_ops(alice, s.id)) == 2
+        assert statuses(await c.submit(alice, s.id, op)) == [("accepted", None)]
+        assert (await c.state(alice, s.id))["state"]["description"] == "while locked"
