@@ -5,7 +5,9 @@ import { ed25519 } from "@noble/curves/ed25519.js";
 import { describe, expect, it } from "vitest";
 import {
   actorFor,
+  AuthorityLog,
   canonicalText,
+  OpError,
   encodeInviteToken,
   joinWithToken,
   newInvite,
@@ -203,3 +205,85 @@ describe("Ed25519 with libsodium's rules", () => {
 function fromHex(h: string): number[] {
   return h.match(/../g)?.map((b) => parseInt(b, 16)) ?? [];
 }
+
+describe("AuthorityLog at the boundary", () => {
+  // create, join, set-role, set-description: a chain, each op on the one before.
+  function chain() {
+    const { authority: a } = space();
+    a.write(bob.did, bob.seed, { type: "join" }, T0 + 1);
+    a.write(alice.did, alice.seed, { type: "set-role", target: bob.did, role: "admin" }, T0 + 2);
+    a.write(bob.did, bob.seed, { type: "set-description", description: "d" }, T0 + 3);
+    return { space: a.space, wires: [...a.log] };
+  }
+  const refusal = (log: AuthorityLog, data: Uint8Array | string) => {
+    try {
+      log.add(data);
+    } catch (e) {
+      if (e instanceof OpError) return e.reason;
+      throw e;
+    }
+    return null;
+  };
+
+  it("keeps ops that wait for a parent and resolves them when it comes", () => {
+    const s = chain();
+    const log = new AuthorityLog(s.space);
+    log.add(s.wires[0]);
+    const last = log.add(s.wires[3]);
+    expect(log.pending).toEqual(new Set([last]));
+    expect(log.state.rejected.get(last)).toBe("unknown-parent");
+    const third = log.add(s.wires[2]);
+    expect(log.missing().size).toBe(1);
+    expect(log.missing().has(third)).toBe(false);
+    log.add(s.wires[1]);
+    expect(log.missing().size + log.pending.size + log.state.rejected.size).toBe(0);
+    expect(log.state.description).toBe("d");
+    const again = log.add(s.wires[1]); // a duplicate: its id, nothing else
+    expect(log.has(again)).toBe(true);
+    expect(log.size).toBe(4);
+  });
+
+  it("enforces its limits with Python's reasons", () => {
+    const s = chain();
+    let log = new AuthorityLog(s.space, { limits: { maxOps: 2, maxRefused: 2 } });
+    log.add(s.wires[0]);
+    log.add(s.wires[1]);
+    expect(refusal(log, s.wires[2])).toBe("log-full");
+    for (const junk of ["1", "2", "3"]) expect(refusal(log, junk)).toBe("bad-shape");
+    expect(log.refused.size).toBe(2);
+
+    log = new AuthorityLog(s.space, { limits: { maxPending: 1 } });
+    log.add(s.wires[2]); // waits for its parent
+    log.add(s.wires[3]); // its parent is here (itself waiting): welcome
+    expect(refusal(log, s.wires[1])).toBe("too-many-pending");
+    log.add(s.wires[0]);
+    log.add(s.wires[1]); // now its parent is here
+    expect(log.pending.size).toBe(0);
+    expect(log.state.description).toBe("d");
+
+    expect(refusal(new AuthorityLog(s.space, { limits: { maxOpBytes: 100 } }), s.wires[0])).toBe("too-large");
+    log = new AuthorityLog(s.space, { limits: { maxParents: 0 } });
+    log.add(s.wires[0]);
+    expect(refusal(log, s.wires[1])).toBe("too-many-parents");
+  });
+
+  it("verifies other DIDs with the keys the lookup names", () => {
+    const { authority: a, signed: create } = space();
+    const plc = "did:plc:" + "a".repeat(24);
+    const key = person(40);
+    const other = person(41);
+    const writer = new SpaceAuthority(a.space, { lookup: (did) => (did === plc ? [ed25519.getPublicKey(key.seed)] : []) });
+    writer.log.addSigned(create);
+    const join = writer.write(plc, key.seed, { type: "join" }, T0 + 1);
+    const lookup = (keys: Uint8Array[]) => {
+      const log = new AuthorityLog(a.space, { lookup: (did) => (did === plc ? keys : []) });
+      log.addSigned(create);
+      return log;
+    };
+    expect(refusal(lookup([]), join.wire)).toBe("unknown-key");
+    expect(refusal(lookup([ed25519.getPublicKey(other.seed)]), join.wire)).toBe("bad-signature");
+    const log = lookup([ed25519.getPublicKey(other.seed), ed25519.getPublicKey(key.seed)]); // current and previous
+    log.add(join.wire);
+    expect(log.state.isMember(plc)).toBe(true);
+  });
+});
