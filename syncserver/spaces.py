@@ -46,6 +46,7 @@ from hearth.ratelimit import RateLimiter
 from hearth.spaces import OpError, OpId, SignedOp, SpaceState, parse_op, verify_op
 from hearth.spaces.ops import Create, Join, Knock
 from hearth.spaces.state import Access
+from hearth.spaces.wire import MAX_OP_BYTES
 from hearth.storage import StorageHealth
 from hearth.types import Did
 from syncserver.space_log import LimitExceeded, OpResult, SpaceLog
@@ -65,7 +66,6 @@ LXM_GET_STATE = f"{NSID}.getState"
 
 SPACE_OPTIONS = (
     Option("space_max_ops", positive_int, 50_000, "ops kept per space (~1.5 KB each in memory)"),
-    Option("space_max_op_bytes", positive_int, 16_384, "largest op accepted, bytes"),
     Option("space_max_batch", positive_int, 100, "ops in one submitOps request"),
     Option(
         "space_max_pending", positive_int, 1_000, "ops per space kept while a parent is missing"
@@ -120,7 +120,7 @@ Authenticate = Callable[[Request, str, bool], Awaitable[Did | None]]
 @dataclass(frozen=True, slots=True)
 class SpaceLimits:
     max_ops: int = 50_000
-    max_op_bytes: int = 16_384
+    max_op_bytes: int = MAX_OP_BYTES  # a format limit (docs/spaces.md): not a setting
     max_batch: int = 100
     max_pending: int = 1_000
     max_rejected_per_author: int = 100
@@ -135,7 +135,6 @@ class SpaceLimits:
     def from_config(cls, config: ServiceConfig) -> SpaceLimits:
         return cls(
             max_ops=config.get_int("space_max_ops"),
-            max_op_bytes=config.get_int("space_max_op_bytes"),
             max_batch=config.get_int("space_max_batch"),
             max_pending=config.get_int("space_max_pending"),
             max_rejected_per_author=config.get_int("space_max_rejected_per_author"),

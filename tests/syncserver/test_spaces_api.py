@@ -281,7 +281,6 @@ async def test_limits_batch_op_size_log_and_pending(tmp_path: Path) -> None:
         space_max_ops=7,
         space_max_rejected_per_author=1,
         space_max_batch=3,
-        space_max_op_bytes=1000,
         space_max_pending=1,
     ) as srv:
         c = SpacesClient(srv.url, srv.did)
@@ -294,7 +293,8 @@ async def test_limits_batch_op_size_log_and_pending(tmp_path: Path) -> None:
             body={"space": s.id, "ops": [o.wire.decode() for o in ops]},
         )
         assert r.status_code == 413 and r.json()["error"] == "BatchTooLarge", r.text
-        big = s.write(alice, SetDescription("x" * 1000), keep=False)
+        # Over the format's 16 KiB (no op with valid fields gets there).
+        big = b'{"op":' + b" " * 16_400 + b"}"
         assert statuses(await c.submit(alice, s.id, big)) == [("rejected", "too-large")]
         # Pending: one op may wait for a parent; a second is refused whole.
         lost = s.write(alice, SetDescription("never sent"), keep=False)
