@@ -287,3 +287,19 @@ describe("AuthorityLog at the boundary", () => {
     expect(log.state.isMember(plc)).toBe(true);
   });
 });
+
+describe("a device's own cache of verified ops", () => {
+  it("reloads without signature checks to the same state, and only skips the signature", () => {
+    const { authority: a } = space();
+    a.write(bob.did, bob.seed, { type: "join" }, T0 + 1);
+    a.write(alice.did, alice.seed, { type: "set-description", description: "cached" }, T0 + 2);
+    const cached = [...a.log].map((w) => new TextDecoder().decode(w)); // as IndexedDB would hold them
+    const reloaded = new AuthorityLog(a.space);
+    for (const w of cached) reloaded.addVerified(w);
+    expect(canonicalText(reloaded.state.toJson())).toBe(canonicalText(a.state.toJson()));
+    const forged = cached[2].replace(/"sig":"[0-9a-f]{8}/, '"sig":"00000000');
+    expect(() => new AuthorityLog(a.space).add(forged)).toThrowError(/bad-signature/);
+    const other = space("approval").authority;
+    expect(() => reloaded.addVerified(other.log.wire(other.space) as Uint8Array)).toThrowError(/wrong-space/);
+  });
+});
