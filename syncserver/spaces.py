@@ -290,8 +290,9 @@ class SpaceService:
                 continue
             parsed.append((i, signed))
         # Keys first (asynchronously), then every signature against them.
-        others = {s.author for _, s in parsed if not s.author.startswith("did:key:")}
-        known = {did: tuple(await self._keys(did)) for did in others}
+        others = sorted({s.author for _, s in parsed if not s.author.startswith("did:key:")})
+        found = await asyncio.gather(*(self._keys(did) for did in others))
+        known = {did: tuple(keys) for did, keys in zip(others, found, strict=True)}
 
         def lookup(did: Did) -> Sequence[PublicKey]:
             return known.get(did, ())
