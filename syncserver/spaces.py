@@ -88,6 +88,12 @@ SPACE_OPTIONS = (
         100,
         "ops of one author per space that the rules reject and the server still keeps",
     ),
+    Option(
+        "space_creates_per_did",
+        positive_int,
+        10,
+        "new spaces one DID may found on this server per hour",
+    ),
     Option("space_submits_per_minute", positive_int, 60, "submitOps requests per caller a minute"),
     Option("space_page_size", positive_int, 500, "most ops one getOps answer holds"),
     Option("space_cached_spaces", positive_int, 100, "space logs kept in memory"),
@@ -126,6 +132,7 @@ class SpaceLimits:
     max_rejected_per_author: int = 100
     join_requests_per_did: int = 10  # per hour
     join_requests_per_space: int = 100  # per hour
+    creates_per_did: int = 10  # per hour
     submits_per_minute: int = 60
     page_size: int = 500
     cached_spaces: int = 100
@@ -140,6 +147,7 @@ class SpaceLimits:
             max_rejected_per_author=config.get_int("space_max_rejected_per_author"),
             join_requests_per_did=config.get_int("space_join_requests_per_did"),
             join_requests_per_space=config.get_int("space_join_requests_per_space"),
+            creates_per_did=config.get_int("space_creates_per_did"),
             submits_per_minute=config.get_int("space_submits_per_minute"),
             page_size=config.get_int("space_page_size"),
             cached_spaces=config.get_int("space_cached_spaces"),
@@ -213,6 +221,7 @@ class SpaceService:
         per_space = limits.join_requests_per_space
         self._knocks_by_did = RateLimiter(per_did, per_did / 60)
         self._knocks_by_space = RateLimiter(per_space, per_space / 60)
+        self._creates = RateLimiter(limits.creates_per_did, limits.creates_per_did / 60)
         # Called with (space, access before, state after) once a submit stored ops:
         # enforcement subscribes here (`before.lost_read(after.access())`: whose
         # sessions to end).
@@ -313,6 +322,16 @@ class SpaceService:
                 self._locks.pop(space, None)  # waiters hold their own reference
                 raise XrpcError(404, "SpaceNotFound", "no such space here; send its create op")
             self._gate(caller, space_log, [s for _, s in verified])
+            if not space_log.exists:
+                wait = self._creates.take(creates[0].author, now)
+                if wait:
+                    self._locks.pop(space, None)
+                    raise _too_many(
+                        "TooManySpaces",
+                        f"{creates[0].author[:80]} founded {limits.creates_per_did} spaces here"
+                        " this hour; retry later",
+                        wait,
+                    )
             fresh: list[tuple[int, SignedOp]] = []
             for i, signed in verified:
                 if signed.id in space_log.ops:

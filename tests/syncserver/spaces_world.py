@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,7 @@ class Space:
     ops: list[SignedOp] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        body = Create("Hearth", "Hearth (members)", self.policy, f"n{now_ms()}")
+        body = Create("Hearth", "Hearth (members)", self.policy, secrets.token_hex(8))
         create = sign_op(Op(None, self.owner.did, (), now_ms(), body), self.owner.signer)
         self.id = create.id
         self.create = create

@@ -330,6 +330,7 @@ async def test_join_request_flood_and_submit_rate(tmp_path: Path) -> None:
     async with running_server(
         tmp_path,
         space_join_requests_per_did=2,
+        space_creates_per_did=2,
         space_join_requests_per_space=3,
         space_submits_per_minute=8,
     ) as srv:
@@ -370,6 +371,18 @@ async def test_join_request_flood_and_submit_rate(tmp_path: Path) -> None:
         assert r.status_code == 429 and r.json()["error"] == "RateLimitExceeded"
         # Others are still served.
         assert (await c.state(alice, s.id))["view"] == "member"
+        # Alice founded one space; a second is fine, a third this hour is one too many.
+        second, third = Space(alice), Space(alice)
+        assert statuses(await c.submit(alice, second.id, second.create)) == [("accepted", None)]
+        r = await c.call(
+            alice,
+            "POST",
+            "submitOps",
+            body={"space": third.id, "ops": [third.create.wire.decode()]},
+        )
+        assert r.status_code == 429 and r.json()["error"] == "TooManySpaces", r.text
+        r = await c.call(alice, "GET", "getState", params={"space": third.id})
+        assert r.status_code == 404
 
 
 async def test_get_ops_pages(client: SpacesClient) -> None:
