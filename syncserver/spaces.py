@@ -46,7 +46,7 @@ from hearth.ratelimit import RateLimiter
 from hearth.spaces import OpError, OpId, SignedOp, SpaceState, parse_op, verify_op
 from hearth.spaces.ops import Create, Join, Knock
 from hearth.spaces.state import Access
-from hearth.spaces.wire import MAX_OP_BYTES
+from hearth.spaces.wire import MAX_OP_BYTES, MAX_PARENTS
 from hearth.storage import StorageHealth
 from hearth.types import Did
 from syncserver.space_log import LimitExceeded, OpResult, SpaceLog
@@ -618,6 +618,8 @@ class SpaceEndpoints:
                     "ops": len(space_log),
                 }
             )
+        # The format allows 16 parents: leave one for an invite.
+        join_parents = space_log.heads[: MAX_PARENTS - 1]
         you: dict[str, Any] = {"did": caller, "member": False}
         if caller is not None:
             ban = state.bans.get(caller)
@@ -631,8 +633,8 @@ class SpaceEndpoints:
                 "state": public_view(state),
                 # A newcomer's knock or join names these (and its invite) as parents, with
                 # a time not before `notBefore`: so it follows the policy it relies on.
-                "joinParents": space_log.heads,
-                "notBefore": max(space_log.ops[h].op.time for h in space_log.heads),
+                "joinParents": join_parents,
+                "notBefore": max(space_log.ops[h].op.time for h in join_parents),
                 "you": you,
             }
         )
