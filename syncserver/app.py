@@ -249,8 +249,8 @@ def create_app(config: ServiceConfig) -> Starlette:
         try:
             yield
         finally:
-            for peer in list(hub.peers.values()):
-                peer.conn.close(1001, "server shutting down")
+            for conn in list(hub.connections.values()):
+                conn.peer.close(1001, "server shutting down")
             await resolver.aclose()
             executor.shutdown(wait=True)
             storage.close()
@@ -417,7 +417,7 @@ def create_app(config: ServiceConfig) -> Starlette:
             "storage": storage,
             "peerId": st.hub.peer_id,
             "storageId": st.hub.storage_id,
-            "peers": len(st.hub.peers),
+            "peers": len(st.hub.connections),
             "outgoingBytes": st.outgoing.total,
             "pendingRequests": len(st.hub.waiting) + len(st.hub.creating),
             "documents": stats.documents,

@@ -23,14 +23,11 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from hearth.types import DocumentId
 from syncserver.automerge import Document
+from syncserver.peers import Connection
 from syncserver.storage import Access
-
-if TYPE_CHECKING:
-    from syncserver.hub import Peer
 
 
 @dataclass(eq=False)
@@ -40,7 +37,7 @@ class DocEntry:
     loaded: bool = False
     access: Access | None = None  # None: not stored (yet)
     doc: Document = field(default_factory=Document)
-    peers: dict[str, Peer] = field(default_factory=dict)
+    connections: dict[str, Connection] = field(default_factory=dict)
     # Tasks holding or waiting for `lock`: such an entry is never evicted, so a
     # task that wakes up with it never works on a copy nobody else sees.
     users: int = 0
@@ -57,7 +54,7 @@ class DocEntry:
 
     @property
     def in_use(self) -> bool:
-        return bool(self.peers or self.users)
+        return bool(self.connections or self.users)
 
 
 class DocumentCache:

@@ -1,7 +1,7 @@
 """Gossip: ephemeral messages and remote heads, relayed among a document's peers.
 
 No I/O. Each decision takes the message and the connections syncing the document
-(`DocEntry.peers`) and returns a `Relay`: the messages to send, to whom, and the
+(`DocEntry.connections`) and returns a `Relay`: the messages to send, to whom, and the
 reason to count if part of the input was refused. The caller sends them (in
 order) and counts the refusal; it must pass only connections that may read the
 document, which a session on it implies.
@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from hearth.base58 import b58check_encode
 from hearth.types import DocumentId
@@ -36,9 +35,7 @@ from syncserver.messages import (
     RemoteHeadsChanged,
     RemoteSubscriptionChange,
 )
-
-if TYPE_CHECKING:
-    from syncserver.hub import Peer
+from syncserver.peers import Connection
 
 MAX_SUBSCRIPTIONS = 256
 EPHEMERAL_MEMORY = 10_000
@@ -49,7 +46,7 @@ class Relay:
     """What a gossip decision asks for: `sends` in order, and `refused`, a metrics
     reason, if (part of) the input was dropped."""
 
-    sends: list[tuple[Peer, Message]] = field(default_factory=list)
+    sends: list[tuple[Connection, Message]] = field(default_factory=list)
     refused: str | None = None
 
 
@@ -63,7 +60,7 @@ class Gossip:
         self._ephemeral_seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
 
     def ephemeral(
-        self, peer: Peer, message: EphemeralMessage, syncing: Mapping[str, Peer] | None
+        self, conn: Connection, message: EphemeralMessage, syncing: Mapping[str, Connection] | None
     ) -> Relay:
         """Relay `peer`'s ephemeral message to the others in `syncing` (the
         document's connections; None if it is not cached)."""
@@ -73,12 +70,12 @@ class Gossip:
         self._ephemeral_seen[key] = None
         while len(self._ephemeral_seen) > EPHEMERAL_MEMORY:
             self._ephemeral_seen.popitem(last=False)
-        if syncing is None or syncing.get(peer.peer_id) is not peer:
+        if syncing is None or syncing.get(conn.peer_id) is not conn:
             # Only peers syncing the document (and so allowed to read it) may talk in it.
             return Relay(refused="ephemeral_no_session")
         relay = Relay()
         for other in list(syncing.values()):
-            if other is peer or other.closed:
+            if other is conn or other.closed:
                 continue
             relay.sends.append(
                 (
@@ -96,16 +93,19 @@ class Gossip:
         return relay
 
     @staticmethod
-    def subscription_change(peer: Peer, message: RemoteSubscriptionChange) -> None:
+    def subscription_change(conn: Connection, message: RemoteSubscriptionChange) -> None:
         """Update the storage ids `peer` wants remote heads of."""
-        peer.subscriptions.difference_update(message.remove)
+        conn.subscriptions.difference_update(message.remove)
         for storage_id in message.add:
-            if len(peer.subscriptions) >= MAX_SUBSCRIPTIONS:
+            if len(conn.subscriptions) >= MAX_SUBSCRIPTIONS:
                 break
-            peer.subscriptions.add(storage_id)
+            conn.subscriptions.add(storage_id)
 
     def remote_heads(
-        self, peer: Peer, message: RemoteHeadsChanged, syncing: Mapping[str, Peer] | None
+        self,
+        conn: Connection,
+        message: RemoteHeadsChanged,
+        syncing: Mapping[str, Connection] | None,
     ) -> Relay:
         """Relay heads another peer reports to the document's peers subscribed to them.
 
@@ -114,13 +114,13 @@ class Gossip:
         their sync messages). A peer may report its own storage and third parties'.
         """
         relay = Relay()
-        if syncing is None or syncing.get(peer.peer_id) is not peer:
+        if syncing is None or syncing.get(conn.peer_id) is not conn:
             return relay
         firsthand = {self.storage_id}
         firsthand.update(
             p.metadata.storage_id
             for p in syncing.values()
-            if p is not peer and p.metadata.storage_id is not None
+            if p is not conn and p.metadata.storage_id is not None
         )
         claims = {sid: heads for sid, heads in message.new_heads.items() if sid not in firsthand}
         if len(claims) < len(message.new_heads):
@@ -128,7 +128,7 @@ class Gossip:
         if not claims:
             return relay
         for other in list(syncing.values()):
-            if other is peer:
+            if other is conn:
                 continue
             wanted = {
                 sid: heads
@@ -149,20 +149,20 @@ class Gossip:
     def heads_changed(
         self,
         document_id: DocumentId,
-        peer: Peer,
+        conn: Connection,
         heads: list[bytes],
-        syncing: Mapping[str, Peer],
+        syncing: Mapping[str, Connection],
         now_ms: int,
     ) -> Relay:
         """Tell the document's peers that subscribed to `peer`'s storage what it now
         has (its heads as of its last sync message, at `now_ms`)."""
         relay = Relay()
-        storage_id = peer.metadata.storage_id
+        storage_id = conn.metadata.storage_id
         if storage_id is None:
             return relay
         remote = RemoteHeads(tuple(b58check_encode(h) for h in heads), now_ms)
         for other in list(syncing.values()):
-            if other is not peer and storage_id in other.subscriptions:
+            if other is not conn and storage_id in other.subscriptions:
                 relay.sends.append(
                     (
                         other,

@@ -31,8 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from hearth.types import ChangeHash, Did, DocumentId
 from syncserver.automerge import (
@@ -60,6 +59,7 @@ from syncserver.messages import (
     SyncMessage,
 )
 from syncserver.metrics import SyncMetrics
+from syncserver.peers import Connection, ConnectionTable, Peer
 from syncserver.storage import Access, Storage, StoredChange
 from syncserver.waiting import WaitingRoom
 
@@ -68,49 +68,9 @@ log = logging.getLogger("hearth.syncserver")
 T = TypeVar("T")
 Runner = Callable[[Callable[[], T]], Awaitable[T]]
 
-CLOSE_PEER_ID_TAKEN = 1008  # policy violation
 # Sync messages up to this size are parsed and applied on the event loop (a few ms at
 # most): a hop to a worker thread would cost more than it saves.
 INLINE_MESSAGE_BYTES = 16 * 1024
-
-
-class Connection(Protocol):
-    def send(self, message: Message) -> None:
-        """Queue a message for the peer; never blocks."""
-        ...
-
-    def close(self, code: int, reason: str) -> None:
-        """Close the connection (asynchronously); later sends are dropped."""
-        ...
-
-
-@dataclass(eq=False)
-class Peer:
-    """One joined connection."""
-
-    peer_id: str
-    did: Did | None
-    metadata: PeerMetadata
-    conn: Connection
-    sessions: dict[DocumentId, SyncState] = field(default_factory=dict)
-    subscriptions: set[str] = field(default_factory=set)
-    # Documents holding orphans charged to its `source` (it, or another connection of
-    # its DID, sent them).
-    queued_in: set[DocumentId] = field(default_factory=set)
-    closed: bool = False
-
-    @property
-    def source(self) -> tuple[str, str]:
-        """Whom its orphans are charged to: its DID (all its connections share one
-        share of a document's queue), or for an anonymous peer its peerId."""
-        return ("did", self.did) if self.did is not None else ("peer", self.peer_id)
-
-    @property
-    def persistent_storage_id(self) -> str | None:
-        """The storageId whose sync states we persist, if the peer keeps its data."""
-        if self.metadata.storage_id is None or self.metadata.is_ephemeral:
-            return None
-        return self.metadata.storage_id
 
 
 async def _run_inline(fn: Callable[[], T]) -> T:
@@ -160,22 +120,22 @@ class SyncHub:
             changes_per_source=share(max_queued_changes),
             bytes_per_source=share(max_queued_bytes),
         )
-        self.peers: dict[str, Peer] = {}
-        # Joined peers by whom their orphans are charged to (a DID's connections).
-        self._by_source: dict[tuple[str, str], dict[Peer, None]] = {}
+        self.table = ConnectionTable()
+        # Joined connections by peerId (the table's; read-only outside the hub).
+        self.connections: dict[str, Connection] = self.table.by_peer_id
         self.cache = DocumentCache(
             max_cached_documents, self._new_document, self.metrics.loaded_documents.set
         )
         # Peers that asked and were told `doc-unavailable`: like the JS server, we
         # sync with them as soon as the document exists and they may read it.
-        self.waiting: WaitingRoom[Peer] = WaitingRoom(
+        self.waiting: WaitingRoom[Connection] = WaitingRoom(
             max_pending_requests_per_peer, max_pending_requests
         )
         # Peers syncing a document that is not stored yet (they offered heads, so
         # they may be about to create it): each such session holds a cache entry,
         # so they are bounded like pending requests, and released once the
         # document is stored or the peer leaves.
-        self.creating: WaitingRoom[Peer] = WaitingRoom(
+        self.creating: WaitingRoom[Connection] = WaitingRoom(
             max_pending_requests_per_peer, max_pending_requests
         )
         self.gossip = Gossip(peer_id, self.storage_id)
@@ -198,103 +158,75 @@ class SyncHub:
 
     # -- connections -----------------------------------------------------------
 
-    async def join(self, conn: Connection, message: JoinMessage, did: Did | None) -> Peer | None:
-        """Handle a `join`: answer `peer` and return the new Peer, or answer `error`.
+    async def join(self, peer: Peer, message: JoinMessage, did: Did | None) -> Connection | None:
+        """Handle a `join` from `peer`: answer `peer` and return the new Connection,
+        or answer `error` and close it (the rules: `syncserver/peers.py`).
 
-        If the peerId is already connected as the same DID, the old connection is
-        closed and replaced (a reconnect whose old socket is not noticed dead yet,
-        another tab). Otherwise, the newcomer gets `error` and is closed: peerIds are
-        not secret (ephemeral messages carry them), so a peerId alone must not let
-        anyone kick a peer off. That includes two anonymous peers, who cannot prove
-        they are the same: an anonymous reconnect is refused until the old socket is
-        gone (its close, or the WebSocket ping timeout), and the client's own retry
-        (every 5 s in automerge-repo) then gets in.
-        """
-        if PROTOCOL_VERSION not in message.supported_protocol_versions:
-            conn.send(
-                ErrorMessage(
-                    self.peer_id,
-                    message.sender_id,
-                    f"unsupported protocol versions {list(message.supported_protocol_versions)};"
-                    f" this server speaks {PROTOCOL_VERSION!r}",
-                )
-            )
-            conn.close(1002, "no common protocol version")
+        A join of a peerId already connected as the same DID closes and replaces the
+        old connection."""
+        refused = self.table.refuse_join(message, did)
+        if refused is not None:
+            if refused.metric is not None:
+                self.metrics.refused.labels(refused.metric).inc()
+            peer.send(ErrorMessage(self.peer_id, message.sender_id, refused.text))
+            peer.close(refused.code, refused.close_reason)
             return None
-        old = self.peers.get(message.sender_id)
-        if old is not None and (old.did != did or did is None):
-            self.metrics.refused.labels("peer_id_taken").inc()
-            text = (
-                "this peerId is already connected anonymously; retry once that socket"
-                " is closed, or use your own peerId"
-                if did is None and old.did is None
-                else "this peerId is connected as another identity; use your own peerId"
-            )
-            conn.send(ErrorMessage(self.peer_id, message.sender_id, text))
-            conn.close(CLOSE_PEER_ID_TAKEN, "peerId in use by another identity")
-            return None
+        old = self.table.replaced(message)
         if old is not None:
             await self.leave(old)
-            old.conn.close(1000, "replaced by a newer connection of the same peer")
-        peer = Peer(message.sender_id, did, message.peer_metadata, conn)
-        self.peers[peer.peer_id] = peer
-        self._by_source.setdefault(peer.source, {})[peer] = None
-        self.metrics.peers.set(len(self.peers))
-        conn.send(
+            old.peer.close(1000, "replaced by a newer connection of the same peer")
+        conn = Connection(message.sender_id, did, message.peer_metadata, peer)
+        self.table.add(conn)
+        self.metrics.peers.set(len(self.connections))
+        peer.send(
             PeerMessage(
                 self.peer_id,
-                peer.peer_id,
+                conn.peer_id,
                 PeerMetadata(self.storage_id, is_ephemeral=False),
                 PROTOCOL_VERSION,
             )
         )
-        return peer
+        return conn
 
-    async def leave(self, peer: Peer) -> None:
+    async def leave(self, conn: Connection) -> None:
         """Forget a peer (its socket closed or was replaced); persist its sync states."""
-        if peer.closed:
+        if conn.closed:
             return
-        peer.closed = True
-        if self.peers.get(peer.peer_id) is peer:
-            del self.peers[peer.peer_id]
-        same_source = self._by_source.get(peer.source, {})
-        same_source.pop(peer, None)
-        if not same_source:
-            self._by_source.pop(peer.source, None)
-        self.metrics.peers.set(len(self.peers))
+        self.table.remove(conn)
+        self.metrics.peers.set(len(self.connections))
         states: list[tuple[DocumentId, bytes]] = []
-        self.waiting.drop_peer(peer)
-        self.creating.drop_peer(peer)
+        self.waiting.drop_peer(conn)
+        self.creating.drop_peer(conn)
         # Its sessions and orphans are touched under each document's lock: a message
         # of this peer may still be in work on a thread (a re-join replaced it).
-        for document_id in list(dict.fromkeys([*peer.sessions, *peer.queued_in])):
+        for document_id in list(dict.fromkeys([*conn.sessions, *conn.queued_in])):
             entry = self.cache.get(document_id)
             if entry is None:
                 # Not cached, so nothing is working on it.
-                state = peer.sessions.pop(document_id, None)
-                if state is not None and peer.persistent_storage_id and state.shared_heads:
+                state = conn.sessions.pop(document_id, None)
+                if state is not None and conn.persistent_storage_id and state.shared_heads:
                     states.append((document_id, state.encode()))
                 continue
             async with self.cache.locked(entry):
-                if entry.peers.get(peer.peer_id) is peer:
-                    del entry.peers[peer.peer_id]
-                state = peer.sessions.pop(document_id, None)
-                if state is not None and peer.persistent_storage_id and state.shared_heads:
+                if entry.connections.get(conn.peer_id) is conn:
+                    del entry.connections[conn.peer_id]
+                state = conn.sessions.pop(document_id, None)
+                if state is not None and conn.persistent_storage_id and state.shared_heads:
                     states.append((document_id, state.encode()))
                 # Its orphans (changes waiting for missing deps) go with the last
                 # connection of its DID, unless another connected peer sent them too:
                 # nobody else may ever send what they wait for, and the client
                 # re-sends them on its next sync (its new sync state starts afresh).
-                if document_id in peer.queued_in:
+                if document_id in conn.queued_in:
                     # Another connection of the same writer takes them over, if any.
-                    heir = next(iter(self._by_source.get(peer.source, ())), None)
+                    heir = self.table.heir(conn.source)
                     if heir is not None:
                         heir.queued_in.add(document_id)
                     else:
-                        entry.doc.drop_source(peer.source)
-        peer.sessions.clear()
-        peer.queued_in.clear()
-        storage_id = peer.persistent_storage_id
+                        entry.doc.drop_source(conn.source)
+        conn.sessions.clear()
+        conn.queued_in.clear()
+        storage_id = conn.persistent_storage_id
         if storage_id and states:
 
             def save() -> None:
@@ -309,34 +241,34 @@ class SyncHub:
 
     # -- messages --------------------------------------------------------------
 
-    async def handle(self, peer: Peer, message: Message) -> None:
+    async def handle(self, conn: Connection, message: Message) -> None:
         """Handle one message from a joined peer."""
-        if peer.closed:
+        if conn.closed:
             return
         match message:
             case SyncMessage():
-                await self._on_sync(peer, message)
+                await self._on_sync(conn, message)
             case EphemeralMessage():
-                self._relay(self.gossip.ephemeral(peer, message, self._syncing(message)))
+                self._relay(self.gossip.ephemeral(conn, message, self._syncing(message)))
             case RemoteSubscriptionChange():
-                self.gossip.subscription_change(peer, message)
+                self.gossip.subscription_change(conn, message)
             case RemoteHeadsChanged():
-                self._relay(self.gossip.remote_heads(peer, message, self._syncing(message)))
+                self._relay(self.gossip.remote_heads(conn, message, self._syncing(message)))
             case DocUnavailableMessage():
                 # The peer does not have a document we never offered; nothing to do.
                 pass
             case _:
                 pass
 
-    def _syncing(self, message: EphemeralMessage | RemoteHeadsChanged) -> dict[str, Peer] | None:
+    def _syncing(
+        self, message: EphemeralMessage | RemoteHeadsChanged
+    ) -> dict[str, Connection] | None:
         """The connections syncing the message's document, if it is cached."""
         entry = self.cache.get(message.document_id)
-        return None if entry is None else entry.peers
+        return None if entry is None else entry.connections
 
-    def error(
-        self, peer_id: str, conn: Connection, text: str, document_id: DocumentId | None
-    ) -> None:
-        conn.send(ErrorMessage(self.peer_id, peer_id, text, document_id))
+    def error(self, peer_id: str, peer: Peer, text: str, document_id: DocumentId | None) -> None:
+        peer.send(ErrorMessage(self.peer_id, peer_id, text, document_id))
 
     async def _ensure_loaded(self, entry: DocEntry) -> None:
         """Load access rules and changes from storage; call under the entry's lock."""
@@ -356,14 +288,14 @@ class SyncHub:
         entry.loaded = True
 
     def _unavailable(
-        self, peer: Peer, document_id: DocumentId, reason: str, *, wait: bool = True
+        self, conn: Connection, document_id: DocumentId, reason: str, *, wait: bool = True
     ) -> None:
         """Tell the peer we cannot give it the document; with `wait`, remember that it
         asked, so it gets the document if it appears or the peer is granted access."""
         self.metrics.refused.labels(reason).inc()
-        peer.conn.send(DocUnavailableMessage(self.peer_id, peer.peer_id, document_id))
-        if wait and not peer.closed:
-            added, _taken = self.waiting.add(peer, document_id)
+        conn.peer.send(DocUnavailableMessage(self.peer_id, conn.peer_id, document_id))
+        if wait and not conn.closed:
+            added, _taken = self.waiting.add(conn, document_id)
             if not added:
                 # Answered all the same; only not remembered (see syncserver/waiting.py).
                 self.metrics.refused.labels("pending_full").inc()
@@ -374,26 +306,26 @@ class SyncHub:
         if access is None:
             return
         woken = []
-        for peer in self.waiting.waiting_for(entry.document_id):
-            if peer.closed:
-                self.waiting.discard(peer, entry.document_id)
-            elif access.can_read(peer.did):
-                self.waiting.discard(peer, entry.document_id)
-                peer.sessions[entry.document_id] = SyncState()
-                entry.peers[peer.peer_id] = peer
-                woken.append(peer)
+        for conn in self.waiting.waiting_for(entry.document_id):
+            if conn.closed:
+                self.waiting.discard(conn, entry.document_id)
+            elif access.can_read(conn.did):
+                self.waiting.discard(conn, entry.document_id)
+                conn.sessions[entry.document_id] = SyncState()
+                entry.connections[conn.peer_id] = conn
+                woken.append(conn)
         await self._send_sync(entry, woken)
 
-    async def _on_sync(self, peer: Peer, message: SyncMessage) -> None:
+    async def _on_sync(self, conn: Connection, message: SyncMessage) -> None:
         document_id = message.document_id
         self.metrics.sync_rounds.inc()
         entry = self.cache.entry(document_id)
         async with self.cache.locked(entry):
-            if peer.closed:
+            if conn.closed:
                 return
             await self._ensure_loaded(entry)
             access = entry.access
-            may_write = access.can_write(peer.did) if access is not None else True
+            may_write = access.can_write(conn.did) if access is not None else True
             parsed = None
             if access is None or not may_write:
                 # Look inside only when the answer depends on it (writers' messages are
@@ -406,56 +338,56 @@ class SyncHub:
                     )
                 except AutomergeError as e:
                     self.metrics.refused.labels("malformed").inc()
-                    self.error(peer.peer_id, peer.conn, f"malformed sync message: {e}", document_id)
+                    self.error(conn.peer_id, conn.peer, f"malformed sync message: {e}", document_id)
                     return
             if access is None:
                 assert parsed is not None
                 if message.is_request or not parsed.heads:
                     # Someone asks for a document nobody has stored.
-                    self._unavailable(peer, document_id, "unknown")
+                    self._unavailable(conn, document_id, "unknown")
                     return
-                if peer.did is None:
+                if conn.did is None:
                     # Anonymous peers may only read public documents, so never create one.
-                    self._unavailable(peer, document_id, "anonymous_create", wait=False)
+                    self._unavailable(conn, document_id, "anonymous_create", wait=False)
                     return
-                has_room, taken = self.creating.add(peer, document_id)
+                has_room, taken = self.creating.add(conn, document_id)
                 if taken is not None:
                     self._drop_creation(*taken)
                 if not has_room:
                     self.metrics.refused.labels("pending_full").inc()
                     self.error(
-                        peer.peer_id,
-                        peer.conn,
+                        conn.peer_id,
+                        conn.peer,
                         f"document {document_id}: too many documents not stored yet are"
                         " being synced (on this connection or on the server); nothing"
                         " stored, retry later",
                         document_id,
                     )
                     return
-            elif not access.can_read(peer.did):
-                self._drop_session(entry, peer)
-                self._unavailable(peer, document_id, "not_reader")
+            elif not access.can_read(conn.did):
+                self._drop_session(entry, conn)
+                self._unavailable(conn, document_id, "not_reader")
                 return
             if parsed is not None and parsed.changes and not may_write:
                 self.metrics.refused.labels("not_writer").inc()
                 self.error(
-                    peer.peer_id,
-                    peer.conn,
+                    conn.peer_id,
+                    conn.peer,
                     f"document {document_id}: you may not write to it; changes not stored",
                     document_id,
                 )
                 return
-            state = peer.sessions.get(document_id)
+            state = conn.sessions.get(document_id)
             if state is None:
-                state = await self._initial_state(peer, document_id, access is not None)
-                if peer.closed:
+                state = await self._initial_state(conn, document_id, access is not None)
+                if conn.closed:
                     return
-                peer.sessions[document_id] = state
-            entry.peers[peer.peer_id] = peer
-            self.waiting.discard(peer, document_id)
+                conn.sessions[document_id] = state
+            entry.connections[conn.peer_id] = conn
+            self.waiting.discard(conn, document_id)
             before = state.their_heads
             doc, data, max_inflated = entry.doc, message.data, self._max_inflated
-            source = peer.source
+            source = conn.source
             try:
                 added = await self._compute(
                     lambda: doc.receive_sync_message(
@@ -466,8 +398,8 @@ class SyncHub:
             except QueueFullError as e:
                 self.metrics.refused.labels("queue_full").inc()
                 self.error(
-                    peer.peer_id,
-                    peer.conn,
+                    conn.peer_id,
+                    conn.peer,
                     f"document {document_id}: {e.reason}; changes not stored",
                     document_id,
                 )
@@ -475,34 +407,36 @@ class SyncHub:
             except UnsupportedChunkError as e:
                 self.metrics.refused.labels("document_chunk").inc()
                 self.error(
-                    peer.peer_id,
-                    peer.conn,
+                    conn.peer_id,
+                    conn.peer,
                     f"document {document_id}: {e}; nothing applied",
                     document_id,
                 )
                 return
             except AutomergeError as e:
                 self.metrics.refused.labels("malformed").inc()
-                self.error(peer.peer_id, peer.conn, f"malformed sync message: {e}", document_id)
+                self.error(conn.peer_id, conn.peer, f"malformed sync message: {e}", document_id)
                 return
             if entry.doc.queued_from(source)[0]:
-                peer.queued_in.add(document_id)
+                conn.queued_in.add(document_id)
             if added:
-                await self._commit(entry, peer, state, added)
-                if peer.closed:
+                await self._commit(entry, conn, state, added)
+                if conn.closed:
                     return
-            others = [p for p in entry.peers.values() if p is not peer] if added else []
-            await self._send_sync(entry, [peer, *others])
+            others = [p for p in entry.connections.values() if p is not conn] if added else []
+            await self._send_sync(entry, [conn, *others])
             if state.their_heads is not None and state.their_heads != before:
                 now_ms = int(time.time() * 1000)
                 self._relay(
                     self.gossip.heads_changed(
-                        document_id, peer, state.their_heads, entry.peers, now_ms
+                        document_id, conn, state.their_heads, entry.connections, now_ms
                     )
                 )
 
-    async def _initial_state(self, peer: Peer, document_id: DocumentId, stored: bool) -> SyncState:
-        storage_id = peer.persistent_storage_id
+    async def _initial_state(
+        self, conn: Connection, document_id: DocumentId, stored: bool
+    ) -> SyncState:
+        storage_id = conn.persistent_storage_id
         if not stored or storage_id is None:
             return SyncState()
         raw = await self._call(lambda: self.storage.load_sync_state(document_id, storage_id))
@@ -514,7 +448,7 @@ class SyncHub:
             return SyncState()
 
     async def _commit(
-        self, entry: DocEntry, peer: Peer, state: SyncState, added: list[bytes]
+        self, entry: DocEntry, conn: Connection, state: SyncState, added: list[bytes]
     ) -> None:
         """Store newly applied changes durably; on failure forget the in-memory copy."""
         changes = []
@@ -524,8 +458,8 @@ class SyncHub:
             changes.append(StoredChange(ChangeHash(h), change.raw))
         create = None
         if entry.access is None:
-            create = Access(owner=peer.did)
-        storage_id = peer.persistent_storage_id
+            create = Access(owner=conn.did)
+        storage_id = conn.persistent_storage_id
         sync_states = {storage_id: state.encode()} if storage_id else None
         document_id = entry.document_id
         try:
@@ -536,10 +470,10 @@ class SyncHub:
             )
         except Exception:
             log.exception("commit failed for %s; dropping the in-memory copy", document_id)
-            for other in list(entry.peers.values()):
+            for other in list(entry.connections.values()):
                 other.sessions.pop(document_id, None)
-                self.error(other.peer_id, other.conn, "storage failure; retry later", document_id)
-            entry.peers.clear()
+                self.error(other.peer_id, other.peer, "storage failure; retry later", document_id)
+            entry.connections.clear()
             self._done_creating(document_id)
             self.cache.reset(entry)
             raise
@@ -549,58 +483,58 @@ class SyncHub:
             await self._wake_waiting(entry)
         self.metrics.changes_received.inc(len(changes))
 
-    async def _send_sync(self, entry: DocEntry, peers: list[Peer]) -> None:
+    async def _send_sync(self, entry: DocEntry, connections: list[Connection]) -> None:
         """Generate (on a worker) and send each peer's next sync message; call under
         the lock, after committing every change the messages may advertise."""
         targets = []
-        for peer in peers:
-            state = peer.sessions.get(entry.document_id)
-            if state is not None and not peer.closed:
-                targets.append((peer, state))
+        for conn in connections:
+            state = conn.sessions.get(entry.document_id)
+            if state is not None and not conn.closed:
+                targets.append((conn, state))
         if not targets:
             return
         doc = entry.doc
         replies = await self._compute(
             lambda: [doc.generate_sync_message(state) for _, state in targets]
         )
-        for (peer, _), data in zip(targets, replies, strict=True):
-            if data is not None and not peer.closed:
-                peer.conn.send(SyncMessage(self.peer_id, peer.peer_id, entry.document_id, data))
+        for (conn, _), data in zip(targets, replies, strict=True):
+            if data is not None and not conn.closed:
+                conn.peer.send(SyncMessage(self.peer_id, conn.peer_id, entry.document_id, data))
 
-    def _drop_creation(self, peer: Peer, document_id: DocumentId) -> None:
+    def _drop_creation(self, conn: Connection, document_id: DocumentId) -> None:
         """Forget `peer`'s session on a document not stored yet, to make room for
         another peer's (it held the most). Not under that document's lock: a message
         of `peer` in work on it finds its session gone and sends no reply."""
         self.metrics.refused.labels("pending_full").inc()
-        peer.sessions.pop(document_id, None)
+        conn.sessions.pop(document_id, None)
         entry = self.cache.get(document_id)
         if entry is not None:
-            if entry.peers.get(peer.peer_id) is peer:
-                del entry.peers[peer.peer_id]
+            if entry.connections.get(conn.peer_id) is conn:
+                del entry.connections[conn.peer_id]
             self.cache.settle(entry)
         self.error(
-            peer.peer_id,
-            peer.conn,
+            conn.peer_id,
+            conn.peer,
             f"document {document_id}: dropped, too many documents not stored yet are being"
             " synced on the server; sync it again",
             document_id,
         )
 
     def _done_creating(self, document_id: DocumentId) -> None:
-        for peer in self.creating.waiting_for(document_id):
-            self.creating.discard(peer, document_id)
+        for conn in self.creating.waiting_for(document_id):
+            self.creating.discard(conn, document_id)
 
-    def _drop_session(self, entry: DocEntry, peer: Peer) -> None:
-        self.creating.discard(peer, entry.document_id)
-        peer.sessions.pop(entry.document_id, None)
-        if entry.peers.get(peer.peer_id) is peer:
-            del entry.peers[peer.peer_id]
+    def _drop_session(self, entry: DocEntry, conn: Connection) -> None:
+        self.creating.discard(conn, entry.document_id)
+        conn.sessions.pop(entry.document_id, None)
+        if entry.connections.get(conn.peer_id) is conn:
+            del entry.connections[conn.peer_id]
 
     def _relay(self, relay: Relay) -> None:
         if relay.refused is not None:
             self.metrics.refused.labels(relay.refused).inc()
         for other, message in relay.sends:
-            other.conn.send(message)
+            other.peer.send(message)
 
     # -- access changes --------------------------------------------------------
 
@@ -614,10 +548,10 @@ class SyncHub:
         async with self.cache.locked(entry):
             if entry.loaded:
                 entry.access = access
-            for peer in list(entry.peers.values()):
-                if not access.can_read(peer.did):
-                    self._drop_session(entry, peer)
-                    self._unavailable(peer, document_id, "access_revoked")
+            for conn in list(entry.connections.values()):
+                if not access.can_read(conn.did):
+                    self._drop_session(entry, conn)
+                    self._unavailable(conn, document_id, "access_revoked")
             if self.waiting.waiting_for(document_id):
                 await self._ensure_loaded(entry)
                 await self._wake_waiting(entry)
@@ -639,8 +573,7 @@ class SyncHub:
     def close_peers_of(self, did: Did, reason: str) -> int:
         """Close every connection authenticated as `did` (e.g. its tokens were revoked)."""
         count = 0
-        for peer in list(self.peers.values()):
-            if peer.did == did:
-                peer.conn.close(4001, reason)
-                count += 1
+        for conn in self.table.of_did(did):
+            conn.peer.close(4001, reason)
+            count += 1
         return count

@@ -1,4 +1,5 @@
-"""WebSocket glue: frames in, decoded messages to the hub; hub messages out through a queue."""
+"""WebSocket glue: frames in, decoded messages to the hub (dispatched by `peers.route`);
+hub messages out through a queue (`WsPeer`, the `Peer` of one socket)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,18 @@ from collections import deque
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hearth.types import Did
-from syncserver.hub import Peer, SyncHub
+from syncserver.hub import SyncHub
 from syncserver.messages import (
     ErrorMessage,
     JoinMessage,
     Message,
     MessageError,
-    PeerMessage,
-    UnknownMessage,
     decode_message,
     encode_message,
 )
 from syncserver.metrics import SyncMetrics
 from syncserver.outgoing import CLOSE_SERVER_BUSY, SHED_GRACE, OutgoingBudget
+from syncserver.peers import Connection, route
 
 log = logging.getLogger("hearth.syncserver")
 
@@ -44,7 +44,7 @@ def scope_transport(ws: WebSocket) -> asyncio.Transport | None:
     return None
 
 
-class WsConnection:
+class WsPeer:
     """Outgoing side of one socket: `send` queues, a writer task drains.
 
     What it holds for the peer (its queue, the frame being written, and what the
@@ -193,9 +193,9 @@ async def serve_socket(
     Until the peer has joined, a frame over ``max_unjoined_frame`` bytes gets an
     `error` and closes the socket with 1009 without being decoded.
     """
-    conn = WsConnection(ws, metrics, max_queue_bytes, budget)
-    writer = asyncio.create_task(conn.run_writer())
-    peer: Peer | None = None
+    peer = WsPeer(ws, metrics, max_queue_bytes, budget)
+    writer = asyncio.create_task(peer.run_writer())
+    conn: Connection | None = None
     try:
         while True:
             event = await ws.receive()
@@ -206,58 +206,57 @@ async def serve_socket(
                 text = event.get("text") or ""
                 metrics.bytes_in.inc(len(text))
                 metrics.refused.labels("text_frame").inc()
-                conn.send(_error(hub, peer, "frames must be binary CBOR"))
+                peer.send(_error(hub, conn, "frames must be binary CBOR"))
                 continue
             metrics.bytes_in.inc(len(data))
-            if peer is None and len(data) > max_unjoined_frame:
+            if conn is None and len(data) > max_unjoined_frame:
                 metrics.refused.labels("unjoined_too_big").inc()
-                conn.send(
-                    _error(hub, peer, f"frames before join may be {max_unjoined_frame} bytes")
+                peer.send(
+                    _error(hub, conn, f"frames before join may be {max_unjoined_frame} bytes")
                 )
-                conn.close(CLOSE_TOO_BIG, "frame too big before join")
+                peer.close(CLOSE_TOO_BIG, "frame too big before join")
                 break
             try:
                 message = decode_message(data)
             except MessageError as e:
                 metrics.refused.labels("malformed").inc()
-                conn.send(_error(hub, peer, f"malformed message: {e}"))
+                peer.send(_error(hub, conn, f"malformed message: {e}"))
                 continue
             kind = type(message).__name__
             metrics.messages_in.labels(kind).inc()
-            if isinstance(message, JoinMessage):
-                if peer is not None:
-                    await hub.leave(peer)
-                peer = await hub.join(conn, message, did)
+            decision = route(conn, message)
+            if decision.action == "join":
+                assert isinstance(message, JoinMessage)
+                if conn is not None:
+                    await hub.leave(conn)
+                conn = await hub.join(peer, message, did)
                 continue
-            if isinstance(message, UnknownMessage | ErrorMessage | PeerMessage):
-                continue  # unknown types are ignored; peers never send us error or peer
-            if peer is None:
-                metrics.refused.labels("not_joined").inc()
-                conn.send(_error(hub, peer, "send join first"))
+            if decision.action == "ignore":
                 continue
-            if message.sender_id != peer.peer_id:
-                metrics.refused.labels("wrong_sender").inc()
-                conn.send(_error(hub, peer, "senderId does not match the joined peerId"))
+            if decision.action == "refuse":
+                metrics.refused.labels(decision.metric).inc()
+                peer.send(_error(hub, conn, decision.text))
                 continue
+            assert conn is not None
             try:
-                await hub.handle(peer, message)
+                await hub.handle(conn, message)
             except Exception:
                 log.exception("error handling a message; closing that connection")
-                conn.close(1011, "internal error")
+                peer.close(1011, "internal error")
                 break
     except WebSocketDisconnect:
         pass
     finally:
-        if peer is not None:
-            await hub.leave(peer)
-        conn.close(1000, "bye")
+        if conn is not None:
+            await hub.leave(conn)
+        peer.close(1000, "bye")
         # A peer that does not read may never let the close frame out.
         done, _ = await asyncio.wait({writer}, timeout=SHED_GRACE)
         if not done:
-            conn.abort()
+            peer.abort()
             await writer
-        conn.finished()
+        peer.finished()
 
 
-def _error(hub: SyncHub, peer: Peer | None, text: str) -> ErrorMessage:
-    return ErrorMessage(hub.peer_id, peer.peer_id if peer is not None else "", text)
+def _error(hub: SyncHub, conn: Connection | None, text: str) -> ErrorMessage:
+    return ErrorMessage(hub.peer_id, conn.peer_id if conn is not None else "", text)

@@ -17,7 +17,7 @@ from hearth.types import Did, DocumentId
 from syncserver.automerge import Document, SyncState
 from syncserver.automerge import SyncMessage as AutomergeSyncMessage
 from syncserver.automerge.chunk import encode_change
-from syncserver.hub import Peer, SyncHub
+from syncserver.hub import SyncHub
 from syncserver.messages import (
     DocUnavailableMessage,
     ErrorMessage,
@@ -30,6 +30,7 @@ from syncserver.messages import (
     SyncMessage,
 )
 from syncserver.metrics import SyncMetrics
+from syncserver.peers import Connection
 from syncserver.storage import Access, MemoryStorage, StoredChange
 from tests.syncserver.ids import new_document_id
 from tests.syncserver.test_protocol import child_change, make_changes
@@ -85,16 +86,18 @@ def new_hub(storage: MemoryStorage, **options: Any) -> SyncHub:
     )
 
 
-async def run_sync(hub: SyncHub, peer: Peer, conn: Conn, doc_id: DocumentId, doc: Document) -> None:
+async def run_sync(
+    hub: SyncHub, conn: Connection, peer: Conn, doc_id: DocumentId, doc: Document
+) -> None:
     """Drive the sync protocol between `doc` and the hub until neither has anything to say."""
     state = SyncState()
     outgoing = doc.generate_sync_message(state)
-    while outgoing is not None or conn.inbox:
+    while outgoing is not None or peer.inbox:
         if outgoing is not None:
-            await hub.handle(peer, SyncMessage(peer.peer_id, "srv", doc_id, outgoing))
+            await hub.handle(conn, SyncMessage(conn.peer_id, "srv", doc_id, outgoing))
         outgoing = None
-        while conn.inbox:
-            msg = conn.inbox.pop(0)
+        while peer.inbox:
+            msg = peer.inbox.pop(0)
             if isinstance(msg, SyncMessage):
                 doc.receive_sync_message(state, msg.data)
                 outgoing = doc.generate_sync_message(state) or outgoing
@@ -104,14 +107,14 @@ async def test_heads_are_advertised_only_after_commit() -> None:
     events: list[tuple[str, object]] = []
     storage = RecordingStorage(events)
     hub = new_hub(storage)
-    conn = Conn(events)
-    peer = await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
-    assert peer is not None
+    peer = Conn(events)
+    conn = await hub.join(peer, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+    assert conn is not None
     doc_id = new_document_id()
     doc = make_changes(10)
-    await run_sync(hub, peer, conn, doc_id, doc)
+    await run_sync(hub, conn, peer, doc_id, doc)
     doc.apply(child_change(doc))
-    await run_sync(hub, peer, conn, doc_id, doc)
+    await run_sync(hub, conn, peer, doc_id, doc)
 
     committed: set[bytes] = set()
     advertised = 0
@@ -133,11 +136,11 @@ async def test_sync_state_persists_per_storage_id() -> None:
     doc_id = new_document_id()
     doc = make_changes(5)
     meta = PeerMetadata("client-store", is_ephemeral=False)
-    conn = Conn([])
-    peer = await hub.join(conn, JoinMessage("p", meta, ("1",)), ALICE)
-    assert peer is not None
-    await run_sync(hub, peer, conn, doc_id, doc)
-    await hub.leave(peer)
+    peer = Conn([])
+    conn = await hub.join(peer, JoinMessage("p", meta, ("1",)), ALICE)
+    assert conn is not None
+    await run_sync(hub, conn, peer, doc_id, doc)
+    await hub.leave(conn)
     assert (
         storage.load_sync_state(doc_id, "client-store")
         == SyncState(shared_heads=doc.heads).encode()
@@ -163,11 +166,11 @@ async def test_ephemeral_peers_sync_states_are_not_persisted() -> None:
     storage = MemoryStorage()
     hub = new_hub(storage)
     doc_id = new_document_id()
-    conn = Conn([])
-    peer = await hub.join(conn, JoinMessage("p", PeerMetadata("st", True), ("1",)), ALICE)
-    assert peer is not None
-    await run_sync(hub, peer, conn, doc_id, make_changes(3))
-    await hub.leave(peer)
+    peer = Conn([])
+    conn = await hub.join(peer, JoinMessage("p", PeerMetadata("st", True), ("1",)), ALICE)
+    assert conn is not None
+    await run_sync(hub, conn, peer, doc_id, make_changes(3))
+    await hub.leave(conn)
     assert storage.load_sync_state(doc_id, "st") is None
 
 
@@ -176,13 +179,13 @@ async def test_cache_stays_bounded_and_reloads_from_storage() -> None:
     hub = new_hub(storage, max_cached_documents=2)
     docs = {}
     for _ in range(5):
-        conn = Conn([])
-        peer = await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
-        assert peer is not None
+        peer = Conn([])
+        conn = await hub.join(peer, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+        assert conn is not None
         doc_id = new_document_id()
         docs[doc_id] = make_changes(3)
-        await run_sync(hub, peer, conn, doc_id, docs[doc_id])
-        await hub.leave(peer)
+        await run_sync(hub, conn, peer, doc_id, docs[doc_id])
+        await hub.leave(conn)
     assert len(hub.cache) <= 2
     for doc_id, doc in docs.items():
         assert await hub.export(doc_id) == doc.save()
@@ -235,16 +238,16 @@ def test_any_sync_payload_gets_an_answer_never_an_exception(data: bytes) -> None
     async def run() -> list[Message]:
         storage = MemoryStorage()
         hub = new_hub(storage)
-        conn = Conn([])
-        peer = await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
-        assert peer is not None
-        conn.inbox.clear()
-        await hub.handle(peer, SyncMessage("p", "srv", new_document_id(), data))
+        peer = Conn([])
+        conn = await hub.join(peer, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+        assert conn is not None
+        peer.inbox.clear()
+        await hub.handle(conn, SyncMessage("p", "srv", new_document_id(), data))
         # Whatever was stored is a loadable, causally complete document.
         for doc_id in list(hub.cache):
             blob = b"".join(c.chunk for c in storage.changes(doc_id))
             assert Document.load(blob).missing_deps() == []
-        return conn.inbox
+        return peer.inbox
 
     replies = asyncio.run(run())
     assert replies, "the hub must answer every sync message"
@@ -257,12 +260,12 @@ async def test_orphan_changes_beyond_the_queue_limit_are_refused() -> None:
         max_queued_changes=50,
         peer_queue_share=1.0,  # the document-wide limit, reached by one peer
     )
-    conn = Conn([])
-    peer = await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
-    assert peer is not None
+    peer = Conn([])
+    conn = await hub.join(peer, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+    assert conn is not None
     doc_id = new_document_id()
     doc = make_changes(3)
-    await run_sync(hub, peer, conn, doc_id, doc)
+    await run_sync(hub, conn, peer, doc_id, doc)
     stored = len(list(storage.changes(doc_id)))
     # A chain whose first change is withheld: every other change is an orphan.
     chain = make_changes(200)
@@ -272,18 +275,18 @@ async def test_orphan_changes_beyond_the_queue_limit_are_refused() -> None:
         data = AutomergeSyncMessage(heads=doc.heads, changes=raws).encode()
         return SyncMessage("p", "srv", doc_id, data)
 
-    conn.inbox.clear()
-    await hub.handle(peer, upload(orphans[:40]))
+    peer.inbox.clear()
+    await hub.handle(conn, upload(orphans[:40]))
     assert hub.cache[doc_id].doc.queued == 40
-    await hub.handle(peer, upload(orphans[40:]))
-    errors = [m for m in conn.inbox if isinstance(m, ErrorMessage)]
+    await hub.handle(conn, upload(orphans[40:]))
+    errors = [m for m in peer.inbox if isinstance(m, ErrorMessage)]
     assert len(errors) == 1 and errors[0].document_id == doc_id
     assert doc_id in errors[0].message and "missing dependencies" in errors[0].message
     assert hub.cache[doc_id].doc.queued == 40
     assert len(list(storage.changes(doc_id))) == stored
     # The withheld change releases the queue; the rest then fits.
-    await hub.handle(peer, upload([next(chain.changes()).raw]))
-    await hub.handle(peer, upload(orphans[40:]))
+    await hub.handle(conn, upload([next(chain.changes()).raw]))
+    await hub.handle(conn, upload(orphans[40:]))
     assert hub.cache[doc_id].doc.queued == 0
     assert len(list(storage.changes(doc_id))) == stored + 200
 
@@ -298,10 +301,10 @@ class OrphanHub:
     doc_id: DocumentId
     doc: Document
     conns: dict[str, Conn]
-    peers: dict[str, Peer]
+    connections: dict[str, Connection]
 
     @classmethod
-    async def start(cls, *connections: tuple[str, Did]) -> OrphanHub:
+    async def start(cls, *members: tuple[str, Did]) -> OrphanHub:
         storage = MemoryStorage()
         hub = new_hub(
             storage,
@@ -310,17 +313,17 @@ class OrphanHub:
         doc_id = new_document_id()
         doc = make_changes(3)
         conns: dict[str, Conn] = {}
-        peers: dict[str, Peer] = {}
-        for i, (name, did) in enumerate(connections):
-            conn = conns[name] = Conn([])
-            peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), did)
-            assert peer is not None
-            peers[name] = peer
-            await run_sync(hub, peer, conn, doc_id, Document.load(doc.save()))
-            conn.inbox.clear()
+        connections: dict[str, Connection] = {}
+        for i, (name, did) in enumerate(members):
+            peer = conns[name] = Conn([])
+            conn = await hub.join(peer, JoinMessage(name, PeerMetadata(), ("1",)), did)
+            assert conn is not None
+            connections[name] = conn
+            await run_sync(hub, conn, peer, doc_id, Document.load(doc.save()))
+            peer.inbox.clear()
             if i == 0:
                 await hub.access_changed(doc_id, grant_writer(storage, doc_id, BOB))
-        return cls(storage, hub, doc_id, doc, conns, peers)
+        return cls(storage, hub, doc_id, doc, conns, connections)
 
     def upload(self, name: str, raws: list[bytes]) -> SyncMessage:
         data = AutomergeSyncMessage(heads=self.doc.heads, changes=raws).encode()
@@ -332,32 +335,34 @@ class OrphanHub:
 
 async def test_one_peers_orphans_do_not_block_another_peers() -> None:
     o = await OrphanHub.start(("a", ALICE), ("b", BOB))
-    storage, hub, doc_id, peers = o.storage, o.hub, o.doc_id, o.peers
+    storage, hub, doc_id, connections = o.storage, o.hub, o.doc_id, o.connections
     entry = hub.cache[doc_id]
     upload, errors = o.upload, o.errors
 
     # Peer a sends orphans (chains whose first change is withheld) until refused.
     a_chain = list(make_changes(41).changes())
     for start in range(1, 41, 10):
-        await hub.handle(peers["a"], upload("a", [c.raw for c in a_chain[start : start + 10]]))
+        await hub.handle(
+            connections["a"], upload("a", [c.raw for c in a_chain[start : start + 10]])
+        )
     refused = errors("a")
     assert len(refused) == 3 and all(e.document_id == doc_id for e in refused)
     assert doc_id in refused[0].message and "per writer" in refused[0].message
     assert entry.doc.queued == 10
     # Peer b's out-of-order changes are still accepted, and stored once complete.
     b_chain = list(make_changes(11).changes())
-    await hub.handle(peers["b"], upload("b", [c.raw for c in b_chain[1:]]))
+    await hub.handle(connections["b"], upload("b", [c.raw for c in b_chain[1:]]))
     assert errors("b") == [] and entry.doc.queued == 20
     stored = len(list(storage.changes(doc_id)))
-    await hub.handle(peers["b"], upload("b", [b_chain[0].raw]))
+    await hub.handle(connections["b"], upload("b", [b_chain[0].raw]))
     assert errors("b") == [] and entry.doc.queued == 10
     assert len(list(storage.changes(doc_id))) == stored + 11
     # a's orphans leave with it, except one b sent too (b may still need it).
-    await hub.handle(peers["b"], upload("b", [a_chain[1].raw]))
+    await hub.handle(connections["b"], upload("b", [a_chain[1].raw]))
     assert entry.doc.queued == 10 and errors("b") == []
-    await hub.leave(peers["a"])
+    await hub.leave(connections["a"])
     assert entry.doc.queued == 1
-    await hub.handle(peers["b"], upload("b", [a_chain[0].raw]))
+    await hub.handle(connections["b"], upload("b", [a_chain[0].raw]))
     assert entry.doc.queued == 0
     assert len(list(storage.changes(doc_id))) == stored + 13
 
@@ -372,13 +377,13 @@ async def test_an_anonymous_peer_id_is_not_taken_over_by_another_anonymous_join(
     assert await hub.join(intruder, JoinMessage("p", PeerMetadata(), ("1",)), None) is None
     assert intruder.closed is not None and intruder.closed[0] == 1008
     assert [type(m) for m in intruder.inbox] == [ErrorMessage]
-    assert first.closed is None and hub.peers["p"] is anon and not anon.closed
+    assert first.closed is None and hub.connections["p"] is anon and not anon.closed
     # Once the old socket is gone (closed, or dead to the ping timeout), the same
     # peerId reconnects.
     await hub.leave(anon)
     second = Conn([])
     again = await hub.join(second, JoinMessage("p", PeerMetadata(), ("1",)), None)
-    assert again is not None and hub.peers["p"] is again
+    assert again is not None and hub.connections["p"] is again
 
 
 async def test_a_peer_id_is_replaced_only_by_the_same_identity() -> None:
@@ -390,15 +395,15 @@ async def test_a_peer_id_is_replaced_only_by_the_same_identity() -> None:
     assert alice is not None
     # Someone else (another DID, or anonymous) who learnt the peerId cannot take it.
     for intruder in (bob, None):
-        conn = Conn([])
-        assert await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), intruder) is None
-        assert conn.closed is not None and conn.closed[0] == 1008
-        assert [type(m) for m in conn.inbox] == [ErrorMessage]
-        assert first.closed is None and hub.peers["p"] is alice and not alice.closed
+        peer = Conn([])
+        assert await hub.join(peer, JoinMessage("p", PeerMetadata(), ("1",)), intruder) is None
+        assert peer.closed is not None and peer.closed[0] == 1008
+        assert [type(m) for m in peer.inbox] == [ErrorMessage]
+        assert first.closed is None and hub.connections["p"] is alice and not alice.closed
     # The same DID (another tab, a reconnect) replaces the old socket.
     second = Conn([])
     again = await hub.join(second, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
-    assert again is not None and hub.peers["p"] is again
+    assert again is not None and hub.connections["p"] is again
     assert first.closed is not None and first.closed[0] == 1000 and alice.closed
 
 
@@ -407,21 +412,21 @@ async def test_remote_heads_claims_about_firsthand_storage_are_dropped() -> None
     hub = new_hub(storage)
     doc_id = new_document_id()
     doc = make_changes(2)
-    peers: dict[str, tuple[Peer, Conn]] = {}
+    connections: dict[str, tuple[Connection, Conn]] = {}
     for name, sid in (("a", "store-a"), ("b", "store-b"), ("liar", "store-liar")):
-        conn = Conn([])
+        peer = Conn([])
         meta = PeerMetadata(sid, is_ephemeral=False)
-        peer = await hub.join(conn, JoinMessage(name, meta, ("1",)), ALICE)
-        assert peer is not None
-        await run_sync(hub, peer, conn, doc_id, Document.load(doc.save()))
-        peers[name] = (peer, conn)
-    b, b_conn = peers["b"]
+        conn = await hub.join(peer, JoinMessage(name, meta, ("1",)), ALICE)
+        assert conn is not None
+        await run_sync(hub, conn, peer, doc_id, Document.load(doc.save()))
+        connections[name] = (conn, peer)
+    b, b_conn = connections["b"]
     everything = (hub.storage_id, "store-a", "store-liar", "store-elsewhere")
     await hub.handle(b, RemoteSubscriptionChange("b", "srv", add=everything))
     b_conn.inbox.clear()
     fake = RemoteHeads(("1111",), 1)
     claims = {sid: fake for sid in everything}
-    liar, _ = peers["liar"]
+    liar, _ = connections["liar"]
     await hub.handle(liar, RemoteHeadsChanged("liar", "srv", doc_id, claims))
     relayed = [m for m in b_conn.inbox if isinstance(m, RemoteHeadsChanged)]
     # Only the claims the server cannot check itself: the sender's own storage and
@@ -456,16 +461,16 @@ async def test_a_big_upload_is_worked_on_off_the_loop_while_others_are_answered(
 
     hub = new_hub(storage, compute=compute)
     conns = {name: Conn(events) for name in ("a", "b")}
-    peers: dict[str, Peer] = {}
-    for name, conn in conns.items():
-        peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), ALICE)
-        assert peer is not None
-        peers[name] = peer
+    connections: dict[str, Connection] = {}
+    for name, peer in conns.items():
+        conn = await hub.join(peer, JoinMessage(name, PeerMetadata(), ("1",)), ALICE)
+        assert conn is not None
+        connections[name] = conn
     big_id, other_id = new_document_id(), new_document_id()
     big = make_changes(3)
-    await run_sync(hub, peers["a"], conns["a"], big_id, big)
+    await run_sync(hub, connections["a"], conns["a"], big_id, big)
     other = make_changes(5)
-    await run_sync(hub, peers["b"], conns["b"], other_id, Document.load(other.save()))
+    await run_sync(hub, connections["b"], conns["b"], other_id, Document.load(other.save()))
     # Peer a uploads thousands of changes in one sync message.
     actor = os.urandom(16)
     for seq in range(1, 3001):
@@ -473,12 +478,12 @@ async def test_a_big_upload_is_worked_on_off_the_loop_while_others_are_answered(
     new = {c.hash for c in big.changes()} - {c.hash for c in storage.changes(big_id)}
     assert len(new) == 3000
     upload = AutomergeSyncMessage(heads=big.heads, changes=[c.raw for c in big.changes()])
-    for conn in conns.values():
-        conn.inbox.clear()
+    for peer in conns.values():
+        peer.inbox.clear()
     events.clear()
     hold_next = True
     task = asyncio.create_task(
-        hub.handle(peers["a"], SyncMessage("a", "srv", big_id, upload.encode()))
+        hub.handle(connections["a"], SyncMessage("a", "srv", big_id, upload.encode()))
     )
     try:
         await asyncio.wait_for(held.wait(), 10_000 * MS)
@@ -487,7 +492,9 @@ async def test_a_big_upload_is_worked_on_off_the_loop_while_others_are_answered(
         request = fresh.generate_sync_message(state)
         assert request is not None
         await asyncio.wait_for(
-            hub.handle(peers["b"], SyncMessage("b", "srv", other_id, request, is_request=True)),
+            hub.handle(
+                connections["b"], SyncMessage("b", "srv", other_id, request, is_request=True)
+            ),
             10_000 * MS,
         )
         # ... and is answered, with the document, before a's upload is committed.
@@ -512,28 +519,28 @@ async def test_a_big_upload_is_worked_on_off_the_loop_while_others_are_answered(
 
 async def test_a_writers_connections_share_one_orphan_share() -> None:
     o = await OrphanHub.start(("a1", ALICE), ("a2", ALICE), ("b", BOB))
-    hub, doc_id, peers = o.hub, o.doc_id, o.peers
+    hub, doc_id, connections = o.hub, o.doc_id, o.connections
     entry = hub.cache[doc_id]
     upload, errors = o.upload, o.errors
 
     # Alice's first connection fills her share; her second one gets no more.
     a_chain = list(make_changes(21).changes())
-    await hub.handle(peers["a1"], upload("a1", [c.raw for c in a_chain[1:11]]))
+    await hub.handle(connections["a1"], upload("a1", [c.raw for c in a_chain[1:11]]))
     assert errors("a1") == [] and entry.doc.queued == 10
-    await hub.handle(peers["a2"], upload("a2", [c.raw for c in a_chain[11:21]]))
+    await hub.handle(connections["a2"], upload("a2", [c.raw for c in a_chain[11:21]]))
     refused = errors("a2")
     assert len(refused) == 1 and refused[0].document_id == doc_id
     assert entry.doc.queued == 10
     # Bob's share is his own.
     b_chain = list(make_changes(11).changes())
-    await hub.handle(peers["b"], upload("b", [c.raw for c in b_chain[1:]]))
+    await hub.handle(connections["b"], upload("b", [c.raw for c in b_chain[1:]]))
     assert errors("b") == [] and entry.doc.queued == 20
     # Alice's orphans stay while one of her connections is left, and go with the last.
-    await hub.leave(peers["a1"])
+    await hub.leave(connections["a1"])
     assert entry.doc.queued == 20
-    await hub.leave(peers["a2"])
+    await hub.leave(connections["a2"])
     assert entry.doc.queued == 10
-    await hub.handle(peers["b"], upload("b", [b_chain[0].raw]))
+    await hub.handle(connections["b"], upload("b", [b_chain[0].raw]))
     assert errors("b") == [] and entry.doc.queued == 0
 
 
@@ -549,16 +556,16 @@ async def test_pending_requests_are_bounded_and_pin_nothing() -> None:
     assert request is not None
     askers = []
     for i in range(10):
-        conn = Conn([])
-        peer = await hub.join(conn, JoinMessage(f"asker-{i}", PeerMetadata(), ("1",)), None)
-        assert peer is not None
+        peer = Conn([])
+        conn = await hub.join(peer, JoinMessage(f"asker-{i}", PeerMetadata(), ("1",)), None)
+        assert conn is not None
         for _ in range(100):
             await hub.handle(
-                peer, SyncMessage(peer.peer_id, "srv", new_document_id(), request, True)
+                conn, SyncMessage(conn.peer_id, "srv", new_document_id(), request, True)
             )
         # Every request is answered, remembered or not.
-        assert sum(isinstance(m, DocUnavailableMessage) for m in conn.inbox) == 100
-        askers.append(peer)
+        assert sum(isinstance(m, DocUnavailableMessage) for m in peer.inbox) == 100
+        askers.append(conn)
     assert len(hub.waiting) == 200 and hub.waiting.documents() == 200
     # Each peer's share is capped (50), and once the total is reached newcomers take
     # room from whoever holds the most: the first askers cannot lock the others out.
@@ -566,27 +573,27 @@ async def test_pending_requests_are_bounded_and_pin_nothing() -> None:
     # Unknown documents are not held in the document cache.
     assert len(hub.cache) <= 10
     # An unrelated user still syncs, and the document is stored.
-    conn = Conn([])
-    alice = await hub.join(conn, JoinMessage("alice", PeerMetadata(), ("1",)), ALICE)
+    peer = Conn([])
+    alice = await hub.join(peer, JoinMessage("alice", PeerMetadata(), ("1",)), ALICE)
     assert alice is not None
     doc_id, doc = new_document_id(), make_changes(3)
-    await run_sync(hub, alice, conn, doc_id, doc)
+    await run_sync(hub, alice, peer, doc_id, doc)
     assert await hub.export(doc_id) == doc.save()
-    for peer in askers:
-        await hub.leave(peer)
+    for conn in askers:
+        await hub.leave(conn)
     assert len(hub.waiting) == 0 and hub.waiting.documents() == 0
 
 
 async def test_eviction_order_holds_no_pinned_document() -> None:
     storage = MemoryStorage()
     hub = new_hub(storage, max_cached_documents=5)
-    conn = Conn([])
-    peer = await hub.join(conn, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
-    assert peer is not None
+    peer = Conn([])
+    conn = await hub.join(peer, JoinMessage("p", PeerMetadata(), ("1",)), ALICE)
+    assert conn is not None
     pinned = []
     for _ in range(30):
         doc_id = new_document_id()
-        await run_sync(hub, peer, conn, doc_id, make_changes(1))
+        await run_sync(hub, conn, peer, doc_id, make_changes(1))
         pinned.append(doc_id)
     for _ in range(50):
         hub.cache.entry(new_document_id())
@@ -596,7 +603,7 @@ async def test_eviction_order_holds_no_pinned_document() -> None:
     assert set(pinned) <= set(hub.cache)
     assert len(hub.cache) <= 30 + 5
     assert hub.cache.idle_count() <= 5
-    await hub.leave(peer)
+    await hub.leave(conn)
     # Once nobody syncs them they are evictable again.
     hub.cache.entry(new_document_id())
     assert len(hub.cache) <= 5
@@ -612,29 +619,29 @@ async def test_sessions_on_documents_not_stored_yet_are_bounded_and_shared() -> 
     )
     # Heads nobody has: the hub asks for the changes and keeps a session meanwhile.
     offer = AutomergeSyncMessage(heads=[os.urandom(32)]).encode()
-    peers = []
+    connections = []
     for name in ("a", "b"):
-        conn = Conn([])
-        peer = await hub.join(conn, JoinMessage(name, PeerMetadata(), ("1",)), ALICE)
-        assert peer is not None
+        peer = Conn([])
+        conn = await hub.join(peer, JoinMessage(name, PeerMetadata(), ("1",)), ALICE)
+        assert conn is not None
         for _ in range(40):
-            await hub.handle(peer, SyncMessage(peer.peer_id, "srv", new_document_id(), offer))
-        refused = [m for m in conn.inbox if isinstance(m, ErrorMessage)]
+            await hub.handle(conn, SyncMessage(conn.peer_id, "srv", new_document_id(), offer))
+        refused = [m for m in peer.inbox if isinstance(m, ErrorMessage)]
         assert all("not stored yet" in m.message for m in refused)
-        peers.append((peer, conn))
+        connections.append((conn, peer))
     # a filled its share (20); b took the rest of the total and then room from a,
     # which held more, until both held as much.
-    assert [len(p.sessions) for p, _ in peers] == [15, 15]
+    assert [len(p.sessions) for p, _ in connections] == [15, 15]
     assert len(hub.creating) == 30
     assert len(hub.cache) <= 5 + 30
     # Someone new still creates a document: room is taken from the biggest holder.
-    conn = Conn([])
-    carol = await hub.join(conn, JoinMessage("c", PeerMetadata(), ("1",)), BOB)
+    peer = Conn([])
+    carol = await hub.join(peer, JoinMessage("c", PeerMetadata(), ("1",)), BOB)
     assert carol is not None
     doc_id, doc = new_document_id(), make_changes(2)
-    await run_sync(hub, carol, conn, doc_id, doc)
+    await run_sync(hub, carol, peer, doc_id, doc)
     assert await hub.export(doc_id) == doc.save()
     assert len(hub.creating) == 29  # its place is released once the document is stored
-    for peer, _ in peers:
-        await hub.leave(peer)
+    for conn, _ in connections:
+        await hub.leave(conn)
     assert len(hub.creating) == 0
