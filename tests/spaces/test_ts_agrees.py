@@ -4,8 +4,9 @@ One Node run (frontend/tests/run-ts.mjs -> frontend/tests/spaces-agree.ts) check
 what Python makes of:
 
 - 300 random concurrent histories from tests/spaces/gen.py (several admins and
-  moderators, partitioned replicas; seeded): op ids, and the state for the
-  listed, reversed and two shuffled delivery orders, incrementally or at once;
+  moderators, partitioned replicas; seeded; half of them 40-100 ops long, where
+  revocations happen): op ids, and the state for the listed, reversed and two
+  shuffled delivery orders, incrementally or at once;
 - 16 signed histories through AuthorityLog (parse, signatures, refusals, state,
   and what `since(heads)` serves a peer);
 - 3,000 mutated wire ops: the same refusal reason, or the same op id;
@@ -47,10 +48,14 @@ TS_TIMEOUT = 120.0  # seconds; the run takes ~10 s on the 2-core development mac
 
 
 def _histories(count: int) -> list[dict[str, Any]]:
+    """Half short, half long (long ones are where revocations happen, chains too)."""
     rng = random.Random(12)
     out = []
     for seed in range(count):
-        h = history(seed, rng.randrange(1, 40), rng.randrange(1, 5))
+        if seed % 2:
+            h = history(seed, rng.randrange(40, 100), rng.randrange(2, 5))
+        else:
+            h = history(seed, rng.randrange(1, 40), rng.randrange(1, 5))
         r = Resolver(h.space)
         r.add_all(h.ops)
         out.append(
@@ -399,6 +404,10 @@ def test_typescript_agrees_with_python(tmp_path: Path) -> None:
     assert log.state.rejected == {}
     assert canonical(log.state.to_json()).decode() == written["state"]
     assert len(written["wires"]) == 21
+
+    # The histories exercise revocation (a weak generator would prove little).
+    revoking = [h for h in cases["histories"] if '":"revoked"' in h["state"]]
+    assert len(revoking) >= 30, len(revoking)
 
     # The cases reach every parse reason, and signatures either way.
     assert {c["reason"] for c in cases["parse"]} >= {

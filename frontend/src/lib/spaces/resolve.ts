@@ -11,7 +11,7 @@
 // op's ancestors; it is known when the op becomes ready. Ops whose parents
 // never arrive are rejected `unknown-parent`; an op whose time is before a
 // parent's, `clock`. When an accepted op lowers someone's rank, their accepted
-// ops that needed more and that the op's author had not seen are revoked: once
+// ops that relied on more and that the op's author had not seen are revoked: once
 // the walk is done, it starts over with every op so found excluded, until a
 // walk finds none (`settle`).
 //
@@ -25,7 +25,7 @@
 
 import { Rank } from "./ops";
 import type { Did, Op, OpId } from "./ops";
-import { apply, neededRank } from "./rules";
+import { apply, reliedRank } from "./rules";
 import { SpaceState } from "./state";
 
 type Bits = Uint32Array;
@@ -116,7 +116,7 @@ class Walk {
   readonly bit = new Map<OpId, number>();
   /** did -> (bit, rank) for every rank change of theirs, in walk order */
   readonly history = new Map<Did, [number, Rank][]>();
-  /** accepted ops that needed a rank, by author: (bit, rank needed, op id) */
+  /** accepted ops that relied on a rank, by author: (bit, rank relied on, op id) */
   readonly acts = new Map<Did, [number, Rank, OpId][]>();
   readonly heads = new Set<OpId>();
   nextBit = 0;
@@ -291,10 +291,14 @@ export class Resolver {
       rejected.delete(id); // it may have waited for a parent until now
       changes.length = 0;
       let why: string | null;
+      let relied: Rank = Rank.NONE;
       if (walk.excluded.has(id)) why = "revoked";
       else if (op.space !== this.space && id !== this.space) why = "wrong-space";
       else if (op.parents.some((p) => op.time < (this.ops.get(p) as Op).time)) why = "clock";
-      else why = apply(state, id, op, past, onRank);
+      else {
+        relied = reliedRank(state, op);
+        why = apply(state, id, op, past, onRank);
+      }
       if (why !== null) {
         rejected.set(id, why);
       } else {
@@ -307,11 +311,10 @@ export class Resolver {
           else walk.history.set(did, [[b, rank]]);
           if (did !== op.author) revokeFor(walk, id, did, rank);
         }
-        const need = neededRank(op);
-        if (need > Rank.NONE) {
+        if (relied > Rank.NONE) {
           const acts = walk.acts.get(op.author);
-          if (acts) acts.push([b, need, id]);
-          else walk.acts.set(op.author, [[b, need, id]]);
+          if (acts) acts.push([b, relied, id]);
+          else walk.acts.set(op.author, [[b, relied, id]]);
         }
       }
       for (const child of this.childrenOf.get(id) ?? []) {
@@ -335,7 +338,7 @@ export class Resolver {
   }
 }
 
-/** `by` brought `did` down to `rank`: `did`'s accepted ops that needed more and that
+/** `by` brought `did` down to `rank`: `did`'s accepted ops that relied on more and that
  * `by`'s author had not seen (concurrent with `by`) are revoked. */
 function revokeFor(walk: Walk, by: OpId, did: Did, rank: Rank): void {
   const seen = walk.anc.get(by) as Bits;

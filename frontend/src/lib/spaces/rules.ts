@@ -73,8 +73,7 @@ function closeRequests(state: SpaceState, did: Did): void {
 
 /**
  * The rank an op's author must hold for it to take effect (0: none, e.g. a join).
- * A resolution revokes an accepted op whose author a concurrent op brings below
- * this rank (docs/spaces.md, "Resolution", step 4).
+ * The base of `reliedRank` (docs/spaces.md, "Resolution", step 4).
  */
 export function neededRank(op: Op): Rank {
   const body = op.body;
@@ -100,6 +99,23 @@ export function neededRank(op: Op): Rank {
     default:
       return Rank.ADMIN;
   }
+}
+
+/**
+ * The rank `op` relies on if it takes effect now (call it before `apply`): its
+ * `neededRank`, or more when it acts on someone - one above the target's rank
+ * (kick, ban, redacting another's message, set-role) and above the role it grants.
+ * An accepted op is revoked when a concurrent op brings its author below this.
+ */
+export function reliedRank(state: SpaceState, op: Op): Rank {
+  let need: number = neededRank(op);
+  const body = op.body;
+  if (body.type === "kick" || body.type === "ban" || body.type === "set-role" ||
+      (body.type === "redact" && body.target !== op.author)) { // prettier-ignore
+    need = Math.max(need, state.rankOf(body.target) + 1);
+  }
+  if (body.type === "set-role") need = Math.max(need, RANK_OF_ROLE[body.role] + 1);
+  return Math.min(need, Rank.OWNER) as Rank;
 }
 
 /** Apply `op` (id `opId`) if the rules allow it; else return why not. */
