@@ -35,6 +35,8 @@ export type { RuleReason } from "./rules";
 export { keysFor, noOtherKeys, signInvite, signOp, verifyOp } from "./signing";
 export type { KeyLookup } from "./signing";
 export { Access, SpaceState } from "./state";
+export { checkFirstPost, encodeStamp, makeStamp, parseStamp, ReplayCache, StampError, stampRequired, verifyStamp } from "./stamps";
+export type { MakeOptions, Purpose, Stamp, StampReason } from "./stamps";
 export type { BanRecord, InviteRecord, JoinRequest, Member } from "./state";
 
 /** The answer to `SpaceAuthority.add`: the op is kept, or refused at the boundary and why. */
