@@ -5,6 +5,7 @@ import { ed25519 } from "@noble/curves/ed25519.js";
 import { describe, expect, it } from "vitest";
 import {
   actorFor,
+  AuthorKeys,
   AuthorityLog,
   canonicalText,
   OpError,
@@ -16,7 +17,9 @@ import {
   SpaceAuthority,
 } from "../src/lib/spaces";
 import { sha512 } from "@noble/hashes/sha2.js";
+import { KeyDirectory } from "../src/lib/keys";
 import { encodeEd25519Multibase } from "../src/lib/spaces/didkey";
+import { FakeWorld, KEYSERVER, newKeys } from "./fake-world";
 import { ed25519VerifyStrict } from "../src/lib/spaces/signing";
 
 const T0 = 1_780_000_000_000;
@@ -301,5 +304,29 @@ describe("a device's own cache of verified ops", () => {
     expect(() => new AuthorityLog(a.space).add(forged)).toThrowError(/bad-signature/);
     const other = space("approval").authority;
     expect(() => reloaded.addVerified(other.log.wire(other.space) as Uint8Array)).toThrowError(/wrong-space/);
+  });
+});
+
+describe("authors that are not did:key", () => {
+  it("verify with the keyserver's signing keys, fetched before the ops are added", async () => {
+    const world = new FakeWorld();
+    const plc = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+    const keys = newKeys();
+    world.keys.set(plc, keys);
+    const directory = new KeyDirectory(KEYSERVER, world.fetch);
+    const { authority: a, signed: create } = space();
+    const writer = new SpaceAuthority(a.space, { lookup: (d) => (d === plc ? [ed25519.getPublicKey(keys.signingSeed)] : []) });
+    writer.log.addSigned(create);
+    const join = writer.write(plc, keys.signingSeed, { type: "join" }, T0 + 1);
+    const ghost = "did:web:nobody.test";
+    const author = new AuthorKeys(directory);
+    const b = new SpaceAuthority(a.space, { lookup: author.lookup });
+    b.add(create.wire);
+    expect(b.add(join.wire)).toMatchObject({ ok: false, reason: "unknown-key" }); // not fetched yet
+    const ghostWire = new TextDecoder().decode(join.wire).replace(plc, ghost);
+    expect(await author.prefetch([join.wire, ghostWire, "junk"])).toEqual([ghost]);
+    expect(b.add(join.wire)).toMatchObject({ ok: true });
+    expect(b.state.isMember(plc)).toBe(true);
+    expect(b.add(ghostWire)).toMatchObject({ ok: false, reason: "unknown-key" });
   });
 });

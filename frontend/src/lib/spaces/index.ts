@@ -20,6 +20,8 @@ import type { Body, Create, Did, OpId, Rank, SignedOp } from "./ops";
 import { signOp } from "./signing";
 import type { SpaceState } from "./state";
 
+export { AuthorKeys } from "./authorkeys";
+export type { SigningKeySource } from "./authorkeys";
 export { actorFor, canonical, canonicalText, parseCanonical } from "./encoding";
 export type { Json, JsonObject } from "./encoding";
 export { OpError } from "./errors";
