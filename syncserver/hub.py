@@ -33,14 +33,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from hearth.types import ChangeHash, Did, DocumentId
+from hearth.types import Did, DocumentId
+from syncserver import synchronizer
+from syncserver.access import AccessPolicy, AnyAuthor, Authorship, StoredAccess
 from syncserver.automerge import (
     AutomergeError,
     Document,
-    QueueFullError,
     QueueLimits,
     SyncState,
-    UnsupportedChunkError,
 )
 from syncserver.automerge import SyncMessage as AutomergeSyncMessage
 from syncserver.cache import DocEntry, DocumentCache
@@ -60,7 +60,8 @@ from syncserver.messages import (
 )
 from syncserver.metrics import SyncMetrics
 from syncserver.peers import Connection, ConnectionTable, Peer
-from syncserver.storage import Access, Storage, StoredChange
+from syncserver.storage import Access, Storage
+from syncserver.synchronizer import Accept, Refuse, Unavailable
 from syncserver.waiting import WaitingRoom
 
 log = logging.getLogger("hearth.syncserver")
@@ -97,6 +98,8 @@ class SyncHub:
         peer_queue_share: float = 0.25,
         max_pending_requests: int = 50_000,
         max_pending_requests_per_peer: int = 1024,
+        access_policy: AccessPolicy | None = None,
+        authorship: Authorship | None = None,
     ) -> None:
         self.storage = storage
         self.metrics = metrics
@@ -106,6 +109,12 @@ class SyncHub:
         self._compute_runner: Runner[object] = compute if compute is not None else _run_in_thread
         # Compressed changes in one sync message inflate to at most this (bytes).
         self._max_inflated = max_inflated
+        # The one place that decides who may read and write a document and author
+        # a change (syncserver/access.py): space authority plugs in here.
+        self.access_policy: AccessPolicy = (
+            access_policy if access_policy is not None else StoredAccess()
+        )
+        self.authorship: Authorship = authorship if authorship is not None else AnyAuthor()
 
         # Changes waiting for missing dependencies, per document (held in memory only),
         # and per (document, writer): each DID (all its connections together; an
@@ -309,14 +318,19 @@ class SyncHub:
         for conn in self.waiting.waiting_for(entry.document_id):
             if conn.closed:
                 self.waiting.discard(conn, entry.document_id)
-            elif access.can_read(conn.did):
+            elif self.access_policy.may_read(conn.did, entry.document_id, access):
                 self.waiting.discard(conn, entry.document_id)
                 conn.sessions[entry.document_id] = SyncState()
                 entry.connections[conn.peer_id] = conn
                 woken.append(conn)
         await self._send_sync(entry, woken)
 
+    def _refuse(self, conn: Connection, document_id: DocumentId, refusal: Refuse) -> None:
+        self.metrics.refused.labels(refusal.reason).inc()
+        self.error(conn.peer_id, conn.peer, refusal.text, document_id)
+
     async def _on_sync(self, conn: Connection, message: SyncMessage) -> None:
+        """One sync round, under the document's lock (decisions: synchronizer.py)."""
         document_id = message.document_id
         self.metrics.sync_rounds.inc()
         entry = self.cache.entry(document_id)
@@ -325,58 +339,49 @@ class SyncHub:
                 return
             await self._ensure_loaded(entry)
             access = entry.access
-            may_write = access.can_write(conn.did) if access is not None else True
+            data = message.data
+            inline = len(data) <= INLINE_MESSAGE_BYTES
             parsed = None
-            if access is None or not may_write:
-                # Look inside only when the answer depends on it (writers' messages are
-                # parsed once, by the document).
+            if synchronizer.needs_parse(document_id, conn.did, access, self.access_policy):
                 try:
-                    data = message.data
                     parsed = await self._compute(
-                        lambda: AutomergeSyncMessage.decode(data),
-                        inline=len(data) <= INLINE_MESSAGE_BYTES,
+                        lambda: AutomergeSyncMessage.decode(data), inline=inline
                     )
                 except AutomergeError as e:
-                    self.metrics.refused.labels("malformed").inc()
-                    self.error(conn.peer_id, conn.peer, f"malformed sync message: {e}", document_id)
+                    self._refuse(conn, document_id, synchronizer.malformed(e))
                     return
-            if access is None:
-                assert parsed is not None
-                if message.is_request or not parsed.heads:
-                    # Someone asks for a document nobody has stored.
-                    self._unavailable(conn, document_id, "unknown")
+            admission = synchronizer.admit(
+                document_id,
+                conn.did,
+                access,
+                self.access_policy,
+                is_request=message.is_request,
+                parsed=parsed,
+            )
+            match admission:
+                case Refuse():
+                    self._refuse(conn, document_id, admission)
                     return
-                if conn.did is None:
-                    # Anonymous peers may only read public documents, so never create one.
-                    self._unavailable(conn, document_id, "anonymous_create", wait=False)
+                case Unavailable(reason=reason, wait=wait, end_session=end_session):
+                    if end_session:
+                        self._drop_session(entry, conn)
+                    self._unavailable(conn, document_id, reason, wait=wait)
                     return
-                has_room, taken = self.creating.add(conn, document_id)
-                if taken is not None:
-                    self._drop_creation(*taken)
-                if not has_room:
-                    self.metrics.refused.labels("pending_full").inc()
-                    self.error(
-                        conn.peer_id,
-                        conn.peer,
-                        f"document {document_id}: too many documents not stored yet are"
-                        " being synced (on this connection or on the server); nothing"
-                        " stored, retry later",
-                        document_id,
-                    )
-                    return
-            elif not access.can_read(conn.did):
-                self._drop_session(entry, conn)
-                self._unavailable(conn, document_id, "not_reader")
-                return
-            if parsed is not None and parsed.changes and not may_write:
-                self.metrics.refused.labels("not_writer").inc()
-                self.error(
-                    conn.peer_id,
-                    conn.peer,
-                    f"document {document_id}: you may not write to it; changes not stored",
-                    document_id,
-                )
-                return
+                case Accept(creating=True):
+                    has_room, taken = self.creating.add(conn, document_id)
+                    if taken is not None:
+                        self._drop_creation(*taken)
+                    if not has_room:
+                        self.metrics.refused.labels("pending_full").inc()
+                        self.error(
+                            conn.peer_id,
+                            conn.peer,
+                            f"document {document_id}: too many documents not stored yet are"
+                            " being synced (on this connection or on the server); nothing"
+                            " stored, retry later",
+                            document_id,
+                        )
+                        return
             state = conn.sessions.get(document_id)
             if state is None:
                 state = await self._initial_state(conn, document_id, access is not None)
@@ -386,39 +391,27 @@ class SyncHub:
             entry.connections[conn.peer_id] = conn
             self.waiting.discard(conn, document_id)
             before = state.their_heads
-            doc, data, max_inflated = entry.doc, message.data, self._max_inflated
-            source = conn.source
-            try:
-                added = await self._compute(
-                    lambda: doc.receive_sync_message(
-                        state, data, max_inflated=max_inflated, source=source
-                    ),
-                    inline=len(data) <= INLINE_MESSAGE_BYTES,
-                )
-            except QueueFullError as e:
-                self.metrics.refused.labels("queue_full").inc()
-                self.error(
-                    conn.peer_id,
-                    conn.peer,
-                    f"document {document_id}: {e.reason}; changes not stored",
-                    document_id,
-                )
+            doc, did, source = entry.doc, conn.did, conn.source
+            max_inflated, authorship = self._max_inflated, self.authorship
+            received = await self._compute(
+                lambda: synchronizer.receive(
+                    doc,
+                    state,
+                    data,
+                    document_id=document_id,
+                    did=did,
+                    source=source,
+                    authorship=authorship,
+                    max_inflated=max_inflated,
+                ),
+                inline=inline,
+            )
+            if isinstance(received, Refuse):
+                self._refuse(conn, document_id, received)
                 return
-            except UnsupportedChunkError as e:
-                self.metrics.refused.labels("document_chunk").inc()
-                self.error(
-                    conn.peer_id,
-                    conn.peer,
-                    f"document {document_id}: {e}; nothing applied",
-                    document_id,
-                )
-                return
-            except AutomergeError as e:
-                self.metrics.refused.labels("malformed").inc()
-                self.error(conn.peer_id, conn.peer, f"malformed sync message: {e}", document_id)
-                return
-            if entry.doc.queued_from(source)[0]:
+            if received.queued:
                 conn.queued_in.add(document_id)
+            added = received.added
             if added:
                 await self._commit(entry, conn, state, added)
                 if conn.closed:
@@ -440,22 +433,13 @@ class SyncHub:
         if not stored or storage_id is None:
             return SyncState()
         raw = await self._call(lambda: self.storage.load_sync_state(document_id, storage_id))
-        if raw is None:
-            return SyncState()
-        try:
-            return SyncState.decode(raw)
-        except AutomergeError:
-            return SyncState()
+        return synchronizer.initial_state(raw)
 
     async def _commit(
         self, entry: DocEntry, conn: Connection, state: SyncState, added: list[bytes]
     ) -> None:
         """Store newly applied changes durably; on failure forget the in-memory copy."""
-        changes = []
-        for h in added:
-            change = entry.doc.get_change(h)
-            assert change is not None
-            changes.append(StoredChange(ChangeHash(h), change.raw))
+        changes = synchronizer.changes_to_store(entry.doc, added)
         create = None
         if entry.access is None:
             create = Access(owner=conn.did)
@@ -493,13 +477,13 @@ class SyncHub:
                 targets.append((conn, state))
         if not targets:
             return
-        doc = entry.doc
+        doc, document_id = entry.doc, entry.document_id
         replies = await self._compute(
-            lambda: [doc.generate_sync_message(state) for _, state in targets]
+            lambda: synchronizer.replies(doc, document_id, self.peer_id, targets)
         )
-        for (conn, _), data in zip(targets, replies, strict=True):
-            if data is not None and not conn.closed:
-                conn.peer.send(SyncMessage(self.peer_id, conn.peer_id, entry.document_id, data))
+        for conn, reply in replies:
+            if not conn.closed:
+                conn.peer.send(reply)
 
     def _drop_creation(self, conn: Connection, document_id: DocumentId) -> None:
         """Forget `peer`'s session on a document not stored yet, to make room for
@@ -549,7 +533,7 @@ class SyncHub:
             if entry.loaded:
                 entry.access = access
             for conn in list(entry.connections.values()):
-                if not access.can_read(conn.did):
+                if not self.access_policy.may_read(conn.did, document_id, access):
                     self._drop_session(entry, conn)
                     self._unavailable(conn, document_id, "access_revoked")
             if self.waiting.waiting_for(document_id):

@@ -6,7 +6,7 @@ what its changes weigh (see ``docs/automerge.md``).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 
 from . import sync
 from .chunk import Change, DocumentChunk, InflateBudget, iter_chunks
@@ -188,10 +188,15 @@ class Document:
         *,
         max_inflated: int | None = None,
         source: Hashable | None = None,
+        check: Callable[[Change], None] | None = None,
     ) -> list[bytes]:
         """Apply a message from the peer behind ``state``; return newly applied hashes.
 
         Changes it leaves waiting for dependencies are charged to ``source``.
+        ``check``, if given, sees every change of the message after all are parsed
+        and before anything changes: an exception it raises propagates and leaves
+        document and state untouched (the syncserver refuses changes by authorship
+        this way).
 
         All compressed chunks of the message share one inflation budget: a bounded
         multiple of ``len(data)``, never beyond ``max_inflated`` if given.
@@ -221,6 +226,9 @@ class Document:
             except AutomergeError as e:
                 # Report the offset in the message, not in the change entry.
                 raise AutomergeError(e.reason, offset + max(e.offset, 0)) from None
+        if check is not None:
+            for change in changes:
+                check(change)
         before = self._graph.heads
         added = self.apply_changes(changes, source)
         state.in_flight = False
