@@ -4,7 +4,8 @@ health, metrics, access log.
 Request bodies: handlers read one only through `read_body` / `read_json_body`.
 They refuse a declared `Content-Length` over the endpoint's limit before
 reading a byte, stop reading as soon as a streamed body passes it (413), and
-refuse JSON nested deeper than a limit before parsing it (400), so a body costs
+refuse JSON nested deeper than a limit before parsing it (400), and refuse
+strings holding a lone surrogate (400, `hearth.jsontext`), so a body costs
 at most its endpoint's limit in memory whatever the client declares or sends.
 Endpoints that need authentication call `require_auth` before reading the body.
 """
@@ -28,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import hearth
 from hearth.auth import AuthError, ServiceAuthVerifier, VerifiedToken, bearer_token
+from hearth.jsontext import decoded_encodable
 from hearth.storage import StorageUnavailable
 
 access_log = logging.getLogger("hearth.access")
@@ -171,24 +173,42 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 
 async def read_json_body(
-    request: Request, max_bytes: int, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+    request: Request,
+    max_bytes: int,
+    *,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    allow_lone_surrogates: bool = False,
 ) -> dict[str, Any]:
     """The body as a JSON object, or XrpcError: 413 over `max_bytes` (see `read_body`),
-    400 `InvalidRequest` for anything but a JSON object nested at most `max_depth` deep."""
-    return parse_json_object(await read_body(request, max_bytes), max_depth=max_depth)
+    400 `InvalidRequest` for anything but a UTF-8 JSON object nested at most
+    `max_depth` deep whose strings hold no lone surrogate (see `parse_json_object`)."""
+    return parse_json_object(
+        await read_body(request, max_bytes),
+        max_depth=max_depth,
+        allow_lone_surrogates=allow_lone_surrogates,
+    )
 
 
-def parse_json_object(raw: bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> dict[str, Any]:
-    """Bytes to a JSON object, or XrpcError 400; nesting past `max_depth` is refused
-    before parsing (the parser would otherwise recurse once per level)."""
+def parse_json_object(
+    raw: bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH, allow_lone_surrogates: bool = False
+) -> dict[str, Any]:
+    """UTF-8 bytes to a JSON object, or XrpcError 400; nesting past `max_depth` is
+    refused before parsing (the parser would otherwise recurse once per level),
+    and so is a string holding a lone surrogate (`"\\ud800"`: it could be neither
+    echoed nor stored), unless `allow_lone_surrogates` (for a handler that
+    encodes such strings with `surrogatepass` itself and answers for them)."""
     if _too_deep(raw, max_depth):
         raise XrpcError(400, "InvalidRequest", f"JSON nested deeper than {max_depth} levels")
     try:
-        value = json.loads(raw)
+        # Strict UTF-8 first: json.loads(bytes) would let encoded surrogates through.
+        text = raw.decode("utf-8")
+        value = json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise XrpcError(400, "InvalidRequest", "body must be JSON") from e
+        raise XrpcError(400, "InvalidRequest", "body must be JSON in UTF-8") from e
     if not isinstance(value, dict):
         raise XrpcError(400, "InvalidRequest", "body must be a JSON object")
+    if not allow_lone_surrogates and not decoded_encodable(text, value):
+        raise XrpcError(400, "InvalidRequest", "strings must not contain lone surrogates")
     return value
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from hearth import crockford
 from hearth.identity import IdentitySyntaxError, parse_did
+from hearth.jsontext import decoded_encodable
 from hearth.keys import KeyFormatError, PublicKey
 from hearth.types import Did
 from keyserver.keypair import PublicPair
@@ -56,12 +57,16 @@ class RegisterRequest:
     def parse(cls, body: bytes) -> RegisterRequest:
         """`{"signingKey": did:key Ed25519, "encryptionKey": did:key X25519}`."""
         try:
-            data = json.loads(body)
+            # Strict UTF-8 first: json.loads(bytes) would let encoded surrogates through.
+            text = body.decode("utf-8")
+            data = json.loads(text)
         # Deeply nested JSON raises RecursionError, not ValueError.
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise BadRequest("body must be a JSON object") from e
         if not isinstance(data, dict):
             raise BadRequest("body must be a JSON object")
+        if not decoded_encodable(text, data):
+            raise BadRequest("strings must not contain lone surrogates")
         signing = _public_key(data.get("signingKey"), "signingKey")
         encryption = _public_key(data.get("encryptionKey"), "encryptionKey")
         try:

@@ -7,10 +7,10 @@ input and never parsed, so relaying it costs one copy into the outgoing frame.
 from __future__ import annotations
 
 import json
-import re
 import struct
 from collections.abc import Sequence
-from typing import Any
+
+from hearth.jsontext import decoded_encodable, encodable
 
 try:  # the C helper is ~10x faster than json.dumps for one string
     from json.encoder import c_encode_basestring as _c_quote  # type: ignore[attr-defined]
@@ -21,9 +21,6 @@ _U32 = struct.Struct("<I")
 _DECODER = json.JSONDecoder()
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _WHITESPACE = " \t\n\r"
-# A `\\uD800`..`\\uDFFF` escape: the only way a lone surrogate gets into a
-# decoded header (UTF-8 itself cannot carry one). Only then are strings walked.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 HEADER_PREFIX_SIZE = 4
 # How the frames a Roomy v0 client understands begin after the length prefix
@@ -97,32 +94,13 @@ def decode_frame(data: bytes) -> tuple[list[object], memoryview]:
         raise FrameError("bad_header", "trailing data after the JSON header")
     if type(header) is not list or not header:
         raise FrameError("bad_header", "header must be a non-empty JSON array")
-    if _SURROGATE_ESCAPE.search(text) is not None and not _encodable(header):
+    if not decoded_encodable(text, header):
         # Such a string can be neither encoded again (every frame that would
         # echo it fails) nor stored: refuse it here, once, for every verb.
         raise FrameError("bad_type", "header strings must not contain lone surrogates")
     return header, memoryview(data)[end:]
 
 
-def _encodable(value: Any) -> bool:
-    """True if every string in `value` (a decoded JSON value) can be encoded as UTF-8."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if type(item) is str:
-            if not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    return False
-        elif type(item) is list:
-            stack.extend(item)
-        elif type(item) is dict:
-            stack.extend(item.keys())
-            stack.extend(item.values())
-    return True
-
-
 def is_encodable(text: str) -> bool:
     """True if `text` can be encoded as UTF-8 (it holds no lone surrogate)."""
-    return _encodable(text)
+    return encodable(text)

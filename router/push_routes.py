@@ -26,7 +26,6 @@ from starlette.routing import Route
 from hearth.auth import ServiceAuthVerifier
 from hearth.http import XrpcError, read_json_body, require_auth
 from hearth.types import Did, DocumentId
-from router.frames import is_encodable
 from router.messages import MessageError
 from router.notify import Notifications
 from router.notify_messages import device_id
@@ -64,7 +63,7 @@ def _device(value: Any) -> str:
 
 
 def _doc(value: Any) -> DocumentId:
-    if not isinstance(value, str) or not value or len(value) > 2048 or not is_encodable(value):
+    if not isinstance(value, str) or not value or len(value) > 2048:
         raise XrpcError(400, "InvalidRequest", "docId must be a non-empty string")
     return DocumentId(value)
 
@@ -100,8 +99,6 @@ def push_routes(context: Context) -> list[Route]:
             )
         except SubscriptionError as e:
             raise XrpcError(400, "InvalidSubscription", str(e)) from None
-        if not is_encodable(sub.endpoint):  # a lone surrogate cannot be stored
-            raise XrpcError(400, "InvalidSubscription", "subscription.endpoint must be a URL")
         level = _level(body.get("level"), DEFAULT_LEVEL)
         device = (
             _device(body["device"])

@@ -543,8 +543,12 @@ class SpaceEndpoints:
         assert caller is not None
         limits = self.limits
         # Each op is a JSON string; escapes may double a canonical op's length.
+        # Lone surrogates allowed: an op's become not-utf8 below, per op.
         body = await read_json_body(
-            request, limits.max_batch * (2 * limits.max_op_bytes + 8) + 1024, max_depth=4
+            request,
+            limits.max_batch * (2 * limits.max_op_bytes + 8) + 1024,
+            max_depth=4,
+            allow_lone_surrogates=True,
         )
         space = parse_space(body.get("space"))
         ops = body.get("ops")

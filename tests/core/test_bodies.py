@@ -32,6 +32,23 @@ def test_nesting_is_counted_outside_strings_only() -> None:
         assert refused.value.status == 400
 
 
+def test_lone_surrogates_are_refused_escaped_or_raw() -> None:
+    for bad in (
+        b'{"a":"\\ud800"}',
+        b'{"a":["x","\\uDFFF"]}',
+        b'{"\\udbff":1}',
+        b'{"a":"\xed\xa0\x80"}',  # json.loads(bytes) decodes these bytes to one
+        '{"a":"x"}'.encode("utf-16"),
+    ):
+        with pytest.raises(XrpcError) as refused:
+            parse_json_object(bad)
+        assert refused.value.status == 400, bad
+    assert parse_json_object(b'{"a":"\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+    assert parse_json_object(b'{"a":"\\\\ud800"}') == {"a": "\\ud800"}
+    kept = parse_json_object(b'{"a":"\\ud800"}', allow_lone_surrogates=True)
+    assert kept == {"a": "\ud800"}
+
+
 async def test_bodies_over_the_limit_are_413_declared_or_streamed() -> None:
     async def echo(request: Request) -> Response:
         return JSONResponse(await read_json_body(request, 1000))

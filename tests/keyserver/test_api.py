@@ -260,6 +260,28 @@ async def test_parser_edge_inputs_are_client_errors_never_500(
     assert r.json()["error"] == "InvalidToken" and r.json()["message"].startswith("malformed")
 
 
+async def test_lone_surrogates_in_the_body_are_a_400(keyserver: Keyserver, world: World) -> None:
+    alice = world.new_plc_identity()
+    sign = PublicKey(KeyType.ED25519, bytes(nacl.signing.SigningKey.generate().verify_key))
+    enc = PublicKey(KeyType.X25519, bytes(nacl.public.PrivateKey.generate().public_key))
+    keys = b'"signingKey":"%s","encryptionKey":"%s"' % (sign.did_key.encode(), enc.did_key.encode())
+    # Escaped, and as the bytes json.loads(bytes) would decode to one.
+    for text in (b'"\\udfff"', b'"\xed\xbf\xbf"'):
+        r = await keyserver.http.post(
+            REGISTER,
+            content=b"{%s,%s:1}" % (keys, text),
+            headers=keyserver.auth(alice, "chat.hearth.v1.key.register"),
+        )
+        assert r.status_code == 400, (text, r.text)
+        assert r.json()["error"] == "InvalidRequest"
+    r = await keyserver.http.post(
+        REGISTER,
+        content=b'{%s,"\\ud83d\\ude00":1}' % keys,
+        headers=keyserver.auth(alice, "chat.hearth.v1.key.register"),
+    )
+    assert r.status_code == 200, r.text
+
+
 async def test_public_lookup_never_fetches_private_addresses(keyserver: Keyserver) -> None:
     # An unauthenticated key.public must not make the keyserver fetch from its
     # own network: its own did.json on loopback is the closest such target.

@@ -101,13 +101,13 @@ async def test_push_xrpc_endpoints(tmp_path: Path) -> None:
         assert resp.status_code == 200
         resp = await r.xrpc(bob.signer, "subscribeDocument", {"device": "other", "docId": "d1"})
         assert resp.status_code == 404
-        # Lone surrogates (JSON escapes) cannot be stored: 400, not 500.
+        # Lone surrogates (JSON escapes) cannot be stored: the body is a 400, not 500.
         lone = {"device": derived, "docId": "d\ud800"}
         resp = await escaped_xrpc(r, bob, "subscribeDocument", lone)
         assert resp.status_code == 400 and resp.json()["error"] == "InvalidRequest"
         odd = {**sub, "endpoint": "http://127.0.0.1:9/\udc00"}
         resp = await escaped_xrpc(r, bob, "register", {"subscription": odd})
-        assert resp.status_code == 400 and resp.json()["error"] == "InvalidSubscription"
+        assert resp.status_code == 400 and resp.json()["error"] == "InvalidRequest"
         resp = await r.xrpc(bob.signer, "unsubscribeDocument", {"device": derived, "docId": "d1"})
         assert resp.json() == {"removed": True}
         resp = await r.xrpc(bob.signer, "unregister", {"endpoint": sub["endpoint"]})

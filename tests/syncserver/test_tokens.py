@@ -107,3 +107,32 @@ async def test_deeply_nested_json_bodies_are_a_400(server: RunningServer) -> Non
             )
             assert r.status_code == 400, (name, r.status_code, r.text)
             assert r.json()["error"] == "InvalidRequest"
+
+
+async def test_lone_surrogates_in_json_bodies_are_a_400(server: RunningServer) -> None:
+    # JSON can escape a lone surrogate, and json.loads(bytes) also decodes the
+    # three UTF-8-style bytes of one; neither string could be echoed or stored.
+    alice = Signer.generate()
+    escaped = b'"\\ud800"'
+    raw = b'"\xed\xa0\x80"'
+    for text in (escaped, raw):
+        jwt = mint_service_jwt(
+            alice, iss=alice.did_key, aud=server.did, lxm="chat.hearth.v1.sync.setAccess"
+        )
+        bodies = {
+            "setAccess": (b'{"documentId":"%s","note":%s}' % (new_document_id().encode(), text)),
+            "revokeToken": b'{"token":%s}' % text,
+        }
+        async with httpx.AsyncClient() as http:
+            for name, body in bodies.items():
+                headers = {"content-type": "application/json"}
+                if name == "setAccess":
+                    headers["authorization"] = f"Bearer {jwt}"
+                r = await http.post(
+                    f"{server.url}/xrpc/chat.hearth.v1.sync.{name}", content=body, headers=headers
+                )
+                assert r.status_code == 400, (name, text, r.status_code, r.text)
+                assert r.json()["error"] == "InvalidRequest", r.text
+    # A surrogate pair is an ordinary character.
+    r = await server.xrpc("POST", "revokeToken", body={"token": "\U0001f600"})
+    assert r.status_code == 404
