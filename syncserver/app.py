@@ -70,7 +70,8 @@ LXM_SET_ACCESS = f"{NSID}.setAccess"
 LXM_GET_ACCESS = f"{NSID}.getAccess"
 LXM_EXPORT = f"{NSID}.export"
 MAX_DIDS_PER_LIST = 1000
-MAX_JSON_BODY = 1 << 20  # setAccess / revokeToken bodies
+MAX_JSON_BODY = 1 << 20  # setAccess bodies
+MAX_REVOKE_BODY = 4096  # an unauthenticated revokeToken body: {"token": ...}
 TOKEN_SCOPE_KEY = "hearth.sync_token"
 
 OPTIONS = (
@@ -344,14 +345,17 @@ def create_app(config: ServiceConfig) -> Starlette:
     async def revoke_token(request: Request) -> Response:
         """Revoke one token (by presenting it) or, with a JWT, every token of the caller."""
         st = state()
-        body = await json_body(request)
-        token = body.get("token")
         if request.headers.get("authorization"):
+            # Authenticated first, and the body (ignored) never read.
             authenticated = await caller(request, LXM_REVOKE)
             assert authenticated is not None
             did = authenticated
             count = await run(st, lambda: st.storage.revoke_tokens(authenticated))
-        elif isinstance(token, str) and token:
+            st.hub.close_peers_of(did, "session token revoked")
+            return JSONResponse({"revoked": count})
+        # The body is the credential: small enough for one token.
+        token = (await read_json_body(request, MAX_REVOKE_BODY)).get("token")
+        if isinstance(token, str) and token:
             digest = token_hash(token)
             revoked = await run(st, lambda: st.storage.revoke_token(digest))
             if revoked is None:
@@ -362,9 +366,9 @@ def create_app(config: ServiceConfig) -> Starlette:
         st.hub.close_peers_of(did, "session token revoked")
         return JSONResponse({"revoked": count})
 
-    async def owned_access(request: Request, document_id: DocumentId, lxm: str) -> Access:
+    async def owned_access(did: Did | None, document_id: DocumentId) -> Access:
+        """The document's rules, if `did` (authenticated) owns it; else XrpcError."""
         st = state()
-        did = await caller(request, lxm)
         access = await run(st, lambda: st.storage.get_access(document_id))
         if access is None:
             raise XrpcError(404, "DocumentNotFound", "no such document")
@@ -374,6 +378,8 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     async def set_access(request: Request) -> Response:
         st = state()
+        # Authenticated before the body is read: an anonymous body costs nothing.
+        did = await caller(request, LXM_SET_ACCESS)
         body = await json_body(request)
         document_id = _document_id(body.get("documentId"))
         public = body.get("public", False)
@@ -381,7 +387,7 @@ def create_app(config: ServiceConfig) -> Starlette:
             raise XrpcError(400, "InvalidRequest", "public must be a boolean")
         readers = _did_list(body.get("readers"), "readers")
         writers = _did_list(body.get("writers"), "writers")
-        current = await owned_access(request, document_id, LXM_SET_ACCESS)
+        current = await owned_access(did, document_id)
         access = Access(current.owner, public, readers, writers)
         await run(st, lambda: st.storage.set_access(document_id, access))
         await st.hub.access_changed(document_id, access)
@@ -389,7 +395,7 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     async def get_access(request: Request) -> Response:
         document_id = _document_id(request.query_params.get("documentId"))
-        access = await owned_access(request, document_id, LXM_GET_ACCESS)
+        access = await owned_access(await caller(request, LXM_GET_ACCESS), document_id)
         return JSONResponse(access_json(document_id, access))
 
     async def export(request: Request) -> Response:

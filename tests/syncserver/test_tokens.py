@@ -97,13 +97,23 @@ async def test_tokens_never_reach_logs(
 
 
 async def test_deeply_nested_json_bodies_are_a_400(server: RunningServer) -> None:
-    nested = b"[" * 100_000 + b"]" * 100_000
+    alice = Signer.generate()
+    jwt = mint_service_jwt(
+        alice, iss=alice.did_key, aud=server.did, lxm="chat.hearth.v1.sync.setAccess"
+    )
+    # setAccess reads a body only once authenticated; an anonymous revokeToken
+    # body is at most 4 KiB.
+    cases = {
+        "setAccess": (b"[" * 100_000 + b"]" * 100_000, f"Bearer {jwt}"),
+        "revokeToken": (b"[" * 2000 + b"]" * 2000, None),
+    }
     async with httpx.AsyncClient() as http:
-        for name in ("setAccess", "revokeToken"):
+        for name, (nested, authorization) in cases.items():
+            headers = {"content-type": "application/json"}
+            if authorization is not None:
+                headers["authorization"] = authorization
             r = await http.post(
-                f"{server.url}/xrpc/chat.hearth.v1.sync.{name}",
-                content=nested,
-                headers={"content-type": "application/json"},
+                f"{server.url}/xrpc/chat.hearth.v1.sync.{name}", content=nested, headers=headers
             )
             assert r.status_code == 400, (name, r.status_code, r.text)
             assert r.json()["error"] == "InvalidRequest"
@@ -136,3 +146,45 @@ async def test_lone_surrogates_in_json_bodies_are_a_400(server: RunningServer) -
     # A surrogate pair is an ordinary character.
     r = await server.xrpc("POST", "revokeToken", body={"token": "\U0001f600"})
     assert r.status_code == 404
+
+
+async def status_before_the_body(url: str, path: str, length: int, authorization: str) -> int:
+    """Send a POST's head declaring `length` body bytes, send none, return the status."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n{authorization}\r\n"
+        )
+        writer.write(head.encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+async def test_bodies_are_not_read_before_the_token_is_checked(server: RunningServer) -> None:
+    set_access = "/xrpc/chat.hearth.v1.sync.setAccess"
+    revoke = "/xrpc/chat.hearth.v1.sync.revokeToken"
+    bad = "Authorization: Bearer not-a-token\r\n"
+    for length in (100 << 20, 512 << 10):  # over the 1 MiB limit, and under it, never sent
+        assert await status_before_the_body(server.url, set_access, length, "") == 401
+        assert await status_before_the_body(server.url, set_access, length, bad) == 401
+        assert await status_before_the_body(server.url, revoke, length, bad) == 401
+    # Anonymous revokeToken: the body is the credential, limited to what one token needs.
+    assert await status_before_the_body(server.url, revoke, 100 << 20, "") == 413
+    assert await status_before_the_body(server.url, revoke, 8 << 10, "") == 413
+    # The token checked first is still the owner's check: a stranger is 404/403 after it.
+    owner, stranger = Signer.generate(), Signer.generate()
+    token = await server.token_for(owner)
+    doc_id = new_document_id()
+    async with RawPeer.connect(server.ws(token)) as peer:
+        await sync_until_acked(peer, doc_id, make_changes(1))
+    r = await server.xrpc("POST", "setAccess", stranger, body={"documentId": doc_id})
+    assert r.status_code == 403
+    r = await server.xrpc("POST", "setAccess", bearer=token, body={"documentId": doc_id})
+    assert r.status_code == 200
+    r = await server.xrpc("POST", "setAccess", bearer=token, body={"documentId": "x"})
+    assert r.status_code == 400
