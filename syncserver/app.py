@@ -403,7 +403,7 @@ def create_app(config: ServiceConfig) -> Starlette:
         document_id = _document_id(request.query_params.get("documentId"))
         did = await caller(request, LXM_EXPORT, optional=True)
         access = await run(st, lambda: st.storage.get_access(document_id))
-        if access is None or not access.can_read(did):
+        if access is None or not st.hub.access_policy.may_read(did, document_id, access):
             # The same answer for "absent" and "not yours": ids are never confirmed.
             raise XrpcError(404, "DocumentNotFound", "no such document, or you may not read it")
         blob = await st.hub.export(document_id)

@@ -1,12 +1,27 @@
-"""The syncserver's protocol logic: peers, documents and their sync sessions.
+"""The syncserver's protocol logic wired together: `SyncHub`, the facade the
+transport and the XRPC routes call.
 
 No sockets here. A transport hands each connection's decoded messages to
-`SyncHub` and gives it a `Connection` to send through (`send` must not block:
-it queues). Storage calls go through the `run` callable given at construction,
-which in the server runs them on a worker thread. CPU-heavy Automerge work
-(parsing and applying a sync message, generating one, saving a document) goes
-through `compute`, by default a worker thread too, so one big upload does not
-stall every other peer's messages on the event loop.
+`SyncHub` and gives it a `Peer` to send through (`send` must not block: it
+queues); the hub keeps a `Connection` (the client's state) per joined socket.
+The parts, each one concept without I/O (docs/syncserver.md "Architecture"):
+
+- `peers.py`: `Peer`, `Connection`, the join/reconnect rules and the
+  per-message dispatch rule the transport follows;
+- `cache.py`: loaded documents, their locks and eviction;
+- `synchronizer.py`: a sync round's decisions (admit, receive, replies);
+- `access.py`: who may read, write and author a change (the plug-in points for
+  space authority);
+- `gossip.py`: ephemeral relay and remote heads;
+- `waiting.py`: pending requests and sessions on documents not stored yet.
+
+The hub runs a sync round (`_on_sync`) under the document's lock: load, admit,
+receive, commit, reply, gossip, doing the I/O each decision asks for. Storage
+calls go through the `run` callable given at construction, which in the server
+runs them on a worker thread. CPU-heavy Automerge work (parsing and applying a
+sync message, generating one, saving a document) goes through `compute`, by
+default a worker thread too, so one big upload does not stall every other
+peer's messages on the event loop.
 
 Invariants:
 - Every message about a document is handled under that document's lock, and
