@@ -120,6 +120,12 @@ OPTIONS = (
         "requests for absent or unreadable documents remembered per connection",
     ),
     Option("token_ttl", int, 24 * 3600, "session token lifetime, seconds"),
+    Option(
+        "max_tokens_per_did",
+        int,
+        32,
+        "live session tokens kept per DID; a new one evicts the oldest beyond",
+    ),
     Option("max_cached_documents", int, 1000, "documents kept in memory when no peer syncs them"),
     Option(
         "send_queue_bytes",
@@ -329,9 +335,13 @@ def create_app(config: ServiceConfig) -> Starlette:
         assert did is not None
         token = new_token()
         ttl = config.get_int("token_ttl")
-        expires = time.time() + ttl
+        now = time.time()
+        expires = now + ttl
         digest = token_hash(token)
-        await run(st, lambda: st.storage.add_token(digest, did, expires))
+        keep = config.get_int("max_tokens_per_did")
+        # Bounded per DID, so one identity within its auth budget cannot grow the
+        # database without end; the newest token always works.
+        await run(st, lambda: st.storage.add_token(digest, did, expires, now=now, keep=keep))
         return JSONResponse(
             {
                 "token": token,

@@ -96,7 +96,19 @@ class Storage(Protocol):
         """Persist a peer's sync state (ignored if the document does not exist)."""
         ...
 
-    def add_token(self, token_hash: bytes, did: Did, expires_at: float) -> None: ...
+    def add_token(
+        self,
+        token_hash: bytes,
+        did: Did,
+        expires_at: float,
+        *,
+        now: float = 0.0,
+        keep: int | None = None,
+    ) -> int:
+        """Store a session token. `did`'s tokens that expired by `now` or were
+        revoked are deleted; with `keep`, only its `keep` newest tokens (this one
+        included) remain. Returns how many live tokens were evicted for `keep`."""
+        ...
 
     def lookup_token(self, token_hash: bytes, now: float) -> Did | None:
         """The DID a live (unexpired, unrevoked) token is bound to, else None."""

@@ -83,8 +83,31 @@ class MemoryStorage:
         if doc is not None:
             doc.sync_states[storage_id] = state
 
-    def add_token(self, token_hash: bytes, did: Did, expires_at: float) -> None:
+    def add_token(
+        self,
+        token_hash: bytes,
+        did: Did,
+        expires_at: float,
+        *,
+        now: float = 0.0,
+        keep: int | None = None,
+    ) -> int:
+        mine: list[tuple[float, bytes]] = []
+        for key, (owner, expires, revoked) in list(self._tokens.items()):
+            if owner == did and key != token_hash:
+                if revoked or expires <= now:
+                    del self._tokens[key]
+                else:
+                    mine.append((expires, key))
         self._tokens[token_hash] = (did, expires_at, False)
+        if keep is None or len(mine) < max(keep, 1):
+            return 0
+        # Dicts keep insertion order and sort is stable: ties go oldest first.
+        mine.sort(key=lambda item: item[0])
+        evicted = mine[: len(mine) + 1 - max(keep, 1)]
+        for _expires, key in evicted:
+            del self._tokens[key]
+        return len(evicted)
 
     def lookup_token(self, token_hash: bytes, now: float) -> Did | None:
         entry = self._tokens.get(token_hash)

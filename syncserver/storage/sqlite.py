@@ -256,12 +256,41 @@ class SqliteStorage:
                 (storage_id, state, document_id),
             )
 
-    def add_token(self, token_hash: bytes, did: Did, expires_at: float) -> None:
+    def add_token(
+        self,
+        token_hash: bytes,
+        did: Did,
+        expires_at: float,
+        *,
+        now: float = 0.0,
+        keep: int | None = None,
+    ) -> int:
         with self._using() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO tokens (hash, did, expires) VALUES (?, ?, ?)",
-                (token_hash, did, expires_at),
-            )
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "DELETE FROM tokens WHERE did = ? AND (revoked != 0 OR expires <= ?)",
+                    (did, now),
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO tokens (hash, did, expires) VALUES (?, ?, ?)",
+                    (token_hash, did, expires_at),
+                )
+                evicted = 0
+                if keep is not None:
+                    # Newest first by expiry, then by insertion; all past `keep` go.
+                    evicted = db.execute(
+                        "DELETE FROM tokens WHERE rowid IN (SELECT rowid FROM tokens"
+                        " WHERE did = ? ORDER BY expires DESC, rowid DESC LIMIT -1 OFFSET ?)",
+                        (did, max(keep, 1)),
+                    ).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the original error says more
+                        db.execute("ROLLBACK")
+                raise
+            return evicted
 
     def lookup_token(self, token_hash: bytes, now: float) -> Did | None:
         with self._using() as db:

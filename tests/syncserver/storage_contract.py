@@ -111,6 +111,26 @@ class StorageContract:
         assert storage.lookup_token(b"t2", 0.0) is None
         assert storage.lookup_token(b"t3", 0.0) == BOB
 
+    def test_tokens_are_capped_per_did(self, storage: Storage) -> None:
+        hashes = [b"a%d" % i for i in range(40)]
+        evicted = [
+            storage.add_token(h, ALICE, 1000.0 + i, now=0.0, keep=32) for i, h in enumerate(hashes)
+        ]
+        assert evicted == [0] * 32 + [1] * 8
+        assert [storage.lookup_token(h, 0.0) for h in hashes] == [None] * 8 + [ALICE] * 32
+        # The same expiry for all: the order they came in decides.
+        for i in range(3):
+            storage.add_token(b"b%d" % i, BOB, 2000.0, keep=2)
+        assert [storage.lookup_token(b"b%d" % i, 0.0) for i in range(3)] == [None, BOB, BOB]
+        # Another DID's tokens are untouched; expired and revoked ones of the DID go.
+        assert storage.revoke_token(hashes[-1]) == ALICE
+        storage.add_token(b"late", ALICE, 5000.0, now=1010.0, keep=32)
+        assert storage.revoke_token(hashes[-1]) is None  # deleted, not only revoked
+        assert storage.revoke_token(hashes[10]) is None  # expired at 1010
+        assert storage.lookup_token(hashes[11], 1010.0) == ALICE
+        assert storage.lookup_token(b"late", 1010.0) == ALICE
+        assert storage.lookup_token(b"b2", 0.0) == BOB
+
     def test_stats(self, storage: Storage) -> None:
         before = storage.stats()
         doc = new_document_id()

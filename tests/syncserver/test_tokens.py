@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 
 from hearth.jwt import Signer, mint_service_jwt
-from tests.syncserver.helpers import TIMEOUT, RawPeer, RunningServer, metric
+from tests.syncserver.helpers import TIMEOUT, RawPeer, RunningServer, metric, running_server
 from tests.syncserver.ids import new_document_id
 from tests.syncserver.test_protocol import make_changes, sync_until_acked
 
@@ -188,3 +190,32 @@ async def test_bodies_are_not_read_before_the_token_is_checked(server: RunningSe
     assert r.status_code == 200
     r = await server.xrpc("POST", "setAccess", bearer=token, body={"documentId": "x"})
     assert r.status_code == 400
+
+
+async def test_session_tokens_per_did_are_capped_and_the_newest_works(tmp_path: Path) -> None:
+    cap = 4
+    alice, bob = Signer.generate(), Signer.generate()
+    async with running_server(tmp_path, max_tokens_per_did=cap) as server:
+        bobs = await server.token_for(bob)
+        tokens = [await server.token_for(alice) for _ in range(3 * cap)]
+        db = sqlite3.connect(
+            f"file:{tmp_path / 'syncserver' / 'syncserver.sqlite3'}?mode=ro", uri=True
+        )
+        try:
+            (stored,) = db.execute(
+                "SELECT COUNT(*) FROM tokens WHERE did = ?", (alice.did_key,)
+            ).fetchone()
+        finally:
+            db.close()
+        assert stored == cap
+        async with RawPeer.connect(server.ws(tokens[-1])):
+            pass
+        assert await closed_with(server.ws(tokens[0])) == 4001  # evicted
+        assert await closed_with(server.ws(tokens[-cap - 1])) == 4001
+        unknown: dict[str, str] = {"documentId": new_document_id()}
+        r = await server.xrpc("GET", "getAccess", bearer=tokens[-cap], params=unknown)
+        assert r.status_code == 404  # authenticated: the oldest kept token still works
+        r = await server.xrpc("GET", "getAccess", bearer=tokens[-cap - 1], params=unknown)
+        assert r.status_code == 401
+        async with RawPeer.connect(server.ws(bobs), "bob"):  # another DID's token stays
+            pass
