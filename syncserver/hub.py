@@ -299,15 +299,18 @@ class SyncHub:
         if entry.loaded:
             return
         document_id = entry.document_id
-        access = await self._call(lambda: self.storage.get_access(document_id))
-        if access is not None:
 
-            def load() -> Document:
-                return Document.from_chunks(
-                    (c.chunk for c in self.storage.changes(document_id)), limits=self._queue_limits
-                )
+        def load() -> tuple[Access | None, Document | None]:
+            # Rules and changes in one trip to the storage thread.
+            access = self.storage.get_access(document_id)
+            if access is None:
+                return None, None
+            chunks = (c.chunk for c in self.storage.changes(document_id))
+            return access, Document.from_chunks(chunks, limits=self._queue_limits)
 
-            entry.doc = await self._call(load)
+        access, doc = await self._call(load)
+        if doc is not None:
+            entry.doc = doc
         entry.access = access
         entry.loaded = True
 
