@@ -328,7 +328,12 @@ class RouterProtocol(asyncio.Protocol):
         assert self.transport is not None
         if self.server is not None:
             self.server.refuse(reason)
-        log.info("refused connection (%s): %d %s", reason, status, message)
+        # WARNING, so hearth.logs.RepeatFilter bounds a flood of them; the reason
+        # (one of a fixed set) is part of the template, so each reason is bounded
+        # on its own. hearth_router_handshakes_refused counts every one.
+        log.warning(
+            "refused connection (" + reason.replace("%", "%%") + "): %d %s", status, message
+        )
         self.state = _CLOSED
         self.transport.write(reject_response(status, message))
         self.transport.close()
