@@ -386,19 +386,7 @@ class SyncHub:
                     self._unavailable(conn, document_id, reason, wait=wait)
                     return
                 case Accept(creating=True):
-                    has_room, taken = self.creating.add(conn, document_id)
-                    if taken is not None:
-                        self._drop_creation(*taken)
-                    if not has_room:
-                        self.metrics.refused.labels("pending_full").inc()
-                        self.error(
-                            conn.peer_id,
-                            conn.peer,
-                            f"document {document_id}: too many documents not stored yet are"
-                            " being synced (on this connection or on the server); nothing"
-                            " stored, retry later",
-                            document_id,
-                        )
+                    if not self._room_to_create(conn, document_id):
                         return
             state = conn.sessions.get(document_id)
             if state is None:
@@ -502,6 +490,25 @@ class SyncHub:
         for conn, reply in replies:
             if not conn.closed:
                 conn.peer.send(reply)
+
+    def _room_to_create(self, conn: Connection, document_id: DocumentId) -> bool:
+        """Count `conn`'s session on a document not stored yet (making room by
+        dropping another's if needed); if there is no room, answer `error` and
+        return False."""
+        has_room, taken = self.creating.add(conn, document_id)
+        if taken is not None:
+            self._drop_creation(*taken)
+        if not has_room:
+            self.metrics.refused.labels("pending_full").inc()
+            self.error(
+                conn.peer_id,
+                conn.peer,
+                f"document {document_id}: too many documents not stored yet are"
+                " being synced (on this connection or on the server); nothing"
+                " stored, retry later",
+                document_id,
+            )
+        return has_room
 
     def _drop_creation(self, conn: Connection, document_id: DocumentId) -> None:
         """Forget `peer`'s session on a document not stored yet, to make room for
