@@ -15,7 +15,9 @@ new connId); after a loss it yields `Disconnected`, and the peers it knew must
 be forgotten: the router sends fresh `join`s after the `listen` is restored.
 Any failure of an attempt (refused or reset connection, token endpoint down,
 a bad first frame) is logged and retried; only `close()` stops the client, and
-the event iterator always ends after it.
+the event iterator always ends after it. A refusal that says when to retry
+(429 or 503 with `Retry-After`, from the router's upgrade or its token
+endpoint) is not retried sooner, up to `MAX_RETRY_AFTER`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -51,6 +54,7 @@ from router.messages import (
 log = logging.getLogger("hearth.router.client")
 
 CONNECT_LXM = "chat.hearth.v1.router.connect"
+MAX_RETRY_AFTER = 600.0  # the longest `Retry-After` honoured, seconds
 
 __all__ = [
     "Auth",
@@ -134,6 +138,22 @@ def ws_url(url: str, did: str) -> str:
     return f"{base}/connect/as/{did}"
 
 
+def retry_after(error: BaseException) -> float:
+    """Seconds a refusal asks to wait before the next attempt (0 if it does not say).
+
+    `error` may be websockets' `InvalidStatus` (a refused upgrade) or httpx's
+    `HTTPStatusError` (the token endpoint); only a 429 or 503 with
+    `Retry-After` in seconds counts, capped at `MAX_RETRY_AFTER`.
+    """
+    response: Any = getattr(error, "response", None)
+    if getattr(response, "status_code", None) not in (429, 503):
+        return 0.0
+    value = response.headers.get("Retry-After")
+    if not isinstance(value, str) or not value.strip().isdecimal() or not value.isascii():
+        return 0.0  # the HTTP-date form: Hearth never sends it
+    return min(float(value.strip()), MAX_RETRY_AFTER)
+
+
 class RouterClient:
     """A reconnecting router connection. Use as an async context manager.
 
@@ -166,6 +186,7 @@ class RouterClient:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._stop = asyncio.Event()  # set by close(): ends a wait between attempts
         # End of stream is a flag, not only a queue item: a full queue must not lose it.
         self._eof = False
 
@@ -204,7 +225,7 @@ class RouterClient:
                     break
                 except Exception as e:  # anything but cancellation: retry
                     self._log_failure("connect", attempt, e)
-                await asyncio.sleep(self._backoff(attempt))
+                    await self._pause(max(self._backoff(attempt), retry_after(e)))
                 attempt += 1
             if self._closing:
                 return
@@ -216,6 +237,7 @@ class RouterClient:
     async def close(self) -> None:
         """Close the connection and stop reconnecting; the event iterator ends."""
         self._closing = True
+        self._stop.set()
         if self._ws is not None:
             await self._ws.close()
         if self._task is not None:
@@ -274,6 +296,11 @@ class RouterClient:
         return event
 
     # ------------------------------------------------------------ internals
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if `close()` is called meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: uniformly random up to the exponential bound.
@@ -380,13 +407,15 @@ class RouterClient:
             # router that accepts and drops us at once must not be hammered.
             if loop.time() - opened_at >= self.backoff_max:
                 attempt = 0
+            wait_at_least = 0.0  # what the last refusal asked for
             while not self._closing:
-                await asyncio.sleep(self._backoff(attempt))
+                await self._pause(max(self._backoff(attempt), wait_at_least))
                 attempt += 1
                 try:
                     await self._connect_once()
                     break
                 except Exception as e:  # anything but cancellation: retry
                     self._log_failure("reconnect", attempt - 1, e)
+                    wait_at_least = retry_after(e)
             if self._closing:
                 return

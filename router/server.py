@@ -324,7 +324,9 @@ class RouterProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ handshake
 
-    def _reject(self, status: int, message: str, reason: str) -> None:
+    def _reject(
+        self, status: int, message: str, reason: str, *, retry_after: int | None = None
+    ) -> None:
         assert self.transport is not None
         if self.server is not None:
             self.server.refuse(reason)
@@ -335,7 +337,7 @@ class RouterProtocol(asyncio.Protocol):
             "refused connection (" + reason.replace("%", "%%") + "): %d %s", status, message
         )
         self.state = _CLOSED
-        self.transport.write(reject_response(status, message))
+        self.transport.write(reject_response(status, message, retry_after))
         self.transport.close()
 
     def _handshake(self, head: bytes) -> None:
@@ -396,7 +398,9 @@ class RouterProtocol(asyncio.Protocol):
             if e.retry_after is not None:
                 # The token may be good: a retryable refusal, as for a full router.
                 retry = max(1, math.ceil(e.retry_after))
-                self._reject(429, f"{e.reason}: retry in {retry} s", "auth_" + e.reason)
+                self._reject(
+                    429, f"{e.reason}: retry in {retry} s", "auth_" + e.reason, retry_after=retry
+                )
             else:
                 self._reject(403, f"connect token refused: {e.reason}", "bad_jwt_" + e.reason)
             return

@@ -355,14 +355,16 @@ _REASONS = {
 }
 
 
-def reject_response(status: int, message: str) -> bytes:
-    """A complete plain-text HTTP response that ends the connection."""
+def reject_response(status: int, message: str, retry_after: int | None = None) -> bytes:
+    """A complete plain-text HTTP response that ends the connection; with
+    `retry_after`, a `Retry-After` header of that many seconds."""
     body = (message + "\n").encode()
     head = (
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
+        + ("" if retry_after is None else f"Retry-After: {int(retry_after)}\r\n")
+        + "Connection: close\r\n\r\n"
     )
     if status == 426:
         head = head[:-2] + "Sec-WebSocket-Version: 13\r\n\r\n"

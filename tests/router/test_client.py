@@ -274,3 +274,46 @@ async def test_close_ends_iteration_even_with_a_full_queue(router: RunningRouter
     assert len(events) == 1 and isinstance(events[0], Welcome)
     with pytest.raises(EOFError):
         await client.next_event()
+
+
+async def test_a_429_connect_refusal_says_when_and_the_client_waits(tmp_path: Path) -> None:
+    # One token check per address, then one every 2 s: after a connection the
+    # next attempt from loopback is refused 429 with Retry-After.
+    running, task = await start_router(tmp_path, auth_rate=0.5, auth_burst=1)
+    pauses: list[float] = []
+
+    class Recording(RouterClient):
+        async def _pause(self, seconds: float) -> None:
+            pauses.append(seconds)
+            await super()._pause(seconds)
+
+    try:
+        async with RouterClient(
+            running.url, did_key_auth(Signer.generate(), running.did), reconnect=False
+        ):
+            pass
+        with pytest.raises(InvalidStatus) as refused:
+            async with RouterClient(
+                running.url, did_key_auth(Signer.generate(), running.did), reconnect=False
+            ):
+                pass
+        response = refused.value.response
+        assert response.status_code == 429
+        retry = int(response.headers["Retry-After"])
+        assert 1 <= retry <= 2 and f"retry in {retry} s" in response.body.decode()
+        # A reconnecting client with a backoff far below it waits as told, once.
+        client = Recording(
+            running.url,
+            did_key_auth(Signer.generate(), running.did),
+            backoff_min=0.001,
+            backoff_max=0.01,
+        )
+        try:
+            await asyncio.wait_for(client.start(), TIMEOUT)
+        finally:
+            await client.close()
+        # Refused once (retrying every 10 ms instead would be refused ~100 times).
+        assert running.state.refused == {"auth_rate_limited": 2}
+        assert len(pauses) == 1 and pauses[0] >= 1, pauses
+    finally:
+        await stop_router(running, task)
