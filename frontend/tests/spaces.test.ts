@@ -8,6 +8,7 @@ import {
   AuthorKeys,
   AuthorityLog,
   canonicalText,
+  parseCanonical,
   OpError,
   encodeInviteToken,
   joinWithToken,
@@ -328,5 +329,33 @@ describe("authors that are not did:key", () => {
     expect(b.add(join.wire)).toMatchObject({ ok: true });
     expect(b.state.isMember(plc)).toBe(true);
     expect(b.add(ghostWire)).toMatchObject({ ok: false, reason: "unknown-key" });
+  });
+});
+
+describe("canonical JSON", () => {
+  it("writes what Python's json.dumps writes, and refuses what it refuses", () => {
+    // The value and text of tests/spaces/test_parse.py's test_canonical_matches_json_stringify.
+    const value = { b: '\u0000\u001f\b\f\n\r\t"\\\u007f\u2028é😀', a: [true, -(2 ** 53 - 1)] };
+    const text = '{"a":[true,-9007199254740991],"b":"\\u0000\\u001f\\b\\f\\n\\r\\t\\"\\\\\u007f\u2028é😀"}';
+    expect(canonicalText(value)).toBe(text);
+    expect(parseCanonical(new TextEncoder().encode(text))).toEqual(value);
+    const reason = (t: string) => {
+      try {
+        parseCanonical(new TextEncoder().encode(t));
+      } catch (e) {
+        return e instanceof OpError ? e.reason : "?";
+      }
+      return null;
+    };
+    expect(reason('{"a":"\\ud800"}')).toBe("not-canonical");
+    expect(reason('{"a":"\\udc00\\ud800"}')).toBe("not-canonical");
+    expect(reason('{"a":"\\ud83d\\ude00"}')).toBe("not-canonical"); // escaped, not literal
+    expect(reason('{"a":NaN}')).toBe("not-json");
+    expect(reason('{"a":1.5,')).toBe("not-json");
+    expect(reason('{"a":1' + "0".repeat(5000) + "}")).toBe("not-canonical");
+    expect(reason('{"a":9007199254740992}')).toBe("not-canonical");
+    expect(reason('{"a":-0}')).toBe("not-canonical");
+    expect(reason('\ufeff{"a":1}')).toBe("not-json");
+    expect(reason('{"é":1}')).toBe("not-canonical");
   });
 });

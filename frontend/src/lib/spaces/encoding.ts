@@ -28,7 +28,9 @@ const utf8 = new TextEncoder();
 // (Python keeps it too, and then it is not JSON).
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+// In a /u regex a surrogate pair is one code point, so \p{Cs} matches only lone halves
+// (and needs no lookbehind, which older Safari lacks).
+const LONE_SURROGATE = /\p{Cs}/u;
 const NON_ASCII = /[^\x00-\x7f]/;
 
 export const utf8Bytes = (text: string): Uint8Array => utf8.encode(text);
