@@ -41,10 +41,11 @@ from hearth.spaces.encoding import signing_input
 from hearth.spaces.invites import InviteToken, new_invite, parse_invite_token
 from hearth.spaces.ops import OpId, op_bytes
 from tests.spaces.gen import history
+from tests.timing import MS
 
 FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
 RUNNER = FRONTEND / "tests" / "run-ts.mjs"
-TS_TIMEOUT = 120.0  # seconds; the run takes ~10 s on the 2-core development machine
+TS_TIMEOUT = 120_000 * MS  # the Node run takes ~5-10 s on the 2-core development machine
 
 
 def _histories(count: int) -> list[dict[str, Any]]:
