@@ -2,8 +2,8 @@
 
 No I/O. Each loaded document is one `DocEntry`: its `Document`, its stored access
 rules, the connections syncing it and the lock under which all of them are
-touched. Loading from storage is the caller's job (`SyncHub` fills an entry under
-its lock); this module only decides which entries stay in memory.
+touched. Loading from storage is the caller's job (`Documents` fills an entry
+under its lock); this module only decides which entries stay in memory.
 
 Entries beyond `max_cached` are evicted least recently used among those not in
 use. An entry is in use while connections sync it or tasks hold or wait for its

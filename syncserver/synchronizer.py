@@ -1,9 +1,9 @@
 """The decisions of one document's sync sessions, without I/O.
 
-`SyncHub` runs one sync round for a connection and a document under the
-document's lock in four steps, and each step's decision is a function here that
-returns what to do instead of doing it, so it is testable with a `Document`, a
-`SyncState` and bytes (`tests/syncserver/test_synchronizer.py`):
+`Documents` (documents.py) runs one sync round for a connection and a document
+under the document's lock in four steps, and each step's decision is a function
+here that returns what to do instead of doing it, so it is testable with a
+`Document`, a `SyncState` and bytes (`tests/syncserver/test_synchronizer.py`):
 
 1. `admit` — may this connection sync this document with this message? Given the
    stored rules (None: not stored yet), the `AccessPolicy` and, when the answer
