@@ -44,7 +44,12 @@ from typing import Any, Protocol, TypeVar
 from hearth.files import is_memory, quick_check
 from hearth.storage import StorageHealth, describe
 from hearth.types import Did
-from router.sqlite_thread import DEFAULT_BUSY_TIMEOUT, SqliteThread, connect
+from router.sqlite_thread import (
+    DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_PROBE_INTERVAL,
+    SqliteThread,
+    connect,
+)
 from router.urgency import MailUrgency
 
 T = TypeVar("T")
@@ -413,12 +418,20 @@ class SqliteMailbox:
     """`Mailbox` in one SQLite file. Create with `await SqliteMailbox.open(path)`."""
 
     def __init__(
-        self, core: _SqliteCore, clock: Callable[[], float], retry_interval: float = 1.0
+        self,
+        core: _SqliteCore,
+        clock: Callable[[], float],
+        retry_interval: float = 1.0,
+        probe_interval: float = DEFAULT_PROBE_INTERVAL,
     ) -> None:
         self._core = core
         self._clock = clock
         self._thread = SqliteThread(
-            core.db, "mailbox", broken=core.broken, retry_interval=retry_interval
+            core.db,
+            "mailbox",
+            broken=core.broken,
+            retry_interval=retry_interval,
+            probe_interval=probe_interval,
         )
 
     @classmethod
@@ -430,14 +443,16 @@ class SqliteMailbox:
         *,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         retry_interval: float = 1.0,
+        probe_interval: float = DEFAULT_PROBE_INTERVAL,
     ) -> SqliteMailbox:
         """Open (creating if needed, mode 0600) the mailbox at `path` (":memory:": throwaway).
 
         A file that fails its integrity check opens anyway, refusing every
         call with StorageUnavailable and saying why in `health`.
+        `probe_interval`: see `SqliteThread`.
         """
         core = await asyncio.to_thread(_SqliteCore, str(path), quotas or Quotas(), busy_timeout)
-        return cls(core, clock, retry_interval)
+        return cls(core, clock, retry_interval, probe_interval)
 
     @property
     def health(self) -> StorageHealth:

@@ -108,6 +108,13 @@ OPTIONS = (
         5.0,
         "seconds a mailbox/push write waits for a lock held by another process before failing",
     ),
+    Option(
+        "storage_probe_interval",
+        float,
+        5.0,
+        "seconds between checks, while idle, that the mailbox/push files can be written"
+        " (a lock held by another process shows in /xrpc/_health); 0: off",
+    ),
     Option("mail_sweep_interval", float, 5.0, "seconds between mailbox expiry sweeps"),
     Option("mail_rate", float, 50.0, "mail/notify frames per second per connection"),
     Option("mail_burst", float, 200.0, "mail/notify frame burst per connection"),
@@ -136,6 +143,7 @@ class NotifySettings:
     allow_private_hosts: bool = False
     push: PushLimits = PushLimits()
     storage_busy_timeout: float = 5.0
+    storage_probe_interval: float = 5.0
 
     @classmethod
     def from_config(cls, config: ServiceConfig) -> NotifySettings:
@@ -164,6 +172,7 @@ class NotifySettings:
             allow_private_hosts=config.settings.allow_private_hosts,
             push=push_limits(opts),
             storage_busy_timeout=num("storage_busy_timeout"),
+            storage_probe_interval=num("storage_probe_interval"),
         )
 
 
@@ -257,12 +266,16 @@ class Notifications:
         vapid = await asyncio.to_thread(
             VapidKey.load_or_create, base / "vapid_private.pem", settings.push_subject
         )
-        busy = settings.storage_busy_timeout
+        busy, probe = settings.storage_busy_timeout, settings.storage_probe_interval
         mailbox = await SqliteMailbox.open(
-            base / "mailbox.sqlite3", settings.quotas, clock, busy_timeout=busy
+            base / "mailbox.sqlite3",
+            settings.quotas,
+            clock,
+            busy_timeout=busy,
+            probe_interval=probe,
         )
         registry = await SqlitePushRegistry.open(
-            base / "push.sqlite3", clock=clock, busy_timeout=busy
+            base / "push.sqlite3", clock=clock, busy_timeout=busy, probe_interval=probe
         )
         sender = WebPushSender(
             vapid,

@@ -27,7 +27,12 @@ from hearth.files import is_memory, quick_check
 from hearth.storage import StorageHealth, describe
 from hearth.types import Did, DocumentId
 from router.push import PushSubscription
-from router.sqlite_thread import DEFAULT_BUSY_TIMEOUT, SqliteThread, connect
+from router.sqlite_thread import (
+    DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_PROBE_INTERVAL,
+    SqliteThread,
+    connect,
+)
 from router.urgency import Level
 
 
@@ -138,8 +143,10 @@ class SqlitePushRegistry:
         *,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         retry_interval: float = 1.0,
+        probe_interval: float = DEFAULT_PROBE_INTERVAL,
     ) -> SqlitePushRegistry:
-        """Open (creating if needed, mode 0600) the registry at `path`."""
+        """Open (creating if needed, mode 0600) the registry at `path`.
+        `probe_interval`: see `SqliteThread`."""
 
         def setup() -> SqliteThread:
             broken: str | None = None
@@ -157,7 +164,13 @@ class SqlitePushRegistry:
                     broken = f"cannot set up the schema: {describe(e)}"
             if broken is not None:
                 broken = f"push registry database unusable ({broken}); restore or remove it"
-            return SqliteThread(db, "push-registry", broken=broken, retry_interval=retry_interval)
+            return SqliteThread(
+                db,
+                "push-registry",
+                broken=broken,
+                retry_interval=retry_interval,
+                probe_interval=probe_interval,
+            )
 
         thread = await asyncio.to_thread(setup)
         return cls(thread, limits or RegistryLimits(), clock)

@@ -9,11 +9,13 @@ methods can use it.
 Storage failures (the file locked by another process for longer than the
 busy timeout, the disk full, an I/O error, corruption) fail the whole batch:
 it is rolled back and every caller in it gets `StorageUnavailable`. The
-thread never stops on them. While failing it probes the database every
-`retry_interval` seconds when idle (`BEGIN IMMEDIATE` + `COMMIT`: is the
-write lock ours again?), so `health` turns healthy once the cause is gone
-even without traffic; any successful batch does the same. Callers that were
-refused retry on their own.
+thread never stops on them. When idle it probes the database (`BEGIN
+IMMEDIATE` + `ROLLBACK`, waiting at most `PROBE_BUSY_MS` for the lock: could
+a write start now?): every `retry_interval` seconds while failing, so
+`health` turns healthy once the cause is gone even without traffic, and
+every `probe_interval` seconds while healthy, so a lock taken by another
+process shows in `health` without traffic too. Any batch updates `health` as
+well. Callers that were refused retry on their own.
 
 A file that failed its integrity check at start (`broken=`) is never
 touched: every call is refused at once with the reason.
@@ -22,6 +24,7 @@ touched: every call is refused at once with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -43,6 +46,8 @@ T = TypeVar("T")
 log = logging.getLogger("hearth.router.storage")
 
 DEFAULT_BUSY_TIMEOUT = 5.0
+DEFAULT_PROBE_INTERVAL = 5.0
+PROBE_BUSY_MS = 100  # how long a probe waits for another process's lock
 
 
 @dataclass(slots=True)
@@ -69,6 +74,7 @@ class SqliteThread:
 
     `health` says whether the last batch (or probe) worked; pass `broken`
     (a reason) for a database that failed its integrity check at start.
+    `probe_interval` 0 turns the idle probe while healthy off.
     """
 
     def __init__(
@@ -78,11 +84,14 @@ class SqliteThread:
         *,
         broken: str | None = None,
         retry_interval: float = 1.0,
+        probe_interval: float = DEFAULT_PROBE_INTERVAL,
     ) -> None:
         self.db = db
         self.health = StorageHealth(name)
         self.health.broken = broken
         self._retry_interval = retry_interval
+        self._probe_interval = probe_interval
+        self._busy_ms = int(DEFAULT_BUSY_TIMEOUT * 1000)
         self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -115,10 +124,19 @@ class SqliteThread:
             self.db.close()
 
     def _loop(self) -> None:
+        if self.health.broken is None:
+            with contextlib.suppress(sqlite3.Error):
+                self._busy_ms = int(self.db.execute("PRAGMA busy_timeout").fetchone()[0])
         while True:
-            failing = self.health.error is not None and self.health.broken is None
+            timeout: float | None = None
+            if self.health.broken is not None:
+                pass  # never touched: calls are refused before they get here
+            elif self.health.error is not None:
+                timeout = self._retry_interval
+            elif self._probe_interval > 0:
+                timeout = self._probe_interval
             try:
-                op = self._ops.get(timeout=self._retry_interval if failing else None)
+                op = self._ops.get(timeout=timeout)
             except queue.Empty:
                 self._probe()
                 continue
@@ -186,10 +204,16 @@ class SqliteThread:
                 log.warning("%s: rollback failed: %s", self.health.name, describe(e))
 
     def _probe(self) -> None:
+        db = self.db
         try:
             self._rollback()
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("COMMIT")
+            # Briefly: an op queued meanwhile waits for the probe.
+            db.execute(f"PRAGMA busy_timeout = {PROBE_BUSY_MS}")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         except sqlite3.Error as e:
             self._rollback()
             self.health.failed(describe(e))

@@ -36,6 +36,31 @@ async def health_ok(r: Router) -> dict[str, object]:
     return body
 
 
+async def health_503(r: Router) -> dict[str, object]:
+    """Wait (bounded) for the stores' idle probe to notice a problem."""
+
+    async def poll() -> httpx.Response:
+        while True:
+            resp = await health(r)
+            if resp.status_code == 503:
+                return resp
+            await asyncio.sleep(50 * MS)
+
+    body: dict[str, object] = (await within(poll())).json()
+    return body
+
+
+async def test_health_notices_a_lock_without_traffic_and_its_end(tmp_path: Path) -> None:
+    async with running_router(tmp_path, storage_probe_interval=100 * MS) as r:
+        assert (await health(r)).json()["storage"] == "ok"
+        for name, store in (("mailbox", "mailbox"), ("push", "push-registry")):
+            with locked(tmp_path / "router" / f"{name}.sqlite3"):
+                storage = (await health_503(r))["storage"]
+                assert isinstance(storage, str) and f"{store}: " in storage, storage
+                assert "locked" in storage, storage
+            assert (await health_ok(r))["storage"] == "ok"
+
+
 async def test_a_locked_mailbox_fails_mail_with_an_error_then_recovers(tmp_path: Path) -> None:
     alice, bob = Person(), Person()
     async with running_router(tmp_path, storage_busy_timeout=BUSY) as r:
