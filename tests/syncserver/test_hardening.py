@@ -197,8 +197,9 @@ async def test_readers_that_never_read_are_shed_slowest_first(tmp_path: Path) ->
             # Unbounded, the 20 readers took ~600 MiB. Bounded: the budget, plus the
             # transient copies of a 16 MiB reply (sync message, CBOR frame, WebSocket
             # frame, transport buffer) and what the allocator keeps of them: 145 to
-            # 200 MiB in all measured on a busy machine.
-            assert grown < 2 * total + 128 * MiB, f"RSS grew by {grown // MiB} MiB"
+            # 272 MiB in all measured on a busy machine. The bound sits between that and
+            # the unbounded ~600 MiB, so allocator noise under load does not fail it.
+            assert grown < 5 * total + 40 * MiB, f"RSS grew by {grown // MiB} MiB"
         finally:
             for reader in readers:
                 reader.close()
