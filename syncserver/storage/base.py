@@ -106,8 +106,10 @@ class Storage(Protocol):
         keep: int | None = None,
     ) -> int:
         """Store a session token. `did`'s tokens that expired by `now` or were
-        revoked are deleted; with `keep`, only its `keep` newest tokens (this one
-        included) remain. Returns how many live tokens were evicted for `keep`."""
+        revoked are deleted, and some expired ones of other DIDs (so the table
+        never grows by more than the live tokens); with `keep`, only `did`'s
+        `keep` newest tokens (this one included) remain. Returns how many live
+        tokens were evicted for `keep`."""
         ...
 
     def lookup_token(self, token_hash: bytes, now: float) -> Did | None:

@@ -25,6 +25,8 @@ class MemoryStorage:
         self._id = b58encode(os.urandom(16))
         self._docs: dict[DocumentId, _Doc] = {}
         self._tokens: dict[bytes, tuple[Did, float, bool]] = {}
+        self._tokens_of: dict[Did, dict[bytes, None]] = {}  # insertion-ordered sets
+        self._purge_at = 64  # token count at which expired ones are swept
         self._changes = 0
         self._bytes = 0
         self.health = StorageHealth("documents")  # memory never fails
@@ -92,22 +94,37 @@ class MemoryStorage:
         now: float = 0.0,
         keep: int | None = None,
     ) -> int:
-        mine: list[tuple[float, bytes]] = []
-        for key, (owner, expires, revoked) in list(self._tokens.items()):
-            if owner == did and key != token_hash:
-                if revoked or expires <= now:
-                    del self._tokens[key]
-                else:
-                    mine.append((expires, key))
+        self._forget_token(token_hash)
+        mine = self._tokens_of.setdefault(did, {})
+        for key in list(mine):
+            _owner, expires, revoked = self._tokens[key]
+            if revoked or expires <= now:
+                self._forget_token(key)
+        if len(self._tokens) >= self._purge_at:  # amortised: the table at most doubles
+            for key, (_owner, expires, _revoked) in list(self._tokens.items()):
+                if expires <= now:
+                    self._forget_token(key)
+            self._purge_at = max(64, 2 * len(self._tokens))
+        evicted = 0
+        if keep is not None and len(mine) >= max(keep, 1):
+            # Oldest expiry first; the sort is stable, so ties go in insertion order.
+            by_age = sorted(mine, key=lambda key: self._tokens[key][1])
+            for key in by_age[: len(mine) + 1 - max(keep, 1)]:
+                self._forget_token(key)
+                evicted += 1
         self._tokens[token_hash] = (did, expires_at, False)
-        if keep is None or len(mine) < max(keep, 1):
-            return 0
-        # Dicts keep insertion order and sort is stable: ties go oldest first.
-        mine.sort(key=lambda item: item[0])
-        evicted = mine[: len(mine) + 1 - max(keep, 1)]
-        for _expires, key in evicted:
-            del self._tokens[key]
-        return len(evicted)
+        self._tokens_of.setdefault(did, {})[token_hash] = None
+        return evicted
+
+    def _forget_token(self, token_hash: bytes) -> None:
+        entry = self._tokens.pop(token_hash, None)
+        if entry is None:
+            return
+        mine = self._tokens_of.get(entry[0])
+        if mine is not None:
+            mine.pop(token_hash, None)
+            if not mine:
+                del self._tokens_of[entry[0]]
 
     def lookup_token(self, token_hash: bytes, now: float) -> Did | None:
         entry = self._tokens.get(token_hash)
@@ -124,8 +141,9 @@ class MemoryStorage:
 
     def revoke_tokens(self, did: Did) -> int:
         count = 0
-        for key, (owner, expires, revoked) in list(self._tokens.items()):
-            if owner == did and not revoked:
+        for key in self._tokens_of.get(did, {}):
+            owner, expires, revoked = self._tokens[key]
+            if not revoked:
                 self._tokens[key] = (owner, expires, True)
                 count += 1
         return count

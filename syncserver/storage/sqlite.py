@@ -61,9 +61,11 @@ CREATE TABLE IF NOT EXISTS tokens (
     revoked INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tokens_by_did ON tokens (did);
+CREATE INDEX IF NOT EXISTS tokens_by_expiry ON tokens (expires);
 """
 
 
+TOKENS_SWEPT_PER_ADD = 4  # expired tokens (any DID) deleted with each new one
 PROBE_TIMEOUT_MS = 100  # how long `check()` waits for another process's lock
 
 
@@ -271,6 +273,13 @@ class SqliteStorage:
                 db.execute(
                     "DELETE FROM tokens WHERE did = ? AND (revoked != 0 OR expires <= ?)",
                     (did, now),
+                )
+                # A few expired tokens of anyone: each new token removes more than
+                # it will leave, so identities that never return leave no trace.
+                db.execute(
+                    "DELETE FROM tokens WHERE rowid IN (SELECT rowid FROM tokens"
+                    " WHERE expires <= ? ORDER BY expires LIMIT ?)",
+                    (now, TOKENS_SWEPT_PER_ADD),
                 )
                 db.execute(
                     "INSERT OR REPLACE INTO tokens (hash, did, expires) VALUES (?, ?, ?)",

@@ -131,6 +131,17 @@ class StorageContract:
         assert storage.lookup_token(b"late", 1010.0) == ALICE
         assert storage.lookup_token(b"b2", 0.0) == BOB
 
+    def test_expired_tokens_of_identities_that_never_return_are_deleted(
+        self, storage: Storage
+    ) -> None:
+        gone = [b"g%d" % i for i in range(300)]
+        for i, h in enumerate(gone):  # 300 DIDs, one token each, expiring at 10
+            storage.add_token(h, Did(f"did:web:gone{i}.test"), 10.0, now=0.0, keep=32)
+        for i in range(300):  # later, as many new identities
+            storage.add_token(b"n%d" % i, Did(f"did:web:new{i}.test"), 1e9, now=20.0, keep=32)
+        assert [storage.revoke_token(h) for h in gone] == [None] * len(gone)
+        assert storage.lookup_token(b"n0", 20.0) == "did:web:new0.test"
+
     def test_stats(self, storage: Storage) -> None:
         before = storage.stats()
         doc = new_document_id()
