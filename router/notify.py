@@ -183,6 +183,7 @@ class MailStats:
     delivered: int = 0
     expired: int = 0
     refused: int = 0  # quota or msgId conflict
+    notifies: int = 0  # `notify` frames accepted (the sender may notify the document)
 
 
 class NotifyMetrics(Collector):
@@ -209,6 +210,7 @@ class NotifyMetrics(Collector):
         yield CounterMetricFamily(
             "hearth_router_mail_refused", "mails refused (quota, msgId conflict)", mail.refused
         )
+        yield CounterMetricFamily("hearth_router_notifies", "notify frames accepted", mail.notifies)
         yield from n.push.metrics("hearth_router_push")
         yield GaugeMetricFamily(
             "hearth_router_device_connections",
@@ -536,6 +538,7 @@ class Notifications:
                 "subscription of yours to it", "notify", abuse=False,
             )  # fmt: skip
             return
+        self.stats.notifies += 1
         seen: set[str] = set()
         topic = self.vapid.topic("doc\0" + msg.doc)
         for reg in subscribers:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from playwright.sync_api import Browser, expect
 
 from tests.frontend.conftest import WAIT, Stack, shot
@@ -40,6 +42,16 @@ def test_space_invite_chat_presence_over_webrtc(stack: Stack, browser: Browser) 
     bob.wait_texts([f"fern {i}" for i in range(3)])
     shot(alice.page, "03-channel")
     shot(bob.page, "04-channel-other-side")
+
+    # A deliberate ping naming nobody wakes the channel's push subscribers: the
+    # router takes `notify` only from a listener of the channel's document.
+    alice.page.get_by_test_id("ping").check()
+    alice.send("everyone: the ferns are out")
+    deadline = time.monotonic() + WAIT / 1000
+    while stack.metrics("router").get("hearth_router_notifies_total", 0) < 1:
+        assert time.monotonic() < deadline, stack.metrics("router")
+        time.sleep(0.05)
+    assert 'hearth_router_errors_total{code="not_member"}' not in stack.metrics("router")
 
     # The router carried signalling only: no relayed payload.
     metrics = stack.metrics("router")

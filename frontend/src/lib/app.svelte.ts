@@ -322,6 +322,7 @@ export class HearthApp {
     } else if (doc.type === "hearth.space") {
       const members = S.activeMembers(doc).map(([did]) => did);
       for (const ch of doc.channels ?? []) void this.open(ch.url, members);
+      this.updateInterests();
       this.maintainAccess();
       this.schedulePushSync();
     }
@@ -329,8 +330,14 @@ export class HearthApp {
 
   private updateInterests(): void {
     const c = this.catalog;
+    // Channels too: the router lets only a document's listeners `notify` its
+    // subscribers (a deliberate ping to a channel with nobody named).
+    const channels = Object.keys(c?.spaces ?? {}).flatMap((url) =>
+      (this.space(url)?.channels ?? []).map((ch) => idOf(ch.url)),
+    );
     const ids = [
       ...Object.keys(c?.spaces ?? {}).map(idOf),
+      ...channels,
       ...Object.values(c?.dms ?? {}).map(idOf),
       ...this.joining,
     ];
@@ -576,16 +583,23 @@ export class HearthApp {
     const url = urlOf(spaceId);
     this.joining.add(spaceId);
     this.updateInterests();
+    // Keep listening to the space until the catalog holds it: an interest set
+    // without it, even for a moment, would make the router tell the others we
+    // left, and they would drop the link carrying our join.
+    const done = (result: string | null): string | null => {
+      this.joining.delete(spaceId);
+      this.updateInterests();
+      return result;
+    };
     const handle = await this.open(url);
-    this.joining.delete(spaceId);
-    if (!handle || handle.doc()?.type !== "hearth.space") return null;
+    if (!handle || handle.doc()?.type !== "hearth.space") return done(null);
     const ok = { value: false };
     (handle as DocHandle<SpaceDoc>).change((d) => {
       ok.value = S.joinSpace(d, this.did, this.catalog?.displayName ?? "", Date.now());
     });
-    if (!ok.value) return null;
+    if (!ok.value) return done(null);
     this.catalogHandle.change((d) => S.rememberSpace(d, url, Date.now()));
-    return url;
+    return done(url);
   }
 
   leaveSpace(spaceUrl: string): void {
