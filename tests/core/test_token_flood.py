@@ -48,9 +48,11 @@ HELD_BY_OWNER = 404  # key.private's answer to an authenticated did:key
 # Small enough that the flood's accepted tokens fill each did:key cache many
 # times over; the per-address budget is the default's shape, scaled down.
 CAPACITY = 40
+RATE = 20  # per address and second
+BURST = 60
 LIMITS = {
-    "auth_rate": "20",
-    "auth_burst": "60",
+    "auth_rate": str(RATE),
+    "auth_burst": str(BURST),
     "auth_did_key_capacity": str(CAPACITY),
     "auth_atproto_capacity": str(CAPACITY),
 }
@@ -235,6 +237,7 @@ async def test_a_did_key_flood_never_locks_out_other_users(world: World, tmp_pat
     flooders = [Signer.generate() for _ in range(FLOOD_IDENTITIES)]
     async with running_services(world, tmp_path) as services:
         out = Flood({}, set())
+        started = asyncio.get_running_loop().time()
         flooding = asyncio.gather(
             *(
                 flood(services, flooders[i::2], source, out)
@@ -246,6 +249,7 @@ async def test_a_did_key_flood_never_locks_out_other_users(world: World, tmp_pat
             await legitimate_round(services, alice, bob)
             rounds += 1
         await flooding
+        elapsed = asyncio.get_running_loop().time() - started
         # Every cache is now full of the flood's live entries (they live 60 s):
         # the users still get in.
         await legitimate_round(services, alice, bob)
@@ -261,8 +265,14 @@ async def test_a_did_key_flood_never_locks_out_other_users(world: World, tmp_pat
         # The flood filled the did:key cache several times over (the two
         # addresses' bursts alone are 120 tokens) ...
         assert accepted > 2 * CAPACITY, (service, statuses)
-        # ... and beyond its addresses' budgets it was told to come back later.
-        assert statuses[429] > 0, (service, statuses)
+        # ... but never more than its addresses' budgets allow; beyond them it was
+        # told to come back later. (A flood slower than the budget on a loaded
+        # machine is never refused: the bound is what holds, not the 429 count.)
+        allowed = len(FLOOD_ADDRESSES) * (BURST + RATE * elapsed)
+        assert accepted <= allowed, (service, statuses, elapsed)
+    # The router's two endpoints share one budget: 1,200 requests in one flood
+    # outrun it on any machine this suite runs on.
+    assert by_service["router"][429] > 0, by_service["router"]
     # The router token store (capacity 40) was filled by the token endpoint too.
     assert out.statuses["router.token"][200] > CAPACITY, out.statuses["router.token"]
     assert out.retry_after and all(int(v) >= 1 for v in out.retry_after)
