@@ -50,11 +50,17 @@ from hearth.service import Service
 from hearth.storage import StorageUnavailable, storage_status
 from hearth.types import Did, DocumentId
 from resolver import Resolver
+from syncserver.enforcement import (
+    Bindings,
+    SpaceAccessPolicy,
+    SpaceAuthorship,
+    SpaceEnforcement,
+)
 from syncserver.hub import SyncHub
 from syncserver.messages import MessageError, parse_document_id
 from syncserver.metrics import SyncMetrics
 from syncserver.outgoing import OutgoingBudget
-from syncserver.spaces import SPACE_OPTIONS, SpaceEndpoints
+from syncserver.spaces import SPACE_OPTIONS, SpaceEndpoints, parse_space
 from syncserver.storage import Access, MemoryStorage, SqliteStorage, Storage
 from syncserver.tokens import looks_like_jwt, new_token, token_hash
 from syncserver.transport import serve_socket
@@ -69,6 +75,7 @@ LXM_REVOKE = f"{NSID}.revokeToken"
 LXM_SET_ACCESS = f"{NSID}.setAccess"
 LXM_GET_ACCESS = f"{NSID}.getAccess"
 LXM_EXPORT = f"{NSID}.export"
+LXM_BIND_DOCUMENT = "chat.hearth.v1.space.bindDocument"
 MAX_DIDS_PER_LIST = 1000
 MAX_JSON_BODY = 1 << 20  # setAccess bodies
 MAX_REVOKE_BODY = 4096  # an unauthenticated revokeToken body: {"token": ...}
@@ -161,6 +168,7 @@ class _State:
     verifier: ServiceAuthVerifier
     run: Callable[[Callable[[], Any]], Any]
     outgoing: OutgoingBudget
+    enforcement: SpaceEnforcement
 
 
 def _did_list(value: object, name: str) -> frozenset[Did]:
@@ -234,6 +242,7 @@ def create_app(config: ServiceConfig) -> Starlette:
             return loop.run_in_executor(executor, fn)
 
         metrics = SyncMetrics(registry, storage.stats)
+        bindings = Bindings()
         hub = SyncHub(
             storage,
             metrics,
@@ -245,20 +254,28 @@ def create_app(config: ServiceConfig) -> Starlette:
             max_queued_bytes=config.get_int("max_queued_bytes"),
             max_pending_requests=config.get_int("max_pending_requests"),
             max_pending_requests_per_peer=config.get_int("max_pending_requests_per_peer"),
+            access_policy=SpaceAccessPolicy(bindings),
+            authorship=SpaceAuthorship(bindings),
         )
+        enforcement = SpaceEnforcement(bindings, storage, hub, run_in_worker)
         resolver = Resolver.from_settings(settings)
         verifier = ServiceAuthVerifier(
             service_did, resolver.signing_key, budget=AuthBudget(auth_limits_from_config(config))
         )
         outgoing = OutgoingBudget(config.get_int("send_total_bytes"))
-        holder["state"] = _State(storage, hub, metrics, verifier, run_in_worker, outgoing)
+        holder["state"] = _State(
+            storage, hub, metrics, verifier, run_in_worker, outgoing, enforcement
+        )
         log.info("space authority logs in %s", spaces.open(run_in_worker, storage_in_memory))
+        bound = await enforcement.start(spaces.service)
+        log.info("%d documents bound to spaces", bound)
         try:
             yield
         finally:
             for conn in list(hub.connections.values()):
                 conn.peer.close(1001, "server shutting down")
             await resolver.aclose()
+            await enforcement.close()
             executor.shutdown(wait=True)
             storage.close()
             await spaces.close()
@@ -403,6 +420,18 @@ def create_app(config: ServiceConfig) -> Starlette:
         await st.hub.access_changed(document_id, access)
         return JSONResponse(access_json(document_id, access))
 
+    async def bind_document(request: Request) -> Response:
+        """Bind a document the caller owns to a space they are a member of
+        (docs/spaces.md "Enforcement at the syncserver")."""
+        st = state()
+        did = await caller(request, LXM_BIND_DOCUMENT)
+        assert did is not None
+        body = await json_body(request)
+        document_id = _document_id(body.get("documentId"))
+        space = parse_space(body.get("space"))
+        await st.enforcement.bind(did, document_id, space)
+        return JSONResponse({"documentId": document_id, "space": space})
+
     async def get_access(request: Request) -> Response:
         document_id = _document_id(request.query_params.get("documentId"))
         access = await owned_access(await caller(request, LXM_GET_ACCESS), document_id)
@@ -451,6 +480,7 @@ def create_app(config: ServiceConfig) -> Starlette:
         Route(f"/xrpc/{LXM_REVOKE}", revoke_token, methods=["POST"]),
         Route(f"/xrpc/{LXM_SET_ACCESS}", set_access, methods=["POST"]),
         Route(f"/xrpc/{LXM_GET_ACCESS}", get_access, methods=["GET"]),
+        Route(f"/xrpc/{LXM_BIND_DOCUMENT}", bind_document, methods=["POST"]),
         Route(f"/xrpc/{LXM_EXPORT}", export, methods=["GET"]),
         *spaces.routes,
         *common_routes(

@@ -422,13 +422,32 @@ class Documents:
         async with self.cache.locked(entry):
             if entry.loaded:
                 entry.access = access
-            for conn in list(entry.connections.values()):
-                if not self.access_policy.may_read(conn.did, document_id, access):
-                    self._drop_session(entry, conn)
-                    self._unavailable(conn, document_id, "access_revoked")
+            self._end_unreadable(entry, access)
             if self.waiting.waiting_for(document_id):
                 await self._ensure_loaded(entry)
                 await self._wake_waiting(entry)
+
+    async def recheck(self, document_id: DocumentId) -> None:
+        """Ask the access policy again about every live session and waiting request on
+        the document (its answer changed, e.g. a space's state): sessions of peers that
+        may no longer read end (`doc-unavailable`), waiting peers that may now read
+        start syncing."""
+        entry = self.cache.get(document_id)
+        if entry is None:
+            if not self.waiting.waiting_for(document_id):
+                return
+            entry = self.cache.entry(document_id)
+        async with self.cache.locked(entry):
+            await self._ensure_loaded(entry)
+            if entry.access is not None:
+                self._end_unreadable(entry, entry.access)
+                await self._wake_waiting(entry)
+
+    def _end_unreadable(self, entry: DocEntry, access: Access) -> None:
+        for conn in list(entry.connections.values()):
+            if not self.access_policy.may_read(conn.did, entry.document_id, access):
+                self._drop_session(entry, conn)
+                self._unavailable(conn, entry.document_id, "access_revoked")
 
     async def export(self, document_id: DocumentId) -> bytes:
         """The stored document as one loadable blob (changes in causal order)."""

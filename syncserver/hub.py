@@ -224,6 +224,11 @@ class SyncHub:
         """Apply new access rules to live sessions: peers that lost read access are told."""
         await self.documents.access_changed(document_id, access)
 
+    async def recheck(self, document_id: DocumentId) -> None:
+        """The access policy's answers about the document changed (a space's state):
+        end the sessions of peers that may no longer read it, start waiting ones."""
+        await self.documents.recheck(document_id)
+
     async def export(self, document_id: DocumentId) -> bytes:
         """The stored document as one loadable blob (changes in causal order)."""
         return await self.documents.export(document_id)

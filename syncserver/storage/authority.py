@@ -16,6 +16,10 @@ SQLite: its own file (`spaces.sqlite3`, 0600 with its side files), WAL and
 `synchronous=FULL`, so `put_ops` has the ops on disk when it returns: the
 server acknowledges an op only after that. Cost per op: its bytes plus ~100
 bytes of row and index.
+
+The store also keeps which space each bound document belongs to
+(`bind_document`, `bindings`; docs/spaces.md "Enforcement at the syncserver"):
+one row of ~200 bytes per bound document, written durably like ops.
 """
 
 from __future__ import annotations
@@ -57,6 +61,16 @@ class AuthorityStore(Protocol):
         """How many ops of `space` are stored (0: the space is unknown here)."""
         ...
 
+    def bind_document(self, document: str, space: str, by: str) -> str:
+        """Bind `document` to `space` (on behalf of the DID `by`) unless it is bound
+        already, in one durable transaction; returns the space it is bound to now
+        (another one if it was bound before: nothing changed)."""
+        ...
+
+    def bindings(self) -> list[tuple[str, str]]:
+        """Every `(document, space)` binding, in binding order."""
+        ...
+
     @property
     def health(self) -> StorageHealth: ...
 
@@ -69,6 +83,7 @@ class MemoryAuthorityStore:
     def __init__(self) -> None:
         self._spaces: dict[str, dict[str, StoredOp]] = {}
         self._seq = 0
+        self._bound: dict[str, str] = {}
         self.health = StorageHealth("space authority")
 
     def put_ops(self, space: str, ops: Sequence[tuple[str, bytes]]) -> int:
@@ -96,6 +111,12 @@ class MemoryAuthorityStore:
     def count(self, space: str) -> int:
         return len(self._spaces.get(space, ()))
 
+    def bind_document(self, document: str, space: str, by: str) -> str:
+        return self._bound.setdefault(document, space)
+
+    def bindings(self) -> list[tuple[str, str]]:
+        return list(self._bound.items())
+
     def close(self) -> None:
         pass
 
@@ -109,6 +130,12 @@ CREATE TABLE IF NOT EXISTS space_ops (
     UNIQUE (space, id)
 );
 CREATE INDEX IF NOT EXISTS space_ops_by_space ON space_ops (space, seq);
+CREATE TABLE IF NOT EXISTS document_spaces (
+    seq INTEGER PRIMARY KEY,
+    document TEXT NOT NULL UNIQUE,
+    space TEXT NOT NULL,
+    bound_by TEXT NOT NULL
+);
 """
 
 
@@ -195,6 +222,31 @@ class SqliteAuthorityStore:
         with self._using() as db:
             (n,) = db.execute("SELECT COUNT(*) FROM space_ops WHERE space = ?", (space,)).fetchone()
         return int(n)
+
+    def bind_document(self, document: str, space: str, by: str) -> str:
+        with self._using() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT OR IGNORE INTO document_spaces (document, space, bound_by)"
+                    " VALUES (?, ?, ?)",
+                    (document, space, by),
+                )
+                (bound,) = db.execute(
+                    "SELECT space FROM document_spaces WHERE document = ?", (document,)
+                ).fetchone()
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+        return str(bound)
+
+    def bindings(self) -> list[tuple[str, str]]:
+        with self._using() as db:
+            rows = db.execute("SELECT document, space FROM document_spaces ORDER BY seq").fetchall()
+        return [(str(d), str(s)) for d, s in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -79,3 +79,20 @@ class AuthorityStoreContract:
             assert again.get_ops(SPACE)[-1].seq > before[-1].seq
         finally:
             again.close()
+
+    def test_document_bindings_first_one_wins_and_survive_reopen(
+        self, store: AuthorityStore, reopen: Callable[[], AuthorityStore] | None
+    ) -> None:
+        assert store.bindings() == []
+        assert store.bind_document("doc-1", SPACE, "did:key:zA") == SPACE
+        assert store.bind_document("doc-1", OTHER, "did:key:zB") == SPACE  # no rebinding
+        assert store.bind_document("doc-2", OTHER, "did:key:zB") == OTHER
+        assert store.bindings() == [("doc-1", SPACE), ("doc-2", OTHER)]
+        if reopen is None:
+            return
+        store.close()
+        again = reopen()
+        try:
+            assert again.bindings() == [("doc-1", SPACE), ("doc-2", OTHER)]
+        finally:
+            again.close()
