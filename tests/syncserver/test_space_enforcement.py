@@ -7,15 +7,31 @@ syncserver")."""
 from __future__ import annotations
 
 import secrets
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hearth.spaces.encoding import actor_for
-from hearth.spaces.ops import Ban, BindActor, Join, JoinPolicy, Rank, SetJoinPolicy, SetRole
+from hearth.spaces.ops import (
+    Ban,
+    BindActor,
+    Join,
+    JoinPolicy,
+    Kick,
+    Rank,
+    SetJoinPolicy,
+    SetRole,
+)
 from syncserver.automerge import Document, SyncMessage, SyncState
 from syncserver.automerge.chunk import encode_change
-from tests.syncserver.helpers import RawPeer, RunningServer, running_server
+from tests.syncserver.helpers import (
+    RawPeer,
+    RunningServer,
+    running_server,
+    server_at,
+    server_process,
+)
 from tests.syncserver.ids import new_document_id
 from tests.syncserver.spaces_world import Person, Space, SpacesClient, statuses
 from tests.syncserver.test_protocol import sync_frame, sync_until_acked
@@ -230,3 +246,84 @@ async def test_binding_refusals_are_precise(tmp_path: Path) -> None:
         bobs, _ = await upload(srv, c, w.bob)
         status, body = await bind(c, w.bob, bobs, w.space.id)
         assert (status, body["error"]) == (403, "NotMember") and "banned" in body["message"]
+
+
+async def test_open_space_non_members_read_only_kick_ends_session_joiner_woken(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path) as srv:
+        c = SpacesClient(srv.url, srv.did)
+        alice, bob, dave = Person("alice"), Person("bob"), Person("dave")
+        s = Space(alice)  # open
+        nonce = secrets.token_hex(8)
+        bob_actor = actor_for(s.id, bob.did, nonce)
+        ops = [s.create, s.write(bob, NO_INVITE), s.write(bob, BindActor(bob_actor, nonce))]
+        assert all(st == "accepted" for st, _ in statuses(await c.submit(alice, s.id, *ops)))
+        channel, doc = await upload(srv, c, alice)
+        assert (await bind(c, alice, channel, s.id))[0] == 200
+
+        # Dave, not a member, reads an open space but may not write to it.
+        async with RawPeer.connect(srv.ws(await c.token(dave)), "dave") as peer:
+            assert (await request(peer, channel))["type"] == "sync"
+            dave_nonce = secrets.token_hex(8)
+            reply = await push(peer, channel, doc, change(doc, secrets.token_bytes(16)))
+            assert reply["type"] == "error" and channel in reply["message"]
+            # Anonymous readers too.
+            async with RawPeer.connect(srv.ws(), "anon") as anon:
+                assert (await request(anon, channel))["type"] == "sync"
+            # Dave joins and binds an actor: now his change is stored.
+            dave_actor = actor_for(s.id, dave.did, dave_nonce)
+            joined = [s.write(dave, NO_INVITE)]
+            joined.append(s.write(dave, BindActor(dave_actor, dave_nonce)))
+            await c.submit(dave, s.id, joined[0])
+            await c.submit(dave, s.id, joined[1])
+            by_dave = change(doc, bytes.fromhex(dave_actor))
+            reply = await push(peer, channel, doc, by_dave)
+            assert reply["type"] == "sync", reply
+            assert (await stored(srv, alice, channel)).get_change(hash_of(doc, by_dave))
+
+        # Bob's open session ends when Alice bans him (kicked, he would still read an
+        # open space, as anyone not banned).
+        async with RawPeer.connect(srv.ws(await c.token(bob)), "bob") as peer:
+            assert (await request(peer, channel))["type"] == "sync"
+            ban = s.write(alice, Ban(bob.did, "enough"))
+            assert statuses(await c.submit(alice, s.id, ban)) == [("accepted", None)]
+            reply = await peer.recv()
+            assert reply["type"] == "doc-unavailable" and reply["documentId"] == channel
+
+
+async def test_bindings_survive_kill_9(tmp_path: Path) -> None:
+    async with server_process(tmp_path) as (proc, url):
+        srv = await server_at(url)
+        c = SpacesClient(srv.url, srv.did)
+        w = await approval_space(c)
+        channel, _ = await upload(srv, c, w.alice)
+        assert (await bind(c, w.alice, channel, w.space.id))[0] == 200
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    async with server_process(tmp_path) as (_proc, url):
+        srv = await server_at(url)
+        c = SpacesClient(srv.url, srv.did)
+        w.alice.token = ""
+        # Bound: the owner's stored rules would let only Alice read; the space lets Bob.
+        async with RawPeer.connect(srv.ws(await c.token(w.bob)), "bob") as peer:
+            assert (await request(peer, channel))["type"] == "sync"
+        async with RawPeer.connect(srv.ws(await c.token(w.mallory)), "mal") as peer:
+            assert (await request(peer, channel))["type"] == "doc-unavailable"
+
+
+async def test_a_kick_ends_the_members_sessions_in_an_approval_space(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as srv:
+        c = SpacesClient(srv.url, srv.did)
+        w = await approval_space(c)
+        space_doc, _ = await upload(srv, c, w.alice)
+        channel, _ = await upload(srv, c, w.alice)
+        for d in (space_doc, channel):
+            assert (await bind(c, w.alice, d, w.space.id))[0] == 200
+        async with RawPeer.connect(srv.ws(await c.token(w.bob)), "bob") as peer:
+            for d in (space_doc, channel):
+                assert (await request(peer, d))["type"] == "sync"
+            kick = w.space.write(w.carol, Kick(w.bob.did, "cool off"))
+            assert statuses(await c.submit(w.carol, w.space.id, kick)) == [("accepted", None)]
+            ended = {(m := await peer.recv())["documentId"] for _ in range(2)}
+            assert m["type"] == "doc-unavailable" and ended == {space_doc, channel}
