@@ -435,7 +435,11 @@ def create_app(config: ServiceConfig) -> Starlette:
     async def get_access(request: Request) -> Response:
         document_id = _document_id(request.query_params.get("documentId"))
         access = await owned_access(await caller(request, LXM_GET_ACCESS), document_id)
-        return JSONResponse(access_json(document_id, access))
+        answer = access_json(document_id, access)
+        space = state().enforcement.bindings.space_of(document_id)
+        if space is not None:
+            answer["space"] = space  # the space's state decides, not the lists
+        return JSONResponse(answer)
 
     async def export(request: Request) -> Response:
         st = state()

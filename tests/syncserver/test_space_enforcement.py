@@ -132,6 +132,10 @@ async def test_members_write_bound_actors_bans_end_sessions_and_survive_restart(
         )
         assert (await bind(c, w.alice, channel, w.space.id))[0] == 200
         assert (await bind(c, w.alice, channel, w.space.id))[0] == 200  # again: no-op
+        r = await srv.xrpc("GET", "getAccess", w.alice.signer, params={"documentId": channel})
+        assert r.json()["space"] == w.space.id
+        r = await srv.xrpc("GET", "getAccess", w.alice.signer, params={"documentId": unbound})
+        assert "space" not in r.json()
 
         # A member with a bound actor writes: stored.
         async with RawPeer.connect(srv.ws(await c.token(w.bob)), "bob") as bob:
