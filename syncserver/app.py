@@ -50,6 +50,7 @@ from hearth.service import Service
 from hearth.storage import StorageUnavailable, storage_status
 from hearth.types import Did, DocumentId
 from resolver import Resolver
+from syncserver.directory import DIRECTORY_OPTIONS, DirectoryEndpoints
 from syncserver.enforcement import (
     Bindings,
     SpaceAccessPolicy,
@@ -156,6 +157,7 @@ OPTIONS = (
         "seconds a storage call waits for a lock held by another process before failing (503)",
     ),
     *SPACE_OPTIONS,
+    *DIRECTORY_OPTIONS,
     *AUTH_OPTIONS,
 )
 
@@ -269,6 +271,8 @@ def create_app(config: ServiceConfig) -> Starlette:
         log.info("space authority logs in %s", spaces.open(run_in_worker, storage_in_memory))
         bound = await enforcement.start(spaces.service)
         log.info("%d documents bound to spaces", bound)
+        listed = await directory.start(spaces.service, run_in_worker)
+        log.info("%d spaces listed in the directory", listed)
         try:
             yield
         finally:
@@ -477,6 +481,7 @@ def create_app(config: ServiceConfig) -> Starlette:
         return await caller(request, lxm, optional=optional)
 
     spaces = SpaceEndpoints(config, authenticate)
+    directory = DirectoryEndpoints(config, authenticate)
     routes: list[BaseRoute] = [
         WebSocketRoute("/", websocket),
         WebSocketRoute("/sync", websocket),
@@ -487,6 +492,7 @@ def create_app(config: ServiceConfig) -> Starlette:
         Route(f"/xrpc/{LXM_BIND_DOCUMENT}", bind_document, methods=["POST"]),
         Route(f"/xrpc/{LXM_EXPORT}", export, methods=["GET"]),
         *spaces.routes,
+        *directory.routes,
         *common_routes(
             service_did,
             settings.url,

@@ -20,6 +20,10 @@ bytes of row and index.
 The store also keeps which space each bound document belongs to
 (`bind_document`, `bindings`; docs/spaces.md "Enforcement at the syncserver"):
 one row of ~200 bytes per bound document, written durably like ops.
+
+And which spaces their owners listed in the server's directory (`set_listed`,
+`listed`; docs/spaces.md "Directory"): one row of ~150 bytes per listed space,
+written durably like ops.
 """
 
 from __future__ import annotations
@@ -71,6 +75,16 @@ class AuthorityStore(Protocol):
         """Every `(document, space)` binding, in binding order."""
         ...
 
+    def set_listed(self, space: str, listed: bool, by: str) -> None:
+        """List `space` in the directory (on behalf of the DID `by`) or unlist it, in
+        one durable transaction; listing a listed space or unlisting an unlisted one
+        changes nothing."""
+        ...
+
+    def listed(self) -> list[str]:
+        """Every listed space, in listing order."""
+        ...
+
     @property
     def health(self) -> StorageHealth: ...
 
@@ -84,6 +98,7 @@ class MemoryAuthorityStore:
         self._spaces: dict[str, dict[str, StoredOp]] = {}
         self._seq = 0
         self._bound: dict[str, str] = {}
+        self._listed: dict[str, str] = {}
         self.health = StorageHealth("space authority")
 
     def put_ops(self, space: str, ops: Sequence[tuple[str, bytes]]) -> int:
@@ -117,6 +132,15 @@ class MemoryAuthorityStore:
     def bindings(self) -> list[tuple[str, str]]:
         return list(self._bound.items())
 
+    def set_listed(self, space: str, listed: bool, by: str) -> None:
+        if listed:
+            self._listed.setdefault(space, by)
+        else:
+            self._listed.pop(space, None)
+
+    def listed(self) -> list[str]:
+        return list(self._listed)
+
     def close(self) -> None:
         pass
 
@@ -135,6 +159,11 @@ CREATE TABLE IF NOT EXISTS document_spaces (
     document TEXT NOT NULL UNIQUE,
     space TEXT NOT NULL,
     bound_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS directory_listing (
+    seq INTEGER PRIMARY KEY,
+    space TEXT NOT NULL UNIQUE,
+    listed_by TEXT NOT NULL
 );
 """
 
@@ -247,6 +276,22 @@ class SqliteAuthorityStore:
         with self._using() as db:
             rows = db.execute("SELECT document, space FROM document_spaces ORDER BY seq").fetchall()
         return [(str(d), str(s)) for d, s in rows]
+
+    def set_listed(self, space: str, listed: bool, by: str) -> None:
+        with self._using() as db:
+            # One statement: a transaction of its own, durable at return (synchronous=FULL).
+            if listed:
+                db.execute(
+                    "INSERT OR IGNORE INTO directory_listing (space, listed_by) VALUES (?, ?)",
+                    (space, by),
+                )
+            else:
+                db.execute("DELETE FROM directory_listing WHERE space = ?", (space,))
+
+    def listed(self) -> list[str]:
+        with self._using() as db:
+            rows = db.execute("SELECT space FROM directory_listing ORDER BY seq").fetchall()
+        return [str(s) for (s,) in rows]
 
     def close(self) -> None:
         with self._lock:

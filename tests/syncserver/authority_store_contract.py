@@ -96,3 +96,25 @@ class AuthorityStoreContract:
             assert again.bindings() == [("doc-1", SPACE), ("doc-2", OTHER)]
         finally:
             again.close()
+
+    def test_directory_listing_set_unset_and_survives_reopen(
+        self, store: AuthorityStore, reopen: Callable[[], AuthorityStore] | None
+    ) -> None:
+        assert store.listed() == []
+        store.set_listed(SPACE, True, "did:key:zA")
+        store.set_listed(OTHER, True, "did:key:zB")
+        store.set_listed(SPACE, True, "did:key:zA")  # again: changes nothing
+        assert store.listed() == [SPACE, OTHER]
+        store.set_listed(SPACE, False, "did:key:zA")
+        store.set_listed(SPACE, False, "did:key:zA")
+        assert store.listed() == [OTHER]
+        store.set_listed(SPACE, True, "did:key:zA")
+        assert store.listed() == [OTHER, SPACE]
+        if reopen is None:
+            return
+        store.close()
+        again = reopen()
+        try:
+            assert again.listed() == [OTHER, SPACE]
+        finally:
+            again.close()
