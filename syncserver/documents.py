@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from hearth.types import DocumentId
 from syncserver import synchronizer
@@ -71,6 +71,22 @@ async def _run_inline(fn: Callable[[], T]) -> T:
 
 async def _run_in_thread(fn: Callable[[], T]) -> T:
     return await asyncio.to_thread(fn)
+
+
+class DocumentOptions(TypedDict, total=False):
+    """`Documents`' keyword options, which `SyncHub` passes through unchanged."""
+
+    run: Runner[object] | None
+    compute: Runner[object] | None
+    max_cached_documents: int
+    max_inflated: int | None
+    max_queued_changes: int | None
+    max_queued_bytes: int | None
+    peer_queue_share: float
+    max_pending_requests: int
+    max_pending_requests_per_peer: int
+    access_policy: AccessPolicy | None
+    authorship: Authorship | None
 
 
 class Documents:

@@ -28,10 +28,10 @@ big upload does not stall every other peer's messages on the event loop.
 from __future__ import annotations
 
 import logging
+from typing import Unpack
 
 from hearth.types import Did, DocumentId
-from syncserver.access import AccessPolicy, Authorship
-from syncserver.documents import Documents, Runner
+from syncserver.documents import DocumentOptions, Documents
 from syncserver.messages import (
     PROTOCOL_VERSION,
     DocUnavailableMessage,
@@ -63,34 +63,9 @@ class SyncHub:
         metrics: SyncMetrics,
         *,
         peer_id: str,
-        run: Runner[object] | None = None,
-        compute: Runner[object] | None = None,
-        max_cached_documents: int = 1000,
-        max_inflated: int | None = None,
-        max_queued_changes: int | None = 1000,
-        max_queued_bytes: int | None = 16 * 1024 * 1024,
-        peer_queue_share: float = 0.25,
-        max_pending_requests: int = 50_000,
-        max_pending_requests_per_peer: int = 1024,
-        access_policy: AccessPolicy | None = None,
-        authorship: Authorship | None = None,
+        **options: Unpack[DocumentOptions],
     ) -> None:
-        self.documents = Documents(
-            storage,
-            metrics,
-            peer_id=peer_id,
-            run=run,
-            compute=compute,
-            max_cached_documents=max_cached_documents,
-            max_inflated=max_inflated,
-            max_queued_changes=max_queued_changes,
-            max_queued_bytes=max_queued_bytes,
-            peer_queue_share=peer_queue_share,
-            max_pending_requests=max_pending_requests,
-            max_pending_requests_per_peer=max_pending_requests_per_peer,
-            access_policy=access_policy,
-            authorship=authorship,
-        )
+        self.documents = Documents(storage, metrics, peer_id=peer_id, **options)
         self.storage = storage
         self.metrics = metrics
         self.peer_id = peer_id
