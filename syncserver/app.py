@@ -280,6 +280,7 @@ def create_app(config: ServiceConfig) -> Starlette:
                 conn.peer.close(1001, "server shutting down")
             await resolver.aclose()
             await enforcement.close()
+            await directory.close()
             executor.shutdown(wait=True)
             storage.close()
             await spaces.close()

@@ -22,8 +22,10 @@ listed space's log is loaded once to resolve its entry.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import logging
 import math
 import re
 import time
@@ -70,6 +72,8 @@ DIRECTORY_OPTIONS = (
         "directory list and search requests per client address a minute",
     ),
 )
+
+log = logging.getLogger("hearth.syncserver.directory")
 
 Run = Callable[[Callable[[], Any]], Awaitable[Any]]
 
@@ -162,11 +166,17 @@ class Directory:
         if self._entries.pop(space, None) is not None:
             self._sorted = None
 
-    def changed(self, space: OpId, state: SpaceState) -> None:
-        """Refresh a listed space's entry (ignored for spaces not listed). An invite-only
-        space stays listed by its owner's choice but is not shown while so."""
-        if space in self._entries:
-            self.put(state)
+    def changed(self, space: OpId, state: SpaceState) -> bool:
+        """Refresh a listed space's entry (ignored for spaces not listed). Returns True
+        when the space just became invite-only: it left the directory, and the caller
+        must forget the owner's listing choice in the store too."""
+        if space not in self._entries:
+            return False
+        if state.policy is JoinPolicy.INVITE_ONLY:
+            self.remove(space)
+            return True
+        self.put(state)
+        return False
 
     def _shown(self) -> list[Listing]:
         if self._sorted is None:
@@ -236,6 +246,7 @@ class DirectoryEndpoints:
         self.directory = Directory()
         self._service: SpaceService | None = None
         self._run: Run | None = None
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def start(self, service: SpaceService, run: Run) -> int:
         """Load the listed spaces (each space's log once); returns how many."""
@@ -243,13 +254,37 @@ class DirectoryEndpoints:
         spaces: list[str] = await run(service.store.listed)
         for space in spaces:
             state = await service.state_of(OpId(space))
-            if state is not None:
+            if state is None or state.policy is JoinPolicy.INVITE_ONLY:
+                # Its unlisting did not reach the store before a crash: finish it.
+                self._unlist(OpId(space))
+            else:
                 self.directory.put(state)
         service.on_change.append(self._changed)
         return len(self.directory)
 
     def _changed(self, space: OpId, _before: Access, after: SpaceState) -> None:
-        self.directory.changed(space, after)
+        if self.directory.changed(space, after):
+            self._unlist(space)
+
+    def _unlist(self, space: OpId) -> None:
+        """Forget a listing in the store, in the background: the directory no longer
+        shows it, and `start` skips an invite-only space should this write fail."""
+        service, run = self._ready()
+
+        async def write() -> None:
+            try:
+                await run(lambda: service.store.set_listed(space, False, ""))
+            except Exception as e:  # noqa: BLE001 - logged; start() finishes it later
+                log.warning("could not unlist invite-only space %s: %s", space[:12], e)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def close(self) -> None:
+        """Wait for background unlistings; call before the storage thread stops."""
+        while self._writes:
+            await asyncio.gather(*list(self._writes))
 
     def _ready(self) -> tuple[SpaceService, Run]:
         if self._service is None or self._run is None:

@@ -153,6 +153,11 @@ async def test_invite_only_is_never_listed(client: DirectoryClient) -> None:
     await c.submit(bob, s.id, s.write(bob, SetJoinPolicy(JoinPolicy.INVITE_ONLY)))
     assert await c.everything(None) == []
     assert await c.everything(None, "search", q="hearth") == []
+    # It left the directory: opening up again does not list it, its owner does.
+    await c.submit(bob, s.id, s.write(bob, SetJoinPolicy(JoinPolicy.OPEN)))
+    assert await c.everything(None) == []
+    assert (await c.set_listed(bob, s.id, True)).status_code == 200
+    assert [e["joinPolicy"] for e in await c.everything(None)] == ["open"]
 
 
 async def test_pages_hold_every_listed_space_once_in_a_stable_order(
@@ -228,6 +233,10 @@ async def test_listing_survives_a_restart(tmp_path: Path) -> None:
         assert (await c.set_listed(alice, s.id, True)).status_code == 200
         assert (await c.set_listed(carol, gone.id, True)).status_code == 200
         assert (await c.set_listed(carol, gone.id, False)).status_code == 200
+        closed, (dave,) = await founded(c)
+        assert (await c.set_listed(dave, closed.id, True)).status_code == 200
+        await c.submit(dave, closed.id, closed.write(dave, SetJoinPolicy(JoinPolicy.INVITE_ONLY)))
+        await c.submit(dave, closed.id, closed.write(dave, SetJoinPolicy(JoinPolicy.OPEN)))
         before = await c.everything(bob)
     async with running_server(tmp_path) as srv:
         c = DirectoryClient(srv.url, srv.did)
