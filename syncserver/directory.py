@@ -11,13 +11,14 @@ opaque cursor. `DirectoryEndpoints` authenticates, rate-limits per client
 address, parses the query once and stores the owner's choice durably (the
 `AuthorityStore`, on the storage thread) before it answers.
 
-Costs: one entry per listed space (~300 bytes plus ~100 per member DID: the
+Costs: one entry per listed space (~300 bytes plus ~150 per member DID: the
 member set answers "is the caller a member" without loading the space's log),
 at most `directory_max_listed`; the sorted order is rebuilt on the first read
-after a change (n log n over the listed spaces). A search scans every listed
-space (a case-insensitive substring match on public name and description):
-linear in `directory_max_listed`, fine for a community server. At start each
-listed space's log is loaded once to resolve its entry.
+after a change (n log n over the listed spaces: ~5 ms at 10,000). A list page
+starts by bisection; a search scans every listed space (a case-insensitive
+substring match on public name and description: ~2 ms at 10,000), linear in
+`directory_max_listed`, fine for a community server. At start each listed
+space's log is loaded once to resolve its entry.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
+import itertools
 import logging
 import math
 import re
@@ -62,8 +65,8 @@ DIRECTORY_OPTIONS = (
     Option(
         "directory_max_listed",
         positive_int,
-        10_000,
-        "spaces the directory lists (~300 B each plus ~100 B per member; a search scans all)",
+        2_000,
+        "spaces the directory lists (~300 B each plus ~150 B per member; a search scans all)",
     ),
     Option(
         "directory_requests_per_minute",
@@ -151,6 +154,7 @@ class Directory:
     def __init__(self) -> None:
         self._entries: dict[OpId, Listing] = {}
         self._sorted: list[Listing] | None = []
+        self._keys: list[tuple[int, str]] = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -178,10 +182,11 @@ class Directory:
         self.put(state)
         return False
 
-    def _shown(self) -> list[Listing]:
+    def _shown(self) -> tuple[list[Listing], list[tuple[int, str]]]:
         if self._sorted is None:
             self._sorted = sorted((e for e in self._entries.values() if e.listable), key=_key)
-        return self._sorted
+            self._keys = [e.key for e in self._sorted]
+        return self._sorted, self._keys
 
     def page(
         self, after: tuple[int, str] | None, limit: int, query: str | None = None
@@ -189,10 +194,10 @@ class Directory:
         """Up to `limit` shown entries after the cursor key, matching `query` if given;
         and the cursor of the next page (None: this was the last)."""
         folded = None if query is None else query.casefold()
+        shown, keys = self._shown()
+        start = 0 if after is None else bisect.bisect_right(keys, after)
         out: list[Listing] = []
-        for entry in self._shown():
-            if after is not None and entry.key <= after:
-                continue
+        for entry in itertools.islice(shown, start, None):
             if folded is not None and not entry.matches(folded):
                 continue
             if len(out) == limit:
