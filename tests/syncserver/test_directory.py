@@ -33,9 +33,12 @@ class DirectoryClient(SpacesClient):
         *,
         params: dict[str, str] | str | None = None,
         body: Any = None,
+        session: bool = False,
     ) -> httpx.Response:
         headers = {"content-type": "application/json"}
-        if who is not None:
+        if who is not None and session:
+            headers["authorization"] = f"Bearer {await self.token(who)}"
+        elif who is not None:
             jwt = mint_service_jwt(who.signer, iss=who.did, aud=self.did, lxm=f"{DIRECTORY}.{name}")
             headers["authorization"] = f"Bearer {jwt}"
         url = f"{self.url}/xrpc/{DIRECTORY}.{name}"
@@ -108,6 +111,11 @@ async def test_owner_lists_anyone_sees_the_public_face_members_the_private_name(
     assert await c.everything(None, "search", q="nothing like it") == []
     assert await c.everything(Person("stranger")) == [public]
     assert await c.everything(bob) == [{**public, "privateName": "Hearth (members)"}]
+    r = await c.dir(bob, "GET", "search", params={"q": "hearth"}, session=True)
+    assert r.json() == {"spaces": [{**public, "privateName": "Hearth (members)"}]}
+    # The private name is no search oracle, even for members.
+    assert await c.everything(None, "search", q="(members)") == []
+    assert await c.everything(bob, "search", q="(members)") == []
 
     # Fresh from the log: a new member and a new description show without relisting.
     carol = Person("carol")
