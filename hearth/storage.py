@@ -16,9 +16,10 @@ operator repairs or restores it and restarts the service.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 log = logging.getLogger("hearth.storage")
 
@@ -98,6 +99,22 @@ class StorageHealth:
     @property
     def problem(self) -> str | None:
         return self.broken or self.error
+
+    @contextlib.contextmanager
+    def guard(self, what: str = "storage") -> Iterator[None]:
+        """Run one storage operation in the block: refused while broken; a storage
+        failure is recorded and raised as StorageUnavailable (other sqlite3 errors,
+        e.g. a constraint, pass unchanged); success makes the store healthy."""
+        self.refuse_if_broken()
+        try:
+            yield
+        except sqlite3.Error as e:
+            if not is_storage_failure(e):
+                raise
+            reason = describe(e)
+            self.failed(reason)
+            raise StorageUnavailable(f"{what} unavailable: {reason}; retry later") from e
+        self.succeeded()
 
 
 def storage_status(healths: Iterable[StorageHealth]) -> str:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hearth.files import private_sqlite_connect, quick_check
-from hearth.storage import StorageHealth, StorageUnavailable, describe, is_storage_failure
+from hearth.storage import StorageHealth, describe
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,17 +207,9 @@ class SqliteAuthorityStore:
 
     @contextlib.contextmanager
     def _using(self) -> Iterator[sqlite3.Connection]:
-        self.health.refuse_if_broken()
-        with self._lock:
-            try:
-                yield self._db
-            except sqlite3.Error as e:
-                if not is_storage_failure(e):
-                    raise
-                reason = describe(e)
-                self.health.failed(reason)
-                raise StorageUnavailable(f"storage unavailable: {reason}; retry later") from e
-        self.health.succeeded()
+        """The connection, under the lock; storage failures become StorageUnavailable."""
+        with self.health.guard(), self._lock:
+            yield self._db
 
     def put_ops(self, space: str, ops: Sequence[tuple[str, bytes]]) -> int:
         with self._using() as db:

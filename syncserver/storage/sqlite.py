@@ -26,7 +26,7 @@ from pathlib import Path
 
 from hearth.base58 import b58encode
 from hearth.files import private_sqlite_connect, quick_check
-from hearth.storage import StorageHealth, StorageUnavailable, describe, is_storage_failure
+from hearth.storage import StorageHealth, describe
 from hearth.types import ChangeHash, Did, DocumentId
 from syncserver.storage.base import Access, StorageError, StorageStats, StoredChange
 
@@ -125,17 +125,8 @@ class SqliteStorage:
     @contextlib.contextmanager
     def _using(self) -> Iterator[sqlite3.Connection]:
         """The connection, under the lock; storage failures become StorageUnavailable."""
-        self.health.refuse_if_broken()
-        with self._lock:
-            try:
-                yield self._db
-            except sqlite3.Error as e:
-                if not is_storage_failure(e):
-                    raise
-                reason = describe(e)
-                self.health.failed(reason)
-                raise StorageUnavailable(f"storage unavailable: {reason}; retry later") from e
-        self.health.succeeded()
+        with self.health.guard(), self._lock:
+            yield self._db
 
     def check(self) -> None:
         """Raise StorageUnavailable unless the write lock can be taken now (waits briefly)."""
