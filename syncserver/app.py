@@ -127,6 +127,14 @@ OPTIONS = (
         1024,
         "requests for absent or unreadable documents remembered per connection",
     ),
+    Option(
+        "max_sessions_per_connection",
+        int,
+        1024,
+        "documents one connection may sync at once (each session keeps its document"
+        " loaded until the connection leaves); beyond, a sync for another document"
+        " is answered `error`; 0: no cap",
+    ),
     Option("token_ttl", int, 24 * 3600, "session token lifetime, seconds"),
     Option(
         "max_tokens_per_did",
@@ -256,6 +264,7 @@ def create_app(config: ServiceConfig) -> Starlette:
             max_queued_bytes=config.get_int("max_queued_bytes"),
             max_pending_requests=config.get_int("max_pending_requests"),
             max_pending_requests_per_peer=config.get_int("max_pending_requests_per_peer"),
+            max_sessions_per_connection=config.get_int("max_sessions_per_connection"),
             access_policy=SpaceAccessPolicy(bindings),
             authorship=SpaceAuthorship(bindings),
         )

@@ -19,7 +19,10 @@ Invariants:
 
 Memory bounds: requests for absent or unreadable documents, and sessions on
 documents not stored yet, are remembered in two `WaitingRoom`s (per connection
-and in total; when full, the one holding the most gives way). Loaded documents
+and in total; when full, the one holding the most gives way). Each sync session
+keeps its document loaded until it ends, so one connection may have at most
+`max_sessions_per_connection` (a sync for one more is answered `error`; the
+decision: `synchronizer.session_limit`). Loaded documents
 beyond `max_cached_documents` are evicted least recently used among those not in
 use (`cache.py`).
 """
@@ -85,6 +88,7 @@ class DocumentOptions(TypedDict, total=False):
     peer_queue_share: float
     max_pending_requests: int
     max_pending_requests_per_peer: int
+    max_sessions_per_connection: int
     access_policy: AccessPolicy | None
     authorship: Authorship | None
 
@@ -108,6 +112,7 @@ class Documents:
         peer_queue_share: float = 0.25,
         max_pending_requests: int = 50_000,
         max_pending_requests_per_peer: int = 1024,
+        max_sessions_per_connection: int = 1024,
         access_policy: AccessPolicy | None = None,
         authorship: Authorship | None = None,
     ) -> None:
@@ -154,6 +159,9 @@ class Documents:
         self.creating: WaitingRoom[Connection] = WaitingRoom(
             max_pending_requests_per_peer, max_pending_requests
         )
+        # Sync sessions one connection may have open (each pins its document in the
+        # cache until the connection leaves); 0: no cap.
+        self.max_sessions_per_connection = max_sessions_per_connection
         self.gossip = Gossip(peer_id, self.storage_id)
 
     def _new_document(self) -> Document:
@@ -221,10 +229,25 @@ class Documents:
                 self.waiting.discard(conn, entry.document_id)
             elif self.access_policy.may_read(conn.did, entry.document_id, access):
                 self.waiting.discard(conn, entry.document_id)
+                if self._session_refused(conn, entry.document_id):
+                    continue
                 conn.sessions[entry.document_id] = SyncState()
                 entry.connections[conn.peer_id] = conn
                 woken.append(conn)
         await self._send_sync(entry, woken)
+
+    def _session_refused(self, conn: Connection, document_id: DocumentId) -> bool:
+        """If `conn` has no session on the document and may open no more, answer
+        `error` naming the limit and return True."""
+        if document_id in conn.sessions:
+            return False
+        refusal = synchronizer.session_limit(
+            document_id, len(conn.sessions), self.max_sessions_per_connection
+        )
+        if refusal is None:
+            return False
+        self._refuse(conn, document_id, refusal)
+        return True
 
     def _refuse(self, conn: Connection, document_id: DocumentId, refusal: Refuse) -> None:
         self.metrics.refused.labels(refusal.reason).inc()
@@ -234,6 +257,10 @@ class Documents:
         """One sync round, under the document's lock (decisions: synchronizer.py)."""
         document_id = message.document_id
         self.metrics.sync_rounds.inc()
+        # A new session beyond the connection's cap is refused before the document
+        # is loaded (checked again below, once the session is about to open).
+        if self._session_refused(conn, document_id):
+            return
         entry = self.cache.entry(document_id)
         async with self.cache.locked(entry):
             if conn.closed:
@@ -275,6 +302,10 @@ class Documents:
             if state is None:
                 state = await self._initial_state(conn, document_id, access is not None)
                 if conn.closed:
+                    return
+                # Other rounds of this connection may have opened sessions meanwhile.
+                if self._session_refused(conn, document_id):
+                    self.creating.discard(conn, document_id)
                     return
                 conn.sessions[document_id] = state
             entry.connections[conn.peer_id] = conn

@@ -97,6 +97,21 @@ def malformed(error: AutomergeError) -> Refuse:
     return Refuse("malformed", f"malformed sync message: {error}")
 
 
+def session_limit(document_id: DocumentId, open_sessions: int, max_sessions: int) -> Refuse | None:
+    """Whether a connection with `open_sessions` sync sessions may open one more, on
+    `document_id`: each session keeps its document loaded (pinned in the cache)
+    until the connection leaves, so their number per connection is capped
+    (`max_sessions`; 0: no cap). Returns the refusal beyond the cap, else None."""
+    if max_sessions <= 0 or open_sessions < max_sessions:
+        return None
+    return Refuse(
+        "sessions_full",
+        f"document {document_id}: this connection already syncs {open_sessions}"
+        f" documents, the limit (max-sessions-per-connection = {max_sessions});"
+        " nothing stored, close other documents or reconnect",
+    )
+
+
 def admit(
     document_id: DocumentId,
     did: Did | None,

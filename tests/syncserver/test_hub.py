@@ -645,3 +645,98 @@ async def test_sessions_on_documents_not_stored_yet_are_bounded_and_shared() -> 
     for conn, _ in connections:
         await hub.leave(conn)
     assert len(hub.creating) == 0
+
+
+async def test_sessions_per_connection_are_capped_and_released_on_leave() -> None:
+    storage = MemoryStorage()
+    hub = new_hub(storage, max_cached_documents=2, max_sessions_per_connection=3)
+    # Five public documents, stored by Alice (one connection each: she is capped too).
+    docs = {}
+    for i in range(5):
+        owner_peer = Conn([])
+        owner = await hub.join(owner_peer, JoinMessage("owner", PeerMetadata(), ("1",)), ALICE)
+        assert owner is not None
+        doc_id, doc = new_document_id(), make_changes(i + 1)
+        await run_sync(hub, owner, owner_peer, doc_id, doc)
+        await hub.leave(owner)
+        public = Access(owner=ALICE, public=True)
+        storage.set_access(doc_id, public)
+        await hub.access_changed(doc_id, public)
+        docs[doc_id] = doc
+    assert len(hub.cache) <= 2
+    # An anonymous reader asks for all of them: three sessions open, the rest are
+    # refused with an error naming the limit, and nothing of them is loaded for it.
+    peer = Conn([])
+    reader = await hub.join(peer, JoinMessage("reader", PeerMetadata(), ("1",)), None)
+    assert reader is not None
+    request = Document().generate_sync_message(SyncState())
+    assert request is not None
+    for doc_id in docs:
+        await hub.handle(reader, SyncMessage("reader", "srv", doc_id, request, True))
+    ids = list(docs)
+    assert list(reader.sessions) == ids[:3]
+    refused = [m for m in peer.inbox if isinstance(m, ErrorMessage)]
+    assert [m.document_id for m in refused] == ids[3:]
+    assert all(
+        "already syncs 3 documents" in m.message and "max-sessions-per-connection = 3" in m.message
+        for m in refused
+    )
+    assert not any(isinstance(m, SyncMessage) and m.document_id in ids[3:] for m in peer.inbox)
+    # Its sessions pin their documents; the refused ones are not pinned.
+    assert set(ids[:3]) <= set(hub.cache)
+    assert all(hub.cache[d].connections == {"reader": reader} for d in ids[:3])
+    assert len(hub.cache) <= 3 + 2
+    # A message on a document it already syncs is still handled.
+    await hub.handle(reader, SyncMessage("reader", "srv", ids[0], request, True))
+    assert len([m for m in peer.inbox if isinstance(m, ErrorMessage)]) == 2
+    # Another connection syncs the refused documents.
+    other_peer = Conn([])
+    other = await hub.join(other_peer, JoinMessage("other", PeerMetadata(), ("1",)), BOB)
+    assert other is not None
+    for doc_id in ids[3:]:
+        copy = Document()
+        await run_sync(hub, other, other_peer, doc_id, copy)
+        assert copy.save() == docs[doc_id].save()
+    assert not any(isinstance(m, ErrorMessage) for m in other_peer.inbox)
+    # Once the reader leaves, its count and its pins are gone: its documents are
+    # evictable again.
+    await hub.leave(reader)
+    await hub.leave(other)
+    assert reader.sessions == {}
+    assert all(not hub.cache[d].connections for d in hub.cache)
+    assert len(hub.cache) <= 2
+    assert hub.cache.idle_count() == len(hub.cache)
+
+
+async def test_waiting_request_woken_beyond_the_session_cap_is_refused() -> None:
+    storage = MemoryStorage()
+    hub = new_hub(storage, max_sessions_per_connection=1)
+    first, second = new_document_id(), new_document_id()
+    for doc_id in (first, second):
+        # One connection per document: Alice too may sync only one at a time.
+        alice_peer = Conn([])
+        alice = await hub.join(alice_peer, JoinMessage("alice", PeerMetadata(), ("1",)), ALICE)
+        assert alice is not None
+        await run_sync(hub, alice, alice_peer, doc_id, make_changes(1))
+        await hub.leave(alice)
+    peer = Conn([])
+    bob = await hub.join(peer, JoinMessage("bob", PeerMetadata(), ("1",)), BOB)
+    assert bob is not None
+    request = Document().generate_sync_message(SyncState())
+    assert request is not None
+    # Bob may not read the second document yet: he waits for it.
+    public = Access(owner=ALICE, public=True)
+    storage.set_access(first, public)
+    await hub.access_changed(first, public)
+    await hub.handle(bob, SyncMessage("bob", "srv", second, request, True))
+    assert hub.waiting.of(bob) == 1
+    await hub.handle(bob, SyncMessage("bob", "srv", first, request, True))
+    assert list(bob.sessions) == [first]
+    # Granted access, the waiting request would open a second session: refused.
+    access = Access(owner=ALICE, readers=frozenset({BOB}))
+    storage.set_access(second, access)
+    await hub.access_changed(second, access)
+    assert list(bob.sessions) == [first] and hub.waiting.of(bob) == 0
+    refused = [m for m in peer.inbox if isinstance(m, ErrorMessage)]
+    assert [m.document_id for m in refused] == [second]
+    assert "max-sessions-per-connection = 1" in refused[0].message

@@ -205,3 +205,14 @@ async def test_the_hub_asks_the_plugged_in_policy_and_authorship() -> None:
     [error] = [m for m in peer.inbox if isinstance(m, ErrorMessage)]
     assert "not bound" in error.message and error.document_id == doc_id
     assert len(list(storage.changes(doc_id))) == 1
+
+
+def test_session_limit() -> None:
+    doc_id = new_document_id()
+    assert synchronizer.session_limit(doc_id, 0, 2) is None
+    assert synchronizer.session_limit(doc_id, 1, 2) is None
+    refusal = synchronizer.session_limit(doc_id, 2, 2)
+    assert refusal is not None and refusal.reason == "sessions_full"
+    assert doc_id in refusal.text and "max-sessions-per-connection = 2" in refusal.text
+    # 0: no cap.
+    assert synchronizer.session_limit(doc_id, 10_000, 0) is None
