@@ -465,3 +465,30 @@ async def test_a_request_for_a_missing_document_is_answered_when_it_arrives(
             if reply is not None:
                 await early.send_raw(sync_frame(early, doc_id, reply))
         assert mine.save() == doc.save()
+
+
+async def test_sessions_beyond_the_per_connection_cap_are_refused(tmp_path: Path) -> None:
+    async with running_server(tmp_path, max_sessions_per_connection=2) as server:
+        token = await server.token_for(Signer.generate())
+        docs = {}
+        for i in range(3):
+            # One connection per document: the writer is capped too.
+            async with RawPeer.connect(server.ws(token), f"writer-{i}") as writer:
+                doc_id, doc = new_document_id(), make_changes(i + 1)
+                await sync_until_acked(writer, doc_id, doc)
+                docs[doc_id] = doc
+        request = Document().generate_sync_message(SyncState())
+        assert request is not None
+        async with RawPeer.connect(server.ws(token), "reader") as reader:
+            for doc_id in docs:
+                await reader.send_raw(sync_frame(reader, doc_id, request, "request"))
+            replies = [await reader.recv() for _ in docs]
+            kinds = sorted(r["type"] for r in replies)
+            assert kinds == ["error", "sync", "sync"], replies
+            (refused,) = [r for r in replies if r["type"] == "error"]
+            assert "max-sessions-per-connection = 2" in refused["message"]
+            # The refused document still syncs on another connection.
+            async with RawPeer.connect(server.ws(token), "other") as other:
+                copy = Document()
+                await sync_until_acked(other, refused["documentId"], copy)
+                assert copy.save() == docs[refused["documentId"]].save()
