@@ -164,6 +164,13 @@ OPTIONS = (
         5.0,
         "seconds a storage call waits for a lock held by another process before failing (503)",
     ),
+    Option(
+        "storage_probe_interval",
+        float,
+        5.0,
+        "seconds between checks, with or without traffic, that the document store can"
+        " be written (a lock held by another process shows in /xrpc/_health); 0: off",
+    ),
     *SPACE_OPTIONS,
     *DIRECTORY_OPTIONS,
     *AUTH_OPTIONS,
@@ -210,6 +217,23 @@ def access_json(document_id: DocumentId, access: Access) -> dict[str, Any]:
         "readers": sorted(access.readers),
         "writers": sorted(access.writers),
     }
+
+
+async def probe_storage(
+    storage: Storage, run: Callable[[Callable[[], None]], Any], interval: float
+) -> None:
+    """Every `interval` seconds, check on the storage worker that the store can be
+    written now (`Storage.check`: takes the write lock, waiting at most 0.1 s), so
+    a lock held by another process shows in `health` even while no peer writes,
+    and its end too. Without it, health probes only once a call has failed."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run(storage.check)
+        except StorageUnavailable:
+            pass  # recorded in storage.health
+        except Exception:
+            log.exception("storage probe failed")
 
 
 def create_app(config: ServiceConfig) -> Starlette:
@@ -282,9 +306,19 @@ def create_app(config: ServiceConfig) -> Starlette:
         log.info("%d documents bound to spaces", bound)
         listed = await directory.start(spaces.service, run_in_worker)
         log.info("%d spaces listed in the directory", listed)
+        probe_interval = config.get_float("storage_probe_interval")
+        probing = (
+            asyncio.create_task(probe_storage(storage, run_in_worker, probe_interval))
+            if probe_interval > 0 and not storage_in_memory
+            else None
+        )
         try:
             yield
         finally:
+            if probing is not None:
+                probing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probing
             for conn in list(hub.connections.values()):
                 conn.peer.close(1001, "server shutting down")
             await resolver.aclose()

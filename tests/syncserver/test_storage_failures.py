@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hearth.storage import StorageUnavailable
 from hearth.types import ChangeHash, Did, DocumentId
 from syncserver.storage import Access, SqliteStorage, StoredChange
 from tests.faults import corrupt_middle_page, locked, not_private
-from tests.syncserver.helpers import running_server
+from tests.syncserver.helpers import TIMEOUT, running_server
 from tests.syncserver.ids import new_document_id
 from tests.timing import MS
 
@@ -86,3 +87,27 @@ async def test_every_file_the_syncserver_writes_is_private(tmp_path: Path) -> No
             assert not_private(tmp_path / "data") == {}
     finally:
         os.umask(old)
+
+
+async def wait_for_storage(url: str, ok: bool) -> dict[str, object]:
+    """Poll /xrpc/_health (bounded) until its storage is ok, or not."""
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    async with httpx.AsyncClient() as http:
+        while True:
+            r = await http.get(url + "/xrpc/_health")
+            body: dict[str, object] = r.json()
+            if (r.status_code == 200) == ok:
+                return body
+            assert asyncio.get_running_loop().time() < deadline, body
+            await asyncio.sleep(50 * MS)
+
+
+async def test_health_notices_a_lock_without_traffic_and_its_end(tmp_path: Path) -> None:
+    async with running_server(tmp_path, storage_probe_interval=100 * MS) as server:
+        assert (await wait_for_storage(server.url, ok=True))["storage"] == "ok"
+        with locked(tmp_path / "syncserver" / "syncserver.sqlite3"):
+            # No peer and no call writes: only the idle probe can notice.
+            storage = (await wait_for_storage(server.url, ok=False))["storage"]
+            assert isinstance(storage, str) and storage.startswith("error: documents: ")
+            assert "locked" in storage, storage
+        assert (await wait_for_storage(server.url, ok=True))["storage"] == "ok"
