@@ -1,6 +1,6 @@
 """Space authority log benchmark: resolving 10,000 ops, and the cost of one op.
 
-    .venv/bin/python bench/spaces.py [--ops N]
+    .venv/bin/python bench/spaces.py [--ops N] [--no-ts] [--changes N] [--no-authorship]
 
 Builds a space of N signed ops (default 10,000): 300 people join, an owner,
 admins and moderators run it (roles, kicks, bans, redactions, actor bindings,
@@ -19,13 +19,33 @@ the very same ops (frontend/bench/spaces.ts, loaded by frontend/tests/run-ts.mjs
 through Vite's module runner; checks that it reaches Python's states), side by
 side with the ratio. `--no-ts` skips that. Python times are CPU time; Node's
 are wall-clock (best of three; verification on 1,000 ops spread over the log).
+
+Last, the syncserver's extra CPU per stored change from authorship checks
+(`--no-authorship` skips it). In process, not a server subprocess: a `SyncHub` over
+`MemoryStorage`, built as tests/syncserver/test_hub.py builds it, and one connection
+of a member of the linear space above sending `--changes` sync messages (default
+2,000), each carrying one new change by the member's bound actor, to a new
+document. Two hubs: one wired as syncserver/app.py wires it (`SpaceAccessPolicy`,
+`SpaceAuthorship`), the document bound to the space (`Bindings.bind`, as
+`chat.hearth.v1.space.bindDocument` does); one with today's defaults
+(`StoredAccess`, `AnyAuthor`), the same workload on an unbound document. CPU is
+`time.process_time()` around each `hub.handle` (the client's side is not counted;
+the hub computes its reply on a worker thread, as in the server, and process time
+counts it), the two hubs taking turns change by change in one event loop so both
+see the same load, best of five rounds. Prints both in us per stored change, the
+ratio bound/unbound, and the access and authorship calls alone (the floor of the
+difference, which on a loaded machine is within the hub figures' noise). The store
+is in memory, so the denominator lacks SQLite's commit: a real server's ratio is
+closer still to 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -39,6 +59,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FRONTEND = ROOT / "frontend"
 sys.path.insert(0, str(ROOT))
 
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from hearth.base58 import b58check_encode  # noqa: E402
 from hearth.jwt import Signer  # noqa: E402
 from hearth.spaces import (  # noqa: E402
     AuthorityLog,
@@ -67,7 +90,14 @@ from hearth.spaces.ops import (  # noqa: E402
     Unban,
 )
 from hearth.spaces.state import SpaceState  # noqa: E402
-from hearth.types import Did  # noqa: E402
+from hearth.types import Did, DocumentId  # noqa: E402
+from syncserver.automerge import Document, SyncState  # noqa: E402
+from syncserver.automerge.chunk import encode_change  # noqa: E402
+from syncserver.enforcement import Bindings, SpaceAccessPolicy, SpaceAuthorship  # noqa: E402
+from syncserver.hub import SyncHub  # noqa: E402
+from syncserver.messages import JoinMessage, Message, PeerMetadata, SyncMessage  # noqa: E402
+from syncserver.metrics import SyncMetrics  # noqa: E402
+from syncserver.storage import Access, MemoryStorage  # noqa: E402
 
 PEOPLE = 300
 
@@ -180,6 +210,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ops", type=int, default=10_000)
     parser.add_argument("--no-ts", action="store_true", help="skip the TypeScript figures")
+    parser.add_argument("--changes", type=int, default=2_000, help="sync messages per round")
+    parser.add_argument(
+        "--no-authorship", action="store_true", help="skip the syncserver authorship figures"
+    )
     args = parser.parse_args()
     n = args.ops
 
@@ -243,6 +277,8 @@ def main() -> int:
     if not args.no_ts:
         sets = [("linear", linear), ("concurrent", concurrent), ("spam wave", wave)]
         print_side_by_side(py, typescript(sets))
+    if not args.no_authorship:
+        authorship_cost(_resolve(space, linear), args.changes)
     return 0
 
 
@@ -294,6 +330,141 @@ def print_side_by_side(py: dict[str, float], ts: dict[str, float]) -> None:
         if other is None:
             continue
         print(f"  {key:28s} {value:10.1f} {other:11.1f} {other / value:7.2f}")
+
+
+class _Peer:
+    """The hub's side of a connection: what it sends lands in `inbox`."""
+
+    def __init__(self) -> None:
+        self.inbox: list[Message] = []
+
+    def send(self, message: Message) -> None:
+        self.inbox.append(message)
+
+    def close(self, code: int, reason: str) -> None:
+        raise SystemExit(f"the hub closed the connection: {code} {reason}")
+
+
+class _HubWriter:
+    """One hub and one connection of a member writing one document, a change per sync
+    message by the member's bound actor. `bound`: a hub wired as app.py wires it
+    (`SpaceAccessPolicy`, `SpaceAuthorship`), the document bound to the space; else a
+    hub with today's defaults (`StoredAccess`, `AnyAuthor`), the document unbound."""
+
+    def __init__(self, state: SpaceState, bound: bool) -> None:
+        self.did, actor = next((d, a) for a, d in state.actors.items() if state.may_write(d))
+        self.actor = bytes.fromhex(actor)
+        self.state, self.bound = state, bound
+        self.storage = MemoryStorage()
+        metrics = SyncMetrics(CollectorRegistry(), self.storage.stats)
+        self.bindings = Bindings()
+        if bound:
+            self.hub = SyncHub(
+                self.storage,
+                metrics,
+                peer_id="srv",
+                access_policy=SpaceAccessPolicy(self.bindings),
+                authorship=SpaceAuthorship(self.bindings),
+            )
+        else:
+            self.hub = SyncHub(self.storage, metrics, peer_id="srv")
+        self.peer = _Peer()
+        self.doc_id = DocumentId(b58check_encode(os.urandom(16)))
+        self.doc, self.sync = Document(), SyncState()
+        self.seq = 0
+
+    async def start(self) -> None:
+        """Join, create the document (owned by the member), bind it if `bound`."""
+        conn = await self.hub.join(
+            self.peer, JoinMessage("bench", PeerMetadata(), ("1",)), self.did
+        )
+        assert conn is not None
+        self.conn = conn
+        self.peer.inbox.clear()  # the hub's `peer` answer
+        await self.write()
+        if self.bound:
+            self.bindings.bind(self.doc_id, self.state.space, self.state)
+
+    async def write(self) -> float:
+        """One new change, synced until the hub has nothing more to say; the hub's CPU
+        seconds (`process_time` around each `hub.handle`)."""
+        self.seq += 1
+        self.doc.apply(
+            encode_change(deps=self.doc.heads, actor=self.actor, seq=self.seq, start_op=self.seq)
+        )
+        cpu = 0.0
+        out = self.doc.generate_sync_message(self.sync)
+        while out is not None:
+            t0 = time.process_time()
+            await self.hub.handle(self.conn, SyncMessage("bench", "srv", self.doc_id, out))
+            cpu += time.process_time() - t0
+            out = None
+            for msg in self.peer.inbox:
+                if not isinstance(msg, SyncMessage):
+                    raise SystemExit(f"the hub answered {msg}")
+                self.doc.receive_sync_message(self.sync, msg.data)
+                out = self.doc.generate_sync_message(self.sync) or out
+            self.peer.inbox.clear()
+        return cpu
+
+    def stored(self) -> int:
+        return sum(1 for _ in self.storage.changes(self.doc_id))
+
+
+async def _hub_round(state: SpaceState, n: int) -> dict[bool, float]:
+    """Hub CPU seconds for `n` changes on an unbound (False) and a bound (True)
+    document, the two hubs taking turns change by change (so both see the same load)."""
+    writers = {b: _HubWriter(state, b) for b in (False, True)}
+    for w in writers.values():
+        await w.start()
+    cpu = {False: 0.0, True: 0.0}
+    for i in range(n):
+        for b in (False, True) if i % 2 else (True, False):
+            cpu[b] += await writers[b].write()
+    for w in writers.values():
+        if w.stored() != n + 1:
+            raise SystemExit(f"the hub stored {w.stored()} changes, not {n + 1}")
+    return cpu
+
+
+def _checks_us(state: SpaceState, bound: bool, n: int = 100_000) -> float:
+    """The access and authorship calls alone, as the hub makes them for one change
+    (may_read, may_write, check), in us."""
+    w = _HubWriter(state, bound)
+    if bound:
+        w.bindings.bind(w.doc_id, state.space, state)
+    docs = w.hub.documents
+    policy, authorship = docs.access_policy, docs.authorship
+    did, actor, doc_id, stored = w.did, w.actor, w.doc_id, Access(owner=w.did)
+
+    def calls() -> None:
+        for _ in range(n):
+            policy.may_read(did, doc_id, stored)
+            policy.may_write(did, doc_id, stored)
+            authorship.check(did, actor, doc_id)
+
+    assert authorship.check(did, actor, doc_id) is None
+    return min(timed(calls) for _ in range(3)) / n * 1e6
+
+
+def authorship_cost(state: SpaceState, n: int, rounds: int = 5) -> None:
+    """Print the syncserver's CPU per stored change on a bound and an unbound document."""
+    best = {True: float("inf"), False: float("inf")}
+    for _ in range(rounds):
+        cpu = asyncio.run(_hub_round(state, n))
+        for b in best:
+            best[b] = min(best[b], cpu[b])
+    unbound_us, bound_us = best[False] / n * 1e6, best[True] / n * 1e6
+    print(f"\nsyncserver hub, {n} sync messages of one change each (best of {rounds}):")
+    print(f"  unbound document (StoredAccess, AnyAuthor):          {unbound_us:8.1f} us/change")
+    print(f"  bound to the space (SpaceAccessPolicy, Authorship): {bound_us:8.1f} us/change")
+    print(f"  bound/unbound: {bound_us / unbound_us:.3f} ({bound_us - unbound_us:+.1f} us/change)")
+    today, space = _checks_us(state, False), _checks_us(state, True)
+    print(
+        f"  the checks alone (may_read, may_write, check): {today:.2f} us today, "
+        f"{space:.2f} us bound ({len(state.members)} members, {len(state.actors)} actors): "
+        f"+{space - today:.2f} us/change, ratio {(unbound_us + space - today) / unbound_us:.4f}"
+    )
 
 
 def _resolve(space: OpId, ops: list[SignedOp]) -> SpaceState:
